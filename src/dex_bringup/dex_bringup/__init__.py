@@ -1,0 +1,1 @@
+"""The node graph (one description for ros2 launch and the dex starter), recorder, demo and benchmarks."""

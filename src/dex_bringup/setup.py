@@ -1,0 +1,23 @@
+"""ament_python package dex_bringup; also installs into a plain venv with pip."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "dex_bringup"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    include_package_data=True,
+    package_data={PACKAGE: ["models/*", "config/*", "rviz/*", "urdf/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/models", glob(PACKAGE + "/models/*")),
+    ],
+    install_requires=["numpy", "rosbags", "dex_sim", "dex_perception", "dex_policy", "dex_hardware"],
+    zip_safe=False,
+    python_requires=">=3.10",
+    entry_points={"console_scripts": ["recorder_node = dex_bringup.recorder:main", "dex = dex_bringup.cli:main"]},
+)

@@ -1,0 +1,254 @@
+"""The one registry of hand facts.
+
+Every other package asks this module for joint and actuator names, their order, limits, units,
+coupling, fingertip sites, camera names and resolution, and the task timing. Nobody else
+hard-codes them. The MJCF and URDF in ``dex_description/models`` are generated from these facts
+(``python -m dex_description.generate``), and a test checks that the committed files match.
+
+Frames: the hand is fixed in the world, palm up. World z is up; the fingers point along +y; the
+thumb is on the +x side (a right hand).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Joint:
+    """A hinge joint. Angles in rad, positive = flexion (towards the palm) unless noted."""
+
+    name: str
+    lower: float
+    upper: float
+    unit: str = "rad"
+
+
+@dataclass(frozen=True)
+class Actuator:
+    """A position actuator. ``joints`` has two entries for a coupled (tendon) actuator, whose
+    target is the sum of the two joint angles (Shadow's J0 = J1 + J2)."""
+
+    name: str
+    joints: tuple[str, ...]
+    lower: float
+    upper: float
+    unit: str = "rad"
+
+    @property
+    def coupled(self) -> bool:
+        return len(self.joints) > 1
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A fixed pinhole camera looking at ``lookat`` from ``pos`` (world frame, m)."""
+
+    name: str
+    pos: tuple[float, float, float]
+    lookat: tuple[float, float, float]
+    fovy_deg: float
+    width: int
+    height: int
+
+    @property
+    def frame_id(self) -> str:
+        return self.name + "_optical_frame"
+
+    def intrinsics(self) -> np.ndarray:
+        """3x3 K matrix (pixels) of the pinhole model MuJoCo renders with (square pixels)."""
+        fy = 0.5 * self.height / math.tan(math.radians(self.fovy_deg) / 2.0)
+        return np.array(
+            [[fy, 0.0, (self.width - 1) / 2.0], [0.0, fy, (self.height - 1) / 2.0], [0, 0, 1.0]]
+        )
+
+    def xyaxes(self) -> tuple[float, ...]:
+        """MuJoCo camera xyaxes (camera x = image right, camera y = image up; looks along -z)."""
+        fwd = np.asarray(self.lookat, float) - np.asarray(self.pos, float)
+        fwd /= np.linalg.norm(fwd)
+        up_world = np.array([0.0, 0.0, 1.0])
+        right = np.cross(fwd, up_world)
+        if np.linalg.norm(right) < 1e-9:  # looking straight down
+            right = np.array([1.0, 0.0, 0.0])
+        right /= np.linalg.norm(right)
+        up = np.cross(right, fwd)
+        return tuple(float(v) for v in (*right, *up))
+
+
+@dataclass(frozen=True)
+class CubeSpec:
+    name: str = "cube"
+    size: float = 0.055  # edge length, m
+    mass: float = 0.078  # kg (Dactyl's block)
+    # Where the cube is placed on reset (world frame, m): above the palm centre.
+    rest_pos: tuple[float, float, float] = (0.0, 0.035, 0.06)
+
+
+@dataclass(frozen=True)
+class HandSpec:
+    name: str
+    joints: tuple[Joint, ...]
+    actuators: tuple[Actuator, ...]
+    fingertip_sites: tuple[str, ...]
+    cameras: tuple[Camera, ...]
+    cube: CubeSpec = field(default_factory=CubeSpec)
+    base_frame: str = "world"
+    palm_body: str = "palm"
+    timestep: float = 0.002  # physics step, s
+    control_period: float = 0.08  # one policy action per 80 ms (Dactyl)
+    joint_prefix: str = ""
+
+    # ---- names and order ------------------------------------------------------------------
+    @property
+    def joint_names(self) -> list[str]:
+        return [j.name for j in self.joints]
+
+    @property
+    def actuator_names(self) -> list[str]:
+        return [a.name for a in self.actuators]
+
+    @property
+    def camera_names(self) -> list[str]:
+        return [c.name for c in self.cameras]
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joints)
+
+    @property
+    def n_actuators(self) -> int:
+        return len(self.actuators)
+
+    @property
+    def substeps(self) -> int:
+        n = round(self.control_period / self.timestep)
+        if abs(n * self.timestep - self.control_period) > 1e-9:
+            raise ValueError("control_period must be a whole number of physics timesteps")
+        return n
+
+    # ---- limits -----------------------------------------------------------------------------
+    def joint(self, name: str) -> Joint:
+        for j in self.joints:
+            if j.name == name:
+                return j
+        raise KeyError(f"unknown joint {name!r}; {self.name} has {self.joint_names}")
+
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        return (np.array([j.lower for j in self.joints]), np.array([j.upper for j in self.joints]))
+
+    def actuator_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.array([a.lower for a in self.actuators]),
+            np.array([a.upper for a in self.actuators]),
+        )
+
+    def camera(self, name: str) -> Camera:
+        for c in self.cameras:
+            if c.name == name:
+                return c
+        raise KeyError(f"unknown camera {name!r}; {self.name} has {self.camera_names}")
+
+    def actuation_matrix(self) -> np.ndarray:
+        """(n_actuators, n_joints) matrix A with actuator value = A @ joint positions."""
+        index = {n: i for i, n in enumerate(self.joint_names)}
+        a = np.zeros((self.n_actuators, self.n_joints))
+        for r, act in enumerate(self.actuators):
+            for jn in act.joints:
+                a[r, index[jn]] = 1.0
+        return a
+
+    def facts_hash(self) -> str:
+        """Short hash over every fact a model depends on; models record it in their contract."""
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _finger(prefix: str, has_j5: bool = False) -> list[Joint]:
+    out = []
+    if has_j5:
+        out.append(Joint(prefix + "J5", 0.0, 0.785))  # little-finger metacarpal cup
+    out += [
+        Joint(prefix + "J4", -0.349, 0.349),  # abduction
+        Joint(prefix + "J3", -0.262, 1.571),  # proximal flexion
+        Joint(prefix + "J2", 0.0, 1.571),  # middle flexion (coupled with J1)
+        Joint(prefix + "J1", 0.0, 1.571),  # distal flexion (coupled with J2)
+    ]
+    return out
+
+
+def _finger_actuators(prefix: str, has_j5: bool = False) -> list[Actuator]:
+    out = []
+    if has_j5:
+        out.append(Actuator(prefix + "J5", (prefix + "J5",), 0.0, 0.785))
+    out += [
+        Actuator(prefix + "J4", (prefix + "J4",), -0.349, 0.349),
+        Actuator(prefix + "J3", (prefix + "J3",), -0.262, 1.571),
+        Actuator(prefix + "J0", (prefix + "J2", prefix + "J1"), 0.0, 3.142),
+    ]
+    return out
+
+
+def _default_cameras(width: int = 128, height: int = 128) -> tuple[Camera, ...]:
+    # Three cameras around and above the palm, 120 degrees apart (Dactyl used three, around
+    # the cage); all look at the cube's rest position.
+    look = (0.0, 0.035, 0.06)
+    cams = []
+    for i, az in enumerate((-90.0, 30.0, 150.0)):
+        r, h = 0.30, 0.32
+        pos = (
+            round(r * math.cos(math.radians(az)), 4),
+            round(0.035 + r * math.sin(math.radians(az)), 4),
+            h,
+        )
+        cams.append(Camera(f"cam{i}", pos, look, 40.0, width, height))
+    return tuple(cams)
+
+
+SHADOW = HandSpec(
+    name="dex_shadow",
+    joints=tuple(
+        [Joint("WRJ2", -0.524, 0.175), Joint("WRJ1", -0.698, 0.489)]  # deviation, flexion
+        + _finger("FF")
+        + _finger("MF")
+        + _finger("RF")
+        + _finger("LF", has_j5=True)
+        + [
+            Joint("THJ5", -1.047, 1.047),  # rotation
+            Joint("THJ4", 0.0, 1.222),  # abduction over the palm
+            Joint("THJ3", -0.209, 0.209),
+            Joint("THJ2", -0.698, 0.698),
+            Joint("THJ1", -0.262, 1.571),
+        ]
+    ),
+    actuators=tuple(
+        [Actuator("WRJ2", ("WRJ2",), -0.524, 0.175), Actuator("WRJ1", ("WRJ1",), -0.698, 0.489)]
+        + _finger_actuators("FF")
+        + _finger_actuators("MF")
+        + _finger_actuators("RF")
+        + _finger_actuators("LF", has_j5=True)
+        + [
+            Actuator("THJ5", ("THJ5",), -1.047, 1.047),
+            Actuator("THJ4", ("THJ4",), 0.0, 1.222),
+            Actuator("THJ3", ("THJ3",), -0.209, 0.209),
+            Actuator("THJ2", ("THJ2",), -0.698, 0.698),
+            Actuator("THJ1", ("THJ1",), -0.262, 1.571),
+        ]
+    ),
+    fingertip_sites=("FFtip", "MFtip", "RFtip", "LFtip", "THtip"),
+    cameras=_default_cameras(),
+)
+
+HANDS: dict[str, HandSpec] = {"shadow": SHADOW, SHADOW.name: SHADOW}
+
+
+def get_hand(name: str = "shadow") -> HandSpec:
+    """The hand spec by profile name; a clear error for an unknown one."""
+    try:
+        return HANDS[name]
+    except KeyError:
+        raise KeyError(f"unknown hand {name!r}; known: {sorted(HANDS)}") from None

@@ -1,0 +1,1 @@
+"""Real hand drivers (LEAP over Dynamixel, ros2_control bridge) and command safety."""

@@ -1,0 +1,1 @@
+"""PPO + LSTM training, ONNX export, evaluation, the policy node with trial logic."""

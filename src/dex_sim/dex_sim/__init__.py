@@ -1,0 +1,1 @@
+"""MuJoCo physics and task core, and the sim node."""
