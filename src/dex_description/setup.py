@@ -1,4 +1,5 @@
 """ament_python package dex_description; also installs into a plain venv with pip."""
+
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -10,11 +11,12 @@ setup(
     version="0.1.0",
     packages=find_packages(exclude=["test"]),
     include_package_data=True,
-    package_data={PACKAGE: ["models/*", "config/*", "rviz/*", "urdf/*"]},
+    package_data={PACKAGE: ["models/*", "rviz/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/models", glob(PACKAGE + "/models/*")),
+        ("share/" + PACKAGE + "/rviz", glob(PACKAGE + "/rviz/*")),
     ],
     install_requires=["numpy", "mujoco>=3.2"],
     zip_safe=False,
