@@ -16,7 +16,7 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/models", glob(PACKAGE + "/models/*")),
     ],
-    install_requires=["numpy", "dex_description"],
+    install_requires=["numpy", "onnx", "dex_description"],  # ros_util also needs rclpy (ROS wheels)
     zip_safe=False,
     python_requires=">=3.10",
     entry_points={"console_scripts": []},

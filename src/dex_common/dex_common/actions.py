@@ -1,0 +1,107 @@
+"""Decoding the policy's discrete actions into absolute actuator targets (Dactyl style).
+
+The policy outputs, per actuator, one of ``bins`` categories. Category ``b`` maps linearly to a
+relative change ``delta = -max_delta + b * 2*max_delta/(bins-1)`` rad (an odd ``bins`` has an
+exact zero in the middle: with 11 bins, bin 5 = no change).
+
+Smoothing convention (Dactyl: "exponential moving average, smoothing factor 0.3"): we read the
+factor as the weight of the *previous* smoothed value,
+
+    s_t = ema * s_{t-1} + (1 - ema) * delta_t,       s_0 = 0 after ``reset``
+
+so the newest action keeps 70 % weight and the filter only rounds off bin-to-bin jumps. The new
+absolute target is ``clip(target_{t-1} + s_t, actuator limits)``; clipping the stored target
+(not just the output) stops it winding up past a limit, so reversing direction acts at once.
+Training and deployment both use this class, so the convention cannot differ between them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from dex_description.registry import HandSpec, get_hand
+
+
+class ActionDecoder:
+    """bins[n_actuators] (ints in [0, bins)) -> float64[n_actuators] absolute targets (rad)."""
+
+    def __init__(
+        self,
+        hand: HandSpec | str = "shadow",
+        bins: int = 11,
+        max_delta: float = 0.15,
+        ema: float = 0.3,
+    ) -> None:
+        self.hand = get_hand(hand) if isinstance(hand, str) else hand
+        if isinstance(bins, bool) or int(bins) != bins or int(bins) < 2:
+            raise ValueError(f"bins must be an integer >= 2; got {bins!r}")
+        if not np.isfinite(max_delta) or max_delta <= 0:
+            raise ValueError(f"max_delta must be a positive finite number (rad); got {max_delta!r}")
+        if not np.isfinite(ema) or not 0.0 <= ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (weight of the previous value); got {ema!r}")
+        self.bins = int(bins)
+        self.max_delta = float(max_delta)
+        self.ema = float(ema)
+        self.n = self.hand.n_actuators
+        self.lower, self.upper = self.hand.actuator_limits()
+        # Bin index -> delta lookup table.
+        self.bin_values = np.linspace(-self.max_delta, self.max_delta, self.bins)
+        self._targets: np.ndarray | None = None
+        self._smoothed = np.zeros(self.n)
+
+    # ------------------------------------------------------------------------------------------
+    def reset(self, current_targets: np.ndarray) -> None:
+        """Start from ``current_targets`` (e.g. the measured actuator positions); clears the EMA."""
+        t = np.asarray(current_targets, dtype=np.float64)
+        if t.shape != (self.n,):
+            raise ValueError(f"current_targets must have shape ({self.n},); got {t.shape}")
+        if not np.all(np.isfinite(t)):
+            raise ValueError(f"current_targets contains non-finite values: {t.tolist()}")
+        self._targets = np.clip(t, self.lower, self.upper)
+        self._smoothed = np.zeros(self.n)
+
+    @property
+    def targets(self) -> np.ndarray | None:
+        """The last absolute targets (None before ``reset``)."""
+        return None if self._targets is None else self._targets.copy()
+
+    @property
+    def smoothed_delta(self) -> np.ndarray:
+        return self._smoothed.copy()
+
+    def deltas(self, bin_indices: np.ndarray) -> np.ndarray:
+        """Raw (unsmoothed) deltas, rad, for validated bin indices."""
+        return self.bin_values[self._check_bins(bin_indices)]
+
+    def decode(self, bin_indices: np.ndarray) -> np.ndarray:
+        """One control step: bins -> smoothed delta -> new absolute targets (clipped)."""
+        if self._targets is None:
+            raise RuntimeError("ActionDecoder.decode called before reset(current_targets)")
+        delta = self.deltas(bin_indices)
+        self._smoothed = self.ema * self._smoothed + (1.0 - self.ema) * delta
+        self._targets = np.clip(self._targets + self._smoothed, self.lower, self.upper)
+        return self._targets.copy()
+
+    def describe(self) -> dict:
+        """The ``dex.action`` contract entry (JSON-able)."""
+        return {
+            "mode": "relative",
+            "bins": self.bins,
+            "max_delta": self.max_delta,
+            "ema": self.ema,
+            "actuators": list(self.hand.actuator_names),
+        }
+
+    # ------------------------------------------------------------------------------------------
+    def _check_bins(self, bin_indices: np.ndarray) -> np.ndarray:
+        b = np.asarray(bin_indices)
+        if b.shape != (self.n,):
+            raise ValueError(f"bin_indices must have shape ({self.n},); got {b.shape}")
+        if b.dtype.kind == "f":
+            if not np.all(np.isfinite(b)) or np.any(b != np.round(b)):
+                raise ValueError(f"bin_indices must be whole numbers; got {b.tolist()}")
+        elif b.dtype.kind not in "iu":
+            raise ValueError(f"bin_indices must be integers; got dtype {b.dtype}")
+        bi = b.astype(np.int64)
+        if np.any(bi < 0) or np.any(bi >= self.bins):
+            raise ValueError(f"bin_indices must be in [0, {self.bins}); got {bi.tolist()}")
+        return bi

@@ -1,0 +1,158 @@
+"""The only rclpy module of dex_common: stamp conversion, the /diagnostics helper, QoS profiles.
+
+Everything else in dex_common is pure (no rclpy) so it is unit-tested and used offline.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+# QoS: state (joint states, poses, commands, status): reliable, keep last 10.
+STATE_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=10,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+# Images: reliable (best-effort loses most large images on loopback), keep last 5.
+IMAGE_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=5,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+DIAGNOSTICS_QOS = STATE_QOS
+localhost_qos = STATE_QOS  # name used in the brief; state QoS is the default for topics here
+
+OK = DiagnosticStatus.OK
+WARN = DiagnosticStatus.WARN
+ERROR = DiagnosticStatus.ERROR
+STALE = DiagnosticStatus.STALE
+
+_NS = 1_000_000_000
+
+
+def stamp_to_ns(stamp: Time) -> int:
+    """builtin_interfaces/Time → integer nanoseconds (exact)."""
+    return int(stamp.sec) * _NS + int(stamp.nanosec)
+
+
+def stamp_to_float(stamp: Time) -> float:
+    """builtin_interfaces/Time → float seconds: the double nearest to the exact value (integer
+    ns divided once, so 0.091 s comes back as ``0.091``, not ``0.09100000000000001``)."""
+    return stamp_to_ns(stamp) / 1e9
+
+
+def ns_to_stamp(ns: int) -> Time:
+    sec, nsec = divmod(int(ns), _NS)  # floor division keeps nanosec in [0, 1e9) for t < 0
+    return Time(sec=sec, nanosec=nsec)
+
+
+def float_to_stamp(t: float) -> Time:
+    """Float seconds → builtin_interfaces/Time, rounded to the nearest nanosecond.
+
+    Rounding (not truncating) makes both round trips exact: ``float_to_stamp(stamp_to_float(s))
+    == s`` for any stamp below ~10^6 s, and ``stamp_to_float(float_to_stamp(t)) == t`` for any t
+    that is the double nearest a whole number of ns (e.g. ``k / 1000`` for ms sim stamps)."""
+    if not math.isfinite(t):
+        raise ValueError(f"stamp must be finite; got {t!r}")
+    sec = math.floor(t)
+    nsec = round((t - sec) * _NS)
+    if nsec >= _NS:  # rounding carried into the next second
+        sec, nsec = sec + 1, nsec - _NS
+    if not -(2**31) <= sec < 2**31:
+        raise ValueError(f"stamp {t} s out of the int32 seconds range of builtin_interfaces/Time")
+    return Time(sec=int(sec), nanosec=int(nsec))
+
+
+def key_values(values: Mapping[str, object]) -> list[KeyValue]:
+    """Dict → KeyValue list; values become strings (floats with repr-level precision)."""
+    return [KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()]
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else str(v)
+    return str(v)
+
+
+class DiagnosticsPublisher:
+    """Publishes DiagnosticStatus entries on /diagnostics.
+
+    ``report(name, level, message, values)`` stores the latest status under ``name`` and
+    publishes it at once; ``report(..., immediate=False)`` only stores it (for values updated
+    every control step, which would otherwise flood /diagnostics). A 1 Hz timer on a *steady* clock
+    republishes all latest statuses, so diagnostics keep flowing when sim time is paused or
+    use_sim_time is set (a ROS-clock timer would stop with /clock)."""
+
+    def __init__(
+        self,
+        node: Node,
+        hardware_id: str = "",
+        period_s: float = 1.0,
+        topic: str = "/diagnostics",
+    ) -> None:
+        self.node = node
+        self.hardware_id = hardware_id or node.get_name()
+        self._pub = node.create_publisher(DiagnosticArray, topic, DIAGNOSTICS_QOS)
+        self._lock = threading.Lock()
+        self._latest: dict[str, DiagnosticStatus] = {}
+        self._clock = Clock(clock_type=ClockType.STEADY_TIME)
+        self.published = 0
+        self._timer = node.create_timer(period_s, self.publish_all, clock=self._clock)
+
+    def report(
+        self,
+        name: str,
+        level: int | bytes,
+        message: str,
+        values: Mapping[str, object] | None = None,
+        immediate: bool = True,
+    ) -> DiagnosticStatus:
+        lvl = level if isinstance(level, bytes) else bytes([int(level)])
+        st = DiagnosticStatus(
+            level=lvl,
+            name=name,
+            message=str(message),
+            hardware_id=self.hardware_id,
+            values=key_values(values or {}),
+        )
+        with self._lock:
+            self._latest[name] = st
+        if immediate:
+            self._publish([st])
+        return st
+
+    def latest(self) -> dict[str, DiagnosticStatus]:
+        with self._lock:
+            return dict(self._latest)
+
+    def publish_all(self) -> None:
+        with self._lock:
+            statuses = list(self._latest.values())
+        if statuses:
+            self._publish(statuses)
+
+    def _publish(self, statuses: list[DiagnosticStatus]) -> None:
+        msg = DiagnosticArray(status=statuses)
+        # Header stamp: the node's clock (sim time under use_sim_time) so tools can order it.
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        try:
+            self._pub.publish(msg)
+            self.published += 1
+        except Exception as e:  # publishing during shutdown can raise RCLError; never crash
+            self.node.get_logger().debug(f"diagnostics publish failed: {e}")
+
+    def destroy(self) -> None:
+        self.node.destroy_timer(self._timer)
+        self.node.destroy_publisher(self._pub)

@@ -1,0 +1,123 @@
+"""Quaternion helpers. Quaternions are numpy arrays (w, x, y, z), Hamilton convention,
+matching MuJoCo's ``qpos`` order for free joints. All functions accept float arrays of shape (4,)
+(``quat_mul``/``quat_conj``/``quat_normalize`` also accept (..., 4) batches)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_EPS = 1e-12
+
+
+def _as_quat(q: np.ndarray, name: str = "q") -> np.ndarray:
+    a = np.asarray(q, dtype=np.float64)
+    if a.shape[-1:] != (4,):
+        raise ValueError(f"{name} must have shape (..., 4) (w, x, y, z); got {a.shape}")
+    return a
+
+
+def quat_mul(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
+    """Hamilton product q1 ⊗ q2 (apply q2 first, then q1)."""
+    a = _as_quat(q1, "q1")
+    b = _as_quat(q2, "q2")
+    w1, x1, y1, z1 = np.moveaxis(a, -1, 0)
+    w2, x2, y2, z2 = np.moveaxis(b, -1, 0)
+    return np.stack(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ],
+        axis=-1,
+    )
+
+
+def quat_conj(q: np.ndarray) -> np.ndarray:
+    """Conjugate (= inverse for a unit quaternion)."""
+    a = _as_quat(q)
+    return a * np.array([1.0, -1.0, -1.0, -1.0])
+
+
+def quat_normalize(q: np.ndarray) -> np.ndarray:
+    """Unit quaternion; raises ValueError for a (near-)zero or non-finite quaternion."""
+    a = _as_quat(q)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"quaternion is not finite: {a}")
+    n = np.linalg.norm(a, axis=-1, keepdims=True)
+    if np.any(n < 1e-9):
+        raise ValueError("cannot normalize a zero quaternion")
+    return a / n
+
+
+def canonical(q: np.ndarray) -> np.ndarray:
+    """Sign-canonical unit quaternion (w >= 0); q and -q are the same rotation."""
+    a = quat_normalize(q)
+    return np.where(a[..., :1] < 0.0, -a, a)
+
+
+def rotation_distance(q1: np.ndarray, q2: np.ndarray) -> float:
+    """Angle (rad, in [0, π]) of the rotation taking q1 to q2; invariant to the sign of each."""
+    a = quat_normalize(_as_quat(q1, "q1"))
+    b = quat_normalize(_as_quat(q2, "q2"))
+    if a.shape != (4,) or b.shape != (4,):
+        raise ValueError("rotation_distance takes single quaternions of shape (4,)")
+    # 2*acos(|<a,b>|) loses precision near 0; atan2 of the relative rotation's parts does not.
+    # |w| makes it sign-invariant and keeps the angle in [0, π].
+    rel = quat_mul(quat_conj(a), b)
+    return float(2.0 * np.arctan2(np.linalg.norm(rel[1:]), abs(rel[0])))
+
+
+def random_quat(rng: np.random.Generator) -> np.ndarray:
+    """Uniformly distributed rotation on SO(3) (normalized 4-D Gaussian), sign-canonical w >= 0."""
+    while True:
+        q = rng.standard_normal(4)
+        n = np.linalg.norm(q)
+        if n > 1e-6:
+            q = q / n
+            return -q if q[0] < 0 else q
+
+
+def axis_angle_to_quat(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rotation by ``angle`` rad about ``axis`` (any non-zero length)."""
+    ax = np.asarray(axis, dtype=np.float64)
+    if ax.shape != (3,):
+        raise ValueError(f"axis must have shape (3,); got {ax.shape}")
+    n = np.linalg.norm(ax)
+    if not np.isfinite(n) or n < _EPS or not np.isfinite(angle):
+        raise ValueError(f"axis must be finite and non-zero and angle finite; got {ax}, {angle}")
+    h = 0.5 * float(angle)
+    return np.concatenate([[np.cos(h)], np.sin(h) * ax / n])
+
+
+def quat_to_mat(q: np.ndarray) -> np.ndarray:
+    """3x3 rotation matrix R with v_world = R @ v_body."""
+    w, x, y, z = quat_normalize(_as_quat(q))
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def mat_to_quat(m: np.ndarray) -> np.ndarray:
+    """Unit quaternion (w >= 0) of a 3x3 rotation matrix (Shepperd's method, stable)."""
+    r = np.asarray(m, dtype=np.float64)
+    if r.shape != (3, 3) or not np.all(np.isfinite(r)):
+        raise ValueError(f"expected a finite 3x3 rotation matrix; got shape {r.shape}")
+    t = np.trace(r)
+    if t > max(r[0, 0], r[1, 1], r[2, 2]):
+        s = 2.0 * np.sqrt(1.0 + t)
+        q = [0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s]
+    elif r[0, 0] >= r[1, 1] and r[0, 0] >= r[2, 2]:
+        s = 2.0 * np.sqrt(max(1.0 + r[0, 0] - r[1, 1] - r[2, 2], _EPS))
+        q = [(r[2, 1] - r[1, 2]) / s, 0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s]
+    elif r[1, 1] >= r[2, 2]:
+        s = 2.0 * np.sqrt(max(1.0 + r[1, 1] - r[0, 0] - r[2, 2], _EPS))
+        q = [(r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s]
+    else:
+        s = 2.0 * np.sqrt(max(1.0 + r[2, 2] - r[0, 0] - r[1, 1], _EPS))
+        q = [(r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s]
+    return canonical(np.array(q))
