@@ -1,0 +1,108 @@
+"""Command validation shared by the sim and real hand drivers (pure: numpy + registry only).
+
+A command that cannot be interpreted (wrong length, NaN/Inf, not numeric) is rejected and the
+last safe command is held, so a bad message can never move the hand somewhere undefined.
+A command outside the actuator limits is clamped (and reported), since clamping is safe and
+stalling the hand on a slightly-out-of-range target would be worse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from dex_description.registry import HandSpec, get_hand
+
+
+class CommandGuard:
+    """Validates actuator targets for one hand and remembers the last safe command.
+
+    ``max_delta``: optional per-check rate limit (rad per accepted command); ``None`` = off.
+    ``initial``: the starting safe command; defaults to the hand's default pose targets when
+    dex_description.pose is available, else the middle of each actuator's range clipped to
+    include zero.
+    """
+
+    def __init__(
+        self,
+        hand: str | HandSpec = "shadow",
+        max_delta: float | None = None,
+        initial: Sequence[float] | np.ndarray | None = None,
+    ) -> None:
+        self.spec = hand if isinstance(hand, HandSpec) else get_hand(hand)
+        self.lower, self.upper = self.spec.actuator_limits()
+        self.n = self.spec.n_actuators
+        if max_delta is not None and not (np.isfinite(max_delta) and max_delta > 0):
+            raise ValueError(f"max_delta must be a positive finite number, got {max_delta!r}")
+        self.max_delta = max_delta
+        if initial is None:
+            initial = default_targets(self.spec)
+        init = np.asarray(initial, dtype=float)
+        if init.shape != (self.n,) or not np.all(np.isfinite(init)):
+            raise ValueError(f"initial command must be {self.n} finite values")
+        self._last_safe = np.clip(init, self.lower, self.upper)
+        self.n_rejected = 0
+        self.n_clamped = 0
+
+    @property
+    def last_safe(self) -> np.ndarray:
+        return self._last_safe.copy()
+
+    def reset(self, targets: Sequence[float] | np.ndarray | None = None) -> None:
+        """Forget history; hold ``targets`` (default pose if None) as the safe command."""
+        init = default_targets(self.spec) if targets is None else np.asarray(targets, float)
+        self._last_safe = np.clip(init, self.lower, self.upper)
+
+    def check(self, values: object) -> tuple[bool, np.ndarray, str]:
+        """Validate ``values``. Returns (ok, targets to apply, reason).
+
+        ok=False: rejected, targets = the last safe command, reason says why.
+        ok=True: targets are clamped/rate-limited values; reason is "" or says what was clamped.
+        """
+        try:
+            arr = np.asarray(values, dtype=float)
+        except (TypeError, ValueError) as e:
+            return self._reject(f"command is not numeric: {e}")
+        if arr.ndim != 1 or arr.shape[0] != self.n:
+            return self._reject(
+                f"command has shape {arr.shape}, expected ({self.n},) targets in registry "
+                f"actuator order"
+            )
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            names = [self.spec.actuator_names[i] for i in np.flatnonzero(bad)]
+            return self._reject(f"command has non-finite values (NaN/Inf) for {names}")
+        reasons = []
+        clamped = np.clip(arr, self.lower, self.upper)
+        over = np.flatnonzero(clamped != arr)
+        if over.size:
+            self.n_clamped += 1
+            worst = over[np.argmax(np.abs(arr[over] - clamped[over]))]
+            reasons.append(
+                f"clamped {over.size} target(s) to actuator limits "
+                f"(worst {self.spec.actuator_names[worst]}={arr[worst]:.4g}, "
+                f"range [{self.lower[worst]:.4g}, {self.upper[worst]:.4g}])"
+            )
+        if self.max_delta is not None:
+            d = clamped - self._last_safe
+            limited = np.clip(d, -self.max_delta, self.max_delta)
+            if np.any(limited != d):
+                reasons.append(f"rate-limited to {self.max_delta:g} rad/step")
+                clamped = self._last_safe + limited
+        self._last_safe = clamped
+        return True, clamped.copy(), "; ".join(reasons)
+
+    def _reject(self, reason: str) -> tuple[bool, np.ndarray, str]:
+        self.n_rejected += 1
+        return False, self._last_safe.copy(), reason + "; holding the last safe command"
+
+
+def default_targets(spec: HandSpec) -> np.ndarray:
+    """The hand's default pose as actuator targets (dex_description.pose when present)."""
+    lo, hi = spec.actuator_limits()
+    try:
+        from dex_description.pose import default_actuator_targets
+    except ImportError:  # pose module not generated yet: a neutral, in-range fallback
+        return np.clip(np.zeros(spec.n_actuators), lo, hi)
+    return np.clip(np.asarray(default_actuator_targets(spec), float), lo, hi)

@@ -1,0 +1,268 @@
+"""MuJoCo hand + cube physics core (pure: no rclpy). The sim node and the training env both step
+this class, so what is trained is what runs.
+
+Speed matters here (the training env steps it millions of times): every MuJoCo id / address is
+looked up once at construction, stepping is one ``mj_step(..., nstep=substeps)`` call, and state
+reads are fancy-indexed numpy copies.
+
+Time: MuJoCo's ``data.time`` restarts at 0 on every reset, but the sim is the ROS clock source and
+ROS time must never go backwards. So the sim keeps its own integer count of physics timesteps
+since construction (``time_ns`` / ``time``); a reset does not rewind it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+# MuJoCo picks its GL backend when it is imported; default to EGL (software here, no display).
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dex_common.rotations import quat_mul  # noqa: E402
+from dex_description.paths import scene_xml  # noqa: E402
+from dex_description.registry import HandSpec, get_hand  # noqa: E402
+from dex_hardware.safety import CommandGuard, default_targets  # noqa: E402
+
+# Cube placement noise on reset (m). Small: the cube must land on the palm, not beside it.
+CUBE_POS_JITTER = 0.005
+
+
+class SceneIndex:
+    """MuJoCo ids and addresses for one hand scene, in registry order (looked up once)."""
+
+    def __init__(self, model: mujoco.MjModel, spec: HandSpec) -> None:
+        def jid(name: str) -> int:
+            i = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)
+            if i < 0:
+                raise KeyError(f"joint {name!r} (registry) is missing from the MJCF")
+            return i
+
+        def oid(kind: mujoco.mjtObj, name: str, what: str) -> int:
+            i = mujoco.mj_name2id(model, kind, name)
+            if i < 0:
+                raise KeyError(f"{what} {name!r} (registry) is missing from the MJCF")
+            return i
+
+        joint_ids = [jid(n) for n in spec.joint_names]
+        self.qpos_adr = np.array([model.jnt_qposadr[j] for j in joint_ids], dtype=np.intp)
+        self.qvel_adr = np.array([model.jnt_dofadr[j] for j in joint_ids], dtype=np.intp)
+        self.actuator_ids = np.array(
+            [oid(mujoco.mjtObj.mjOBJ_ACTUATOR, n, "actuator") for n in spec.actuator_names],
+            dtype=np.intp,
+        )
+        self.site_ids = np.array(
+            [oid(mujoco.mjtObj.mjOBJ_SITE, n, "site") for n in spec.fingertip_sites],
+            dtype=np.intp,
+        )
+        self.camera_ids = {
+            c.name: oid(mujoco.mjtObj.mjOBJ_CAMERA, c.name, "camera") for c in spec.cameras
+        }
+        cube_j = oid(mujoco.mjtObj.mjOBJ_JOINT, spec.cube.name + "_free", "cube joint")
+        self.cube_qpos = int(model.jnt_qposadr[cube_j])
+        self.cube_qvel = int(model.jnt_dofadr[cube_j])
+        goal_b = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "goal")
+        # The goal marker is optional for physics (a mocap body only for visualisation).
+        self.goal_mocap = int(model.body_mocapid[goal_b]) if goal_b >= 0 else -1
+
+
+def load_model(hand: str) -> mujoco.MjModel:
+    path = scene_xml(hand)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"MJCF scene {path} not found; generate it with `python -m dex_description.generate`"
+        )
+    return mujoco.MjModel.from_xml_path(str(path))
+
+
+def default_joint_positions(spec: HandSpec, actuator_targets: np.ndarray) -> np.ndarray:
+    """Joint angles matching actuator targets (coupled targets split evenly), within limits."""
+    try:  # prefer the description's own default pose when it provides joint angles
+        from dex_description.pose import default_joint_positions as _djp
+
+        return np.asarray(_djp(spec), float)
+    except (ImportError, AttributeError):
+        pass
+    q = np.zeros(spec.n_joints)
+    index = {n: i for i, n in enumerate(spec.joint_names)}
+    for act, t in zip(spec.actuators, actuator_targets, strict=True):
+        for jn in act.joints:
+            q[index[jn]] = t / len(act.joints)
+    lo, hi = spec.joint_limits()
+    return np.clip(q, lo, hi)
+
+
+# The 6 rotations that put each cube face up (w, x, y, z); composed with a random yaw they give
+# a uniformly random "resting on a face" orientation.
+_S = np.sqrt(0.5)
+_FACE_UP = np.array(
+    [
+        [1.0, 0.0, 0.0, 0.0],  # +z up
+        [0.0, 1.0, 0.0, 0.0],  # -z up (180 deg about x)
+        [_S, _S, 0.0, 0.0],  # 90 deg about x
+        [_S, -_S, 0.0, 0.0],  # -90 deg about x
+        [_S, 0.0, _S, 0.0],  # 90 deg about y
+        [_S, 0.0, -_S, 0.0],  # -90 deg about y
+    ]
+)
+
+
+class HandCubeSim:
+    """The hand + cube scene. ``render=False`` never touches OpenGL (training workers)."""
+
+    def __init__(self, hand: str = "shadow", render: bool = True) -> None:
+        self.hand = hand
+        self.spec = get_hand(hand)
+        self.model = load_model(hand)
+        self.data = mujoco.MjData(self.model)
+        if abs(self.model.opt.timestep - self.spec.timestep) > 1e-12:
+            raise ValueError(
+                f"MJCF timestep {self.model.opt.timestep} != registry {self.spec.timestep}"
+            )
+        self.idx = SceneIndex(self.model, self.spec)
+        self.substeps = self.spec.substeps
+        self.control_period = self.spec.control_period
+        self._timestep_ns = round(self.spec.timestep * 1e9)
+        self._steps = 0  # physics timesteps since construction: the monotonic clock
+        self.guard = CommandGuard(self.spec)
+        self._default_targets = default_targets(self.spec)
+        self._default_qpos = default_joint_positions(self.spec, self._default_targets)
+        self._render_enabled = render
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self.seed: int | None = None
+        self.reset(0)
+        self._steps = 0
+
+    # ---- time ---------------------------------------------------------------------------
+    @property
+    def time_ns(self) -> int:
+        """Monotonic sim time in integer ns (exact: no float drift in stamps)."""
+        return self._steps * self._timestep_ns
+
+    @property
+    def time(self) -> float:
+        """Monotonic sim time in s (the ROS stamp source); never rewinds on reset."""
+        return self.time_ns * 1e-9
+
+    # ---- control --------------------------------------------------------------------------
+    def reset(self, seed: int) -> None:
+        """Default hand pose, cube above the palm with seeded jitter and a random face up/yaw.
+
+        The clock advances by one control period, so the first state after a reset has a stamp
+        strictly newer than anything published before it (the policy waits for that).
+        """
+        self.seed = int(seed)
+        rng = np.random.default_rng(self.seed)
+        m, d, ix = self.model, self.data, self.idx
+        mujoco.mj_resetData(m, d)
+        d.qpos[ix.qpos_adr] = self._default_qpos
+        self.guard.reset(self._default_targets)
+        d.ctrl[ix.actuator_ids] = self._default_targets
+        pos = np.asarray(self.spec.cube.rest_pos, float).copy()
+        pos[:2] += rng.uniform(-CUBE_POS_JITTER, CUBE_POS_JITTER, size=2)
+        yaw = rng.uniform(0.0, 2.0 * np.pi)
+        q_yaw = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+        quat = quat_mul(q_yaw, _FACE_UP[rng.integers(len(_FACE_UP))])
+        d.qpos[ix.cube_qpos : ix.cube_qpos + 3] = pos
+        d.qpos[ix.cube_qpos + 3 : ix.cube_qpos + 7] = quat / np.linalg.norm(quat)
+        d.qvel[ix.cube_qvel : ix.cube_qvel + 6] = 0.0
+        mujoco.mj_forward(m, d)
+        self._steps += self.substeps
+
+    def set_targets(self, targets: Sequence[float] | np.ndarray) -> tuple[bool, np.ndarray, str]:
+        """Validate (CommandGuard: length, finite, clamp to limits) and apply actuator targets.
+
+        Returns the guard's (ok, applied targets, reason); a rejected command holds the last
+        safe one.
+        """
+        ok, applied, reason = self.guard.check(targets)
+        self.data.ctrl[self.idx.actuator_ids] = applied
+        return ok, applied, reason
+
+    def step_control(self) -> None:
+        """Advance one control period (registry substeps of mj_step)."""
+        mujoco.mj_step(self.model, self.data, nstep=self.substeps)
+        # mj_step leaves xpos/site_xpos at the pre-integration state; recompute so fingertips
+        # and renders match qpos exactly (HandKinematics relies on this).
+        mujoco.mj_kinematics(self.model, self.data)
+        self._steps += self.substeps
+
+    def actuator_targets(self) -> np.ndarray:
+        return self.data.ctrl[self.idx.actuator_ids].copy()
+
+    # ---- state ----------------------------------------------------------------------------
+    def joint_positions(self) -> np.ndarray:
+        return self.data.qpos[self.idx.qpos_adr]  # fancy indexing: already a copy
+
+    def joint_velocities(self) -> np.ndarray:
+        return self.data.qvel[self.idx.qvel_adr]
+
+    def cube_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """(position (3,) m world, unit quaternion (4,) w,x,y,z)."""
+        a = self.idx.cube_qpos
+        q = self.data.qpos[a + 3 : a + 7].copy()
+        return self.data.qpos[a : a + 3].copy(), q / np.linalg.norm(q)
+
+    def cube_velocity(self) -> tuple[np.ndarray, np.ndarray]:
+        """(linear (3,) m/s world frame, angular (3,) rad/s cube-local frame) — MuJoCo free joint."""
+        a = self.idx.cube_qvel
+        return self.data.qvel[a : a + 3].copy(), self.data.qvel[a + 3 : a + 6].copy()
+
+    def fingertip_positions(self) -> np.ndarray:
+        """(5, 3) world positions of the registry fingertip sites."""
+        return self.data.site_xpos[self.idx.site_ids]
+
+    def set_goal_marker(self, quat: Sequence[float] | np.ndarray) -> None:
+        """Orient the goal marker (mocap body ``goal``); rendering only, no physics effect."""
+        q = np.asarray(quat, float)
+        n = np.linalg.norm(q) if q.shape == (4,) else 0.0
+        if not np.isfinite(n) or n < 1e-9:
+            raise ValueError(f"goal quaternion must be 4 finite values, non-zero; got {quat!r}")
+        if self.idx.goal_mocap < 0:
+            return
+        self.data.mocap_quat[self.idx.goal_mocap] = q / n
+        mujoco.mj_kinematics(self.model, self.data)  # so the next render shows it
+
+    # ---- rendering ------------------------------------------------------------------------
+    def render(self, camera_name: str, show_goal: bool = False) -> np.ndarray:
+        """uint8 (H, W, 3) RGB at the camera's registry resolution.
+
+        The goal marker (geom group 2) is hidden by default: the cameras stand for the real
+        cameras, which see no goal, and a second cube in view would confuse the pose CNN.
+        """
+        if not self._render_enabled:
+            raise RuntimeError("HandCubeSim(render=False) cannot render")
+        cam_id = self.idx.camera_ids.get(camera_name)
+        if cam_id is None:
+            raise KeyError(f"unknown camera {camera_name!r}; have {list(self.idx.camera_ids)}")
+        cam = self.spec.camera(camera_name)
+        r = self._renderer(cam.height, cam.width)
+        r.update_scene(self.data, camera=cam_id,
+                       scene_option=self._opt_goal if show_goal else self._opt_camera)
+        return r.render()
+
+    def _renderer(self, height: int, width: int) -> mujoco.Renderer:
+        r = self._renderers.get((height, width))
+        if r is None:
+            r = mujoco.Renderer(self.model, height=height, width=width)
+            # Shadows and reflections cost ~10x in software GL and the pose CNN does not need them.
+            r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+            r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+            self._renderers[(height, width)] = r
+            self._opt_goal = mujoco.MjvOption()
+            self._opt_camera = mujoco.MjvOption()
+            self._opt_camera.geomgroup[2] = 0
+        return r
+
+    def close(self) -> None:
+        for r in self._renderers.values():
+            r.close()
+        self._renderers.clear()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: GL may already be gone
+            pass

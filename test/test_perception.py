@@ -1,0 +1,165 @@
+"""dex_perception cores: the CNN, a tiny real dataset + training + ONNX export, the runtime's
+contract / input checks, and the shipped default model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from dex_common.contract import ModelContractError, read_contract, write_contract
+from dex_description.registry import get_hand
+from dex_perception import dataset as ds
+from dex_perception import train as tr
+from dex_perception.net import NetConfig, PoseNet, pose_loss, rotation_error_rad
+from dex_perception.runtime import ImageError, PoseEstimator, default_model_path
+
+SPEC = get_hand("shadow")
+CAM = SPEC.cameras[0]
+TINY_NET = dict(stem_channels=8, stages=(8, 8), stage_strides=(2, 2), fc=16)
+
+
+def test_net_shapes_and_unit_quaternion() -> None:
+    cfg = NetConfig(n_cameras=3, height=64, width=48, **TINY_NET)
+    net = PoseNet(cfg).eval()
+    x = torch.randint(0, 256, (2, 3, 64, 48, 3), dtype=torch.uint8)
+    pos, quat = net(x)
+    assert pos.shape == (2, 3) and quat.shape == (2, 4)
+    assert torch.allclose(torch.linalg.vector_norm(quat, dim=1), torch.ones(2), atol=1e-5)
+    # The cameras are not interchangeable: swapping two changes the output.
+    pos2, _ = net(x[:, [1, 0, 2]])
+    assert not torch.allclose(pos, pos2)
+
+
+def test_loss_is_sign_invariant_but_not_rotation_invariant() -> None:
+    q = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
+    p = torch.zeros(1, 3)
+    assert pose_loss(p, q, p, -q)[0].item() == pytest.approx(0.0, abs=1e-6)
+    # A 90 degree turn about z (a cube symmetry if the faces were identical) is an error here.
+    qz = torch.tensor([[np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4)]], dtype=torch.float32)
+    ident = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    assert pose_loss(p, ident, p, qz)[2].item() > 0.2
+    assert np.degrees(rotation_error_rad(ident, qz).item()) == pytest.approx(90.0, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Render a tiny dataset with HandCubeSim, train 1 epoch of a tiny net, export ONNX."""
+    root = tmp_path_factory.mktemp("pose")
+    meta = ds.generate(root / "data", samples=10, seed=7, shard_size=6, progress=False)
+    cfg = tr.TrainConfig(epochs=1, batch_size=4, val_frac=0.2, net=NetConfig(**TINY_NET))
+    res = tr.train(root / "data", root / "m" / "pose.onnx", cfg, progress=False,
+                   producer="pytest tiny")
+    return {"root": root, "meta": meta, "res": res, "onnx": root / "m" / "pose.onnx"}
+
+
+def test_dataset_is_real_renders_with_labels(tiny_model: dict) -> None:
+    images, pos, quat, meta = ds.load(tiny_model["root"] / "data")
+    assert meta["cameras"] == SPEC.camera_names and meta["samples"] == 10
+    assert images.shape == (10, len(SPEC.cameras), CAM.height, CAM.width, 3)
+    assert images.dtype == np.uint8
+    assert images.std() > 10  # not blank frames
+    assert not np.array_equal(images[0], images[1])
+    np.testing.assert_allclose(np.linalg.norm(quat, axis=1), 1.0, atol=1e-5)
+    # The cube is near the palm (rest position) in every sample.
+    assert np.all(np.linalg.norm(pos - np.asarray(SPEC.cube.rest_pos), axis=1) < 0.1)
+    assert meta["renders_per_s"] > 0
+
+
+def test_export_has_contract_and_ort_matches_torch(tiny_model: dict) -> None:
+    meta = read_contract(tiny_model["onnx"])
+    assert meta["dex.kind"] == "pose"
+    assert json.loads(meta["dex.cameras"]) == SPEC.camera_names
+    assert json.loads(meta["dex.image"]) == {"height": CAM.height, "width": CAM.width,
+                                             "encoding": "rgb8"}
+    assert meta["dex.producer"] == "pytest tiny"
+    assert meta["dex.hand_facts_hash"] == SPEC.facts_hash()
+    ev = json.loads(meta["dex.eval"])
+    assert ev["position_error_mm"] > 0 and ev["rotation_error_deg"] >= 0
+    assert tiny_model["res"]["ort_max_abs_diff"] < 1e-4
+    assert (tiny_model["onnx"].with_suffix(".md")).read_text().count("rotation (deg)") == 1
+
+    # Independent check: dynamic batch (3), ORT output == torch output from the checkpoint.
+    ckpt = torch.load(tiny_model["res"]["checkpoint"], weights_only=False)
+    net = PoseNet(NetConfig.from_dict(ckpt["net"]))
+    net.load_state_dict(ckpt["model"])
+    net.eval()
+    images, _, _, _ = ds.load(tiny_model["root"] / "data")
+    sess = ort.InferenceSession(str(tiny_model["onnx"]), providers=["CPUExecutionProvider"])
+    op, oq = sess.run(None, {"images": images[:3]})
+    with torch.no_grad():
+        tp, tq = net(torch.from_numpy(images[:3]))
+    np.testing.assert_allclose(op, tp.numpy(), atol=1e-5)
+    np.testing.assert_allclose(oq, tq.numpy(), atol=1e-5)
+
+
+def test_resume_continues_from_checkpoint(tiny_model: dict) -> None:
+    cfg = tr.TrainConfig(epochs=2, batch_size=4, val_frac=0.2, net=NetConfig(**TINY_NET))
+    res = tr.train(tiny_model["root"] / "data", tiny_model["root"] / "m" / "pose.onnx", cfg,
+                   resume=True, progress=False, producer="pytest tiny")
+    assert [h["epoch"] for h in res["history"]] == [1, 2]
+
+
+def test_loader_refuses_mismatched_contract(tiny_model: dict, tmp_path) -> None:
+    proto = onnx.load(str(tiny_model["onnx"]))
+    write_contract(proto, {
+        "dex.image": json.dumps({"height": 64, "width": CAM.width, "encoding": "rgb8"}),
+        "dex.cameras": json.dumps(list(reversed(SPEC.camera_names))),
+    })
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+    with pytest.raises(ModelContractError) as e:
+        PoseEstimator(bad, "shadow")
+    msg = str(e.value)
+    assert "image height" in msg and "64" in msg
+    assert "cameras" in msg and "different order" in msg
+    with pytest.raises((FileNotFoundError, ModelContractError)):
+        PoseEstimator(tmp_path / "missing.onnx", "shadow")
+
+
+def test_predict_validates_images(tiny_model: dict) -> None:
+    pe = PoseEstimator(tiny_model["onnx"], "shadow")
+    good = [np.zeros((c.height, c.width, 3), np.uint8) for c in SPEC.cameras]
+    pos, quat = pe.predict(good)
+    assert pos.shape == (3,) and quat.shape == (4,)
+    assert abs(np.linalg.norm(quat) - 1.0) < 1e-6
+    with pytest.raises(ImageError, match="expected 3 images"):
+        pe.predict(good[:2])
+    with pytest.raises(ImageError, match="dtype uint8"):
+        pe.predict([good[0].astype(np.float32), *good[1:]])
+    with pytest.raises(ImageError, match=r"cam1: expected shape"):
+        pe.predict([good[0], np.zeros((CAM.height, CAM.width + 1, 3), np.uint8), good[2]])
+    with pytest.raises(ImageError, match="expected shape"):
+        pe.predict([g[..., :1] for g in good])
+    assert pe.timing.count == 1
+
+
+def test_default_model_loads_and_estimates_a_rendered_cube() -> None:
+    path = default_model_path("shadow")
+    assert path.name == "pose_dex_shadow.onnx" and path.is_file()
+    assert path.stat().st_size < 10e6
+    pe = PoseEstimator(hand="shadow")  # checks the contract against the registry
+    assert pe.model_path == path
+    assert json.loads(pe.contract["dex.cameras"]) == SPEC.camera_names
+    ev = pe.eval
+    assert ev["position_error_mm"] > 0 and ev["samples"] > 0
+    # Fresh renders the model never saw (seeds outside the training range). Loose bounds that
+    # an untrained / broken model fails (it predicts ~the mean pose: ~15 mm, ~65 deg median).
+    from dex_common.rotations import rotation_distance
+
+    sampler = ds.PoseSampler("shadow")
+    try:
+        pe_mm, re_deg = [], []
+        for seed in range(10_000_001, 10_000_006):
+            images, pos, quat = sampler.sample(seed)
+            p, q = pe.predict(list(images))
+            pe_mm.append(1e3 * np.linalg.norm(p - pos))
+            re_deg.append(np.degrees(rotation_distance(q, quat)))
+    finally:
+        sampler.close()
+    assert np.median(pe_mm) < 12.0, f"default model position errors {pe_mm} mm"
+    assert np.median(re_deg) < 60.0, f"default model rotation errors {re_deg} deg"

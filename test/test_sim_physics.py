@@ -1,0 +1,175 @@
+"""HandCubeSim + HandKinematics on the real MJCF and real MuJoCo (rendering via EGL)."""
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from dex_description.registry import get_hand  # noqa: E402
+from dex_sim.kinematics import HandKinematics  # noqa: E402
+from dex_sim.physics import HandCubeSim  # noqa: E402
+
+SPEC = get_hand("shadow")
+
+
+@pytest.fixture(scope="module")
+def sim() -> HandCubeSim:
+    s = HandCubeSim("shadow", render=True)
+    yield s
+    s.close()
+
+
+def _rollout(s: HandCubeSim, seed: int, n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    s.reset(seed)
+    lo, hi = SPEC.actuator_limits()
+    s.set_targets(lo + 0.3 * (hi - lo))
+    for _ in range(n):
+        s.step_control()
+    pos, quat = s.cube_pose()
+    return np.concatenate([s.joint_positions(), s.joint_velocities(), pos, quat]), s.data.qpos
+
+
+def test_shapes_and_registry_order(sim):
+    sim.reset(0)
+    assert sim.joint_positions().shape == (SPEC.n_joints,)
+    assert sim.joint_velocities().shape == (SPEC.n_joints,)
+    assert sim.fingertip_positions().shape == (len(SPEC.fingertip_sites), 3)
+    assert sim.actuator_targets().shape == (SPEC.n_actuators,)
+    # the cached address for registry joint i really is that joint's qpos slot
+    for i, name in enumerate(SPEC.joint_names):
+        assert sim.idx.qpos_adr[i] == sim.model.jnt_qposadr[sim.model.joint(name).id]
+    for i, name in enumerate(SPEC.actuator_names):
+        assert sim.idx.actuator_ids[i] == sim.model.actuator(name).id
+
+
+def test_reset_is_deterministic_per_seed(sim):
+    a, _ = _rollout(sim, 7)
+    b, _ = _rollout(sim, 7)
+    c, _ = _rollout(sim, 8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    # a fresh instance gives the same trajectory too (no hidden global state)
+    other = HandCubeSim("shadow", render=False)
+    d, _ = _rollout(other, 7)
+    np.testing.assert_array_equal(a, d)
+
+
+def test_reset_places_cube_near_rest_pose(sim):
+    for seed in range(5):
+        sim.reset(seed)
+        pos, quat = sim.cube_pose()
+        assert np.linalg.norm(pos[:2] - np.asarray(SPEC.cube.rest_pos[:2])) < 0.01
+        assert abs(np.linalg.norm(quat) - 1.0) < 1e-12
+        np.testing.assert_allclose(sim.joint_velocities(), 0.0)
+
+
+def test_time_is_monotonic_across_reset_and_steps_exact(sim):
+    sim.reset(1)
+    t0 = sim.time_ns
+    sim.step_control()
+    assert sim.time_ns - t0 == round(SPEC.control_period * 1e9)
+    sim.step_control()
+    t1 = sim.time_ns
+    sim.reset(2)
+    assert sim.time_ns > t1  # reset never rewinds the clock (the sim is the ROS clock)
+    assert sim.data.time < 1e-9  # while MuJoCo's own time does restart
+    assert sim.time == pytest.approx(sim.time_ns * 1e-9)
+
+
+def test_cube_quaternion_unit_while_moving(sim):
+    sim.reset(3)
+    for _ in range(10):
+        sim.step_control()
+        pos, quat = sim.cube_pose()
+        assert np.all(np.isfinite(pos))
+        assert abs(np.linalg.norm(quat) - 1.0) < 1e-9
+    lin, ang = sim.cube_velocity()
+    assert lin.shape == (3,) and ang.shape == (3,)
+
+
+def test_targets_clamped_to_actuator_limits(sim):
+    sim.reset(0)
+    lo, hi = SPEC.actuator_limits()
+    ok, applied, reason = sim.set_targets(hi + 10.0)
+    assert ok and "clamped" in reason
+    np.testing.assert_array_equal(applied, hi)
+    np.testing.assert_array_equal(sim.actuator_targets(), hi)
+
+
+@pytest.mark.parametrize("bad", ["nan", "short", "inf"])
+def test_bad_targets_rejected_last_safe_held(sim, bad):
+    sim.reset(0)
+    lo, hi = SPEC.actuator_limits()
+    good = lo + 0.25 * (hi - lo)
+    assert sim.set_targets(good)[0]
+    cmd = good.copy()
+    if bad == "nan":
+        cmd[3] = np.nan
+    elif bad == "inf":
+        cmd[-1] = -np.inf
+    else:
+        cmd = cmd[:-1]
+    ok, applied, reason = sim.set_targets(cmd)
+    assert not ok and reason
+    np.testing.assert_array_equal(applied, good)
+    np.testing.assert_array_equal(sim.actuator_targets(), good)
+    sim.step_control()
+    assert np.all(np.isfinite(sim.joint_positions()))
+
+
+def test_hand_tracks_targets(sim):
+    """The position actuators actually move the hand towards the commanded targets."""
+    sim.reset(0)
+    lo, hi = SPEC.actuator_limits()
+    target = lo + 0.6 * (hi - lo)
+    sim.set_targets(target)
+    for _ in range(15):
+        sim.step_control()
+    actual = SPEC.actuation_matrix() @ sim.joint_positions()
+    # most actuators get within 0.15 rad (contacts with the cube may block a few)
+    assert np.mean(np.abs(actual - target) < 0.15) > 0.9
+
+
+def test_render_shape_dtype_per_camera(sim):
+    sim.reset(0)
+    for cam in SPEC.cameras:
+        img = sim.render(cam.name)
+        assert img.shape == (cam.height, cam.width, 3)
+        assert img.dtype == np.uint8
+        assert img.std() > 5  # not a blank frame
+    with pytest.raises(KeyError):
+        sim.render("no_such_camera")
+
+
+def test_render_disabled_never_touches_gl():
+    s = HandCubeSim("shadow", render=False)
+    with pytest.raises(RuntimeError):
+        s.render(SPEC.cameras[0].name)
+    assert not s._renderers
+
+
+def test_fingertips_agree_with_kinematics(sim):
+    kin = HandKinematics("shadow")
+    sim.reset(4)
+    lo, hi = SPEC.actuator_limits()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        sim.set_targets(rng.uniform(lo, hi))
+        sim.step_control()
+        np.testing.assert_allclose(
+            kin.fingertips(sim.joint_positions()), sim.fingertip_positions(), atol=1e-9, rtol=0
+        )
+    with pytest.raises(ValueError):
+        kin.fingertips(np.zeros(SPEC.n_joints - 1))
+    with pytest.raises(ValueError):
+        kin.fingertips(np.full(SPEC.n_joints, np.nan))
+
+
+def test_goal_marker(sim):
+    q = np.array([0.0, 1.0, 0.0, 0.0])
+    sim.set_goal_marker(q * 2.0)  # normalised
+    np.testing.assert_allclose(sim.data.mocap_quat[sim.idx.goal_mocap], q)
+    with pytest.raises(ValueError):
+        sim.set_goal_marker([np.nan, 0, 0, 0])
