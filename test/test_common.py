@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from dex_common.actions import ActionDecoder
 from dex_common.observations import (
     POLICY_OBS_LAYOUT,
@@ -379,10 +380,11 @@ def test_diagnostics_publisher_immediate_and_steady_timer_under_sim_time(dds_env
     import time
 
     import rclpy
-    from dex_common.ros_util import STATE_QOS, WARN, DiagnosticsPublisher
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
+
+    from dex_common.ros_util import STATE_QOS, WARN, DiagnosticsPublisher
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx)

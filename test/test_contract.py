@@ -10,6 +10,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
+
 from dex_common.actions import ActionDecoder
 from dex_common.contract import (
     ModelContractError,
@@ -21,7 +23,6 @@ from dex_common.contract import (
 )
 from dex_common.observations import POLICY_OBS_LAYOUT
 from dex_description.registry import get_hand
-from onnx import TensorProto, helper
 
 HAND = get_hand("shadow")
 

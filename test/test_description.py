@@ -20,10 +20,10 @@ import mujoco
 import numpy as np
 import pytest
 import yaml
-from dex_description.pose import default_actuator_targets, default_joint_positions
-from dex_description.registry import get_hand
 
 from dex_description import generate, paths
+from dex_description.pose import default_actuator_targets, default_joint_positions
+from dex_description.registry import get_hand
 
 HAND = get_hand("shadow")
 NJ = HAND.n_joints

@@ -10,6 +10,7 @@ import math
 import random
 
 import pytest
+
 from dex_common.sync import DROP_REASONS, ApproxTimeSynchronizer, bench
 
 PERIOD = 0.08

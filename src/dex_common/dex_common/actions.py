@@ -18,6 +18,7 @@ Training and deployment both use this class, so the convention cannot differ bet
 from __future__ import annotations
 
 import numpy as np
+
 from dex_description.registry import HandSpec, get_hand
 
 

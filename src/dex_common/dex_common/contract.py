@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from dex_description.registry import HandSpec, get_hand
 
 from dex_common.observations import POLICY_OBS_LAYOUT
+from dex_description.registry import HandSpec, get_hand
 
 CONTRACT_VERSION = "1"
 COMMON_KEYS = (

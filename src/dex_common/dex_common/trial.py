@@ -20,9 +20,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from dex_description.registry import SHADOW, HandSpec
 
 from dex_common.rotations import quat_normalize, random_quat, rotation_distance
+from dex_description.registry import SHADOW, HandSpec
 
 SUCCESS_BONUS = 5.0
 DROP_PENALTY = -20.0

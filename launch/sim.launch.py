@@ -1,0 +1,89 @@
+"""ros2 launch file for the simulated graph (needs a ROS 2 distro with launch_ros).
+
+    ros2 launch dex_bringup sim.launch.py source:=vision trials:=3
+    ros2 launch launch/sim.launch.py mode:=realtime rviz:=true
+
+The node list comes from ``dex_bringup.graph.sim_graph`` — the same description the ``dex``
+command starts without a distro. launch/launch_ros are imported inside the functions so this file
+can be parsed (and tested) where they are not installed.
+"""
+
+from __future__ import annotations
+
+ARGS = {
+    "mode": ("lockstep", "lockstep | realtime"),
+    "source": ("vision", "vision (CNN pose from the cameras) | state (ground-truth pose)"),
+    "trials": ("3", "number of trials the policy runs"),
+    "seed": ("0", "seed of the first trial"),
+    "hand": ("shadow", "hand profile in dex_description.registry"),
+    "record": ("", "directory for one bag per trial ('' = no recording)"),
+    "rviz": ("false", "start RViz with dex_description's config"),
+    "robot_state_publisher": ("true", "publish TF from the URDF and /joint_states"),
+    "use_sim_time": ("true", "nodes follow /clock"),
+}
+
+
+def _truthy(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _nodes(context):  # noqa: ANN001 - launch context
+    from launch_ros.actions import Node
+
+    from dex_bringup.graph import sim_graph
+    from dex_description import paths
+
+    def arg(name: str) -> str:
+        return context.launch_configurations[name]
+
+    use_sim_time = _truthy(arg("use_sim_time"))
+    specs = sim_graph(
+        hand=arg("hand"),
+        mode=arg("mode"),
+        pose_source=arg("source"),
+        num_trials=int(arg("trials")),
+        seed=int(arg("seed")),
+        record_dir=arg("record") or None,
+        use_sim_time=use_sim_time,
+    )
+    actions = [
+        Node(
+            package=s.package,
+            executable=s.executable,
+            name=s.name,
+            parameters=[s.parameters],
+            remappings=s.remappings,
+            output="screen",
+        )
+        for s in specs
+    ]
+    if _truthy(arg("robot_state_publisher")):
+        urdf = paths.urdf_path(arg("hand")).read_text()
+        actions.append(
+            Node(
+                package="robot_state_publisher",
+                executable="robot_state_publisher",
+                parameters=[{"robot_description": urdf, "use_sim_time": use_sim_time}],
+                output="screen",
+            )
+        )
+    if _truthy(arg("rviz")):
+        actions.append(
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                arguments=["-d", str(paths.rviz_config())],
+                parameters=[{"use_sim_time": use_sim_time}],
+                output="screen",
+            )
+        )
+    return actions
+
+
+def generate_launch_description():  # noqa: ANN201 - launch API
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from launch import LaunchDescription
+
+    declared = [DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in ARGS.items()]
+    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])

@@ -1,0 +1,334 @@
+"""THE one description of the dex node graph.
+
+Both starters build their processes from here: the `dex` command (``dex_bringup.cli``, no ROS 2
+distro needed) and the launch files (``launch/sim.launch.py``, ``launch/hardware.launch.py``).
+Nothing else lists nodes, parameters or remappings. Pure module: no rclpy import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dex_description.registry import get_hand
+
+MODES = ("lockstep", "realtime")
+# CLI/launch "source" names -> the policy's pose_source parameter values.
+POSE_SOURCES = {"vision": "vision", "state": "gt", "gt": "gt"}
+
+ParamValue = bool | int | float | str | list
+
+
+class GraphError(ValueError):
+    """A graph request that cannot be built (unknown mode/source/node, bad parameter)."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node process: ``ros2 run <package> <executable>`` == ``python -m <module>``."""
+
+    package: str
+    executable: str
+    module: str
+    name: str
+    parameters: dict[str, ParamValue] = field(default_factory=dict)
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+
+    def ros_args(self) -> list[str]:
+        """``--ros-args`` tail: node name, parameters and remappings (what launch passes too)."""
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        for key, value in self.parameters.items():
+            args += ["-p", f"{key}:={format_param(value)}"]
+        for src, dst in self.remappings:
+            args += ["-r", f"{src}:={dst}"]
+        return args
+
+    def argv(self, python: str) -> list[str]:
+        """Command line that starts this node with ``python`` (no distro needed)."""
+        return [python, "-m", self.module, *self.ros_args()]
+
+
+def format_param(value: ParamValue) -> str:
+    """A parameter value as ``-p key:=value`` text (YAML, as rcl parses it)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # Quote strings that YAML would read as another type (numbers, bools, empty).
+        if value == "" or _yaml_scalar_is_not_string(value) or any(c in value for c in ":#,[]{}'\" "):
+            return "'" + value.replace("'", "''") + "'"
+        return value
+    if isinstance(value, list):
+        return "[" + ", ".join(format_param(v) for v in value) + "]"
+    raise GraphError(f"unsupported parameter value {value!r} ({type(value).__name__})")
+
+
+def parse_param(text: str) -> ParamValue:
+    """Inverse of :func:`format_param` for the values this module writes (used by tests)."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == "'" and text[-1] == "'":
+        return text[1:-1].replace("''", "'")
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [parse_param(p) for p in _split_list(inner)] if inner else []
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _split_list(inner: str) -> list[str]:
+    parts, cur, quoted = [], "", False
+    for ch in inner:
+        if ch == "'":
+            quoted = not quoted
+        if ch == "," and not quoted:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return parts
+
+
+def _yaml_scalar_is_not_string(value: str) -> bool:
+    if value.lower() in ("true", "false", "yes", "no", "on", "off", "null", "~"):
+        return True
+    try:
+        float(value)
+        return True
+    except ValueError:
+        return False
+
+
+# ---- topics ------------------------------------------------------------------------------------
+def camera_topics(hand: str = "shadow") -> list[str]:
+    spec = get_hand(hand)
+    return [t for c in spec.camera_names for t in (f"/cameras/{c}/image_raw", f"/cameras/{c}/camera_info")]
+
+
+def topic_types(hand: str = "shadow") -> dict[str, str]:
+    """Every topic of the graph (docs/interfaces.md) -> its ROS 2 message type."""
+    types = {
+        "/clock": "rosgraph_msgs/msg/Clock",
+        "/joint_states": "sensor_msgs/msg/JointState",
+        "/object/pose_gt": "geometry_msgs/msg/PoseStamped",
+        "/object/pose": "geometry_msgs/msg/PoseStamped",
+        "/goal/pose": "geometry_msgs/msg/PoseStamped",
+        "/policy/action": "sensor_msgs/msg/JointState",
+        "/hand_position_controller/commands": "std_msgs/msg/Float64MultiArray",
+        "/trial/status": "diagnostic_msgs/msg/DiagnosticArray",
+        "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+        "/sim/reset": "std_msgs/msg/UInt32",
+        "/goal/marker": "visualization_msgs/msg/Marker",
+    }
+    for topic in camera_topics(hand):
+        types[topic] = (
+            "sensor_msgs/msg/Image" if topic.endswith("image_raw") else "sensor_msgs/msg/CameraInfo"
+        )
+    return types
+
+
+def message_class(msgtype: str) -> type:
+    """The Python class of ``pkg/msg/Type`` (imports the message package; needs ROS 2 msgs)."""
+    import importlib
+
+    parts = msgtype.split("/")
+    if len(parts) != 3 or parts[1] != "msg":
+        raise GraphError(f"bad message type {msgtype!r}; expected 'pkg/msg/Type'")
+    module = importlib.import_module(f"{parts[0]}.msg")
+    return getattr(module, parts[2])
+
+
+def record_topics(hand: str = "shadow", pose_source: str = "vision") -> list[str]:
+    """Default topics the recorder writes (no /sim/reset, /goal/marker: derived/requests)."""
+    topics = ["/clock", "/joint_states", *camera_topics(hand), "/object/pose_gt"]
+    if _pose_source(pose_source) == "vision":
+        topics.append("/object/pose")
+    topics += [
+        "/goal/pose",
+        "/policy/action",
+        "/hand_position_controller/commands",
+        "/trial/status",
+        "/diagnostics",
+    ]
+    return topics
+
+
+# ---- graphs ------------------------------------------------------------------------------------
+def _pose_source(source: str) -> str:
+    try:
+        return POSE_SOURCES[source]
+    except KeyError:
+        raise GraphError(
+            f"unknown pose source {source!r}; use one of {sorted(POSE_SOURCES)} "
+            "(vision: CNN on the cameras; state/gt: the sim's ground-truth cube pose)"
+        ) from None
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise GraphError(f"unknown mode {mode!r}; use one of {list(MODES)}")
+
+
+def _check_hand(hand: str) -> None:
+    try:
+        get_hand(hand)
+    except KeyError as exc:
+        raise GraphError(str(exc.args[0])) from None
+
+
+def _apply_extra(nodes: list[NodeSpec], extra: Mapping[str, Mapping[str, Any]] | None) -> list[NodeSpec]:
+    """Merge per-node parameter overrides ``{node name: {param: value}}``."""
+    if not extra:
+        return nodes
+    names = {n.name for n in nodes}
+    unknown = sorted(set(extra) - names)
+    if unknown:
+        raise GraphError(f"extra parameters for unknown node(s) {unknown}; graph has {sorted(names)}")
+    out = []
+    for n in nodes:
+        params = dict(n.parameters)
+        for key, value in extra.get(n.name, {}).items():
+            format_param(value)  # validates the type early
+            params[key] = value
+        out.append(NodeSpec(n.package, n.executable, n.module, n.name, params, list(n.remappings)))
+    return out
+
+
+def _recorder(record_dir: str | None, topics: Iterable[str], use_sim_time: bool) -> NodeSpec:
+    return NodeSpec(
+        "dex_bringup",
+        "recorder_node",
+        "dex_bringup.recorder",
+        "dex_recorder",
+        {"out_dir": str(record_dir), "topics": list(topics), "use_sim_time": use_sim_time},
+    )
+
+
+def sim_graph(
+    hand: str = "shadow",
+    mode: str = "lockstep",
+    pose_source: str = "vision",
+    num_trials: int = 3,
+    seed: int = 0,
+    record_dir: str | None = None,
+    use_sim_time: bool = True,
+    policy_model: str | None = None,
+    pose_model: str | None = None,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[NodeSpec]:
+    """The simulated graph: sim, perception (vision only), policy, recorder (if record_dir)."""
+    _check_hand(hand)
+    _check_mode(mode)
+    source = _pose_source(pose_source)
+    if int(num_trials) < 1:
+        raise GraphError(f"num_trials must be >= 1, got {num_trials}")
+    if int(seed) < 0:
+        raise GraphError(f"seed must be >= 0, got {seed}")
+    vision = source == "vision"
+    nodes = [
+        NodeSpec(
+            "dex_sim",
+            "sim_node",
+            "dex_sim.node",
+            "dex_sim",
+            {"hand": hand, "mode": mode, "seed": int(seed), "publish_images": vision},
+        )
+    ]
+    if vision:
+        p: dict[str, ParamValue] = {"hand": hand, "use_sim_time": use_sim_time}
+        if pose_model:
+            p["model_path"] = pose_model
+        nodes.append(
+            NodeSpec("dex_perception", "perception_node", "dex_perception.node", "dex_perception", p)
+        )
+    pp: dict[str, ParamValue] = {
+        "hand": hand,
+        "pose_source": source,
+        "num_trials": int(num_trials),
+        "seed": int(seed),
+        "use_sim_time": use_sim_time,
+    }
+    if policy_model:
+        pp["model_path"] = policy_model
+    nodes.append(NodeSpec("dex_policy", "policy_node", "dex_policy.node", "dex_policy", pp))
+    if record_dir:
+        nodes.append(_recorder(record_dir, record_topics(hand, pose_source), use_sim_time))
+    return _apply_extra(nodes, extra)
+
+
+def hardware_graph(
+    hand: str = "shadow",
+    num_trials: int = 3,
+    seed: int = 0,
+    record_dir: str | None = None,
+    camera_remaps: Mapping[str, str] | None = None,
+    policy_model: str | None = None,
+    pose_model: str | None = None,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[NodeSpec]:
+    """The real-hand graph: perception, policy (vision-judged), recorder. Wall time.
+
+    The hand's own ros2_control stack publishes /joint_states and consumes
+    /hand_position_controller/commands; the camera drivers publish images (map their topics onto
+    /cameras/camN/image_raw with ``camera_remaps``). No /clock, no /object/pose_gt.
+    """
+    _check_hand(hand)
+    if int(num_trials) < 1:
+        raise GraphError(f"num_trials must be >= 1, got {num_trials}")
+    remaps = sorted((camera_remaps or {}).items())
+    known = set(camera_topics(hand))
+    bad = [dst for _, dst in remaps if dst not in known]
+    if bad:
+        raise GraphError(f"camera remaps must target {sorted(known)}; got {bad}")
+    # A remap on the perception node: its topic name (dst) -> the driver's topic (src).
+    perception_remaps = [(dst, src) for src, dst in remaps]
+    pp: dict[str, ParamValue] = {"hand": hand, "use_sim_time": False}
+    if pose_model:
+        pp["model_path"] = pose_model
+    policy: dict[str, ParamValue] = {
+        "hand": hand,
+        "pose_source": "vision",
+        "judge_source": "vision",
+        "num_trials": int(num_trials),
+        "seed": int(seed),
+        "use_sim_time": False,
+    }
+    if policy_model:
+        policy["model_path"] = policy_model
+    nodes = [
+        NodeSpec(
+            "dex_perception",
+            "perception_node",
+            "dex_perception.node",
+            "dex_perception",
+            pp,
+            perception_remaps,
+        ),
+        NodeSpec("dex_policy", "policy_node", "dex_policy.node", "dex_policy", policy),
+    ]
+    if record_dir:
+        topics = [t for t in record_topics(hand, "vision") if t not in ("/clock", "/object/pose_gt")]
+        nodes.append(_recorder(record_dir, topics, False))
+    return _apply_extra(nodes, extra)
+
+
+def describe(nodes: list[NodeSpec]) -> str:
+    """Human-readable graph (``dex graph``)."""
+    lines = []
+    for n in nodes:
+        lines.append(f"{n.name}  ({n.package}/{n.executable}, python -m {n.module})")
+        for k, v in n.parameters.items():
+            lines.append(f"    {k} := {format_param(v)}")
+        for a, b in n.remappings:
+            lines.append(f"    remap {a} -> {b}")
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""Policy and value networks (Dactyl Table 10): input normalisation → Dense 1024 ReLU → LSTM 512.
+
+The policy head gives categorical logits [n_actuators, bins]; the value head a scalar. Both nets
+keep their LSTM state explicit (``(h, c)`` in, ``(h, c)`` out) so the ONNX graph, the PPO
+trainer and the runtime all handle state the same way. The running mean/std of the inputs are
+buffers, so the exported ONNX graph holds them as constants (``dex.obs_norm = in_graph``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+DENSE = 1024
+LSTM_HIDDEN = 512
+
+State = tuple[torch.Tensor, torch.Tensor]
+
+
+class RunningNorm(nn.Module):
+    """Running mean/variance normaliser (parallel-variance update); clips to ±clip std."""
+
+    def __init__(self, size: int, clip: float = 5.0, eps: float = 1e-4) -> None:
+        super().__init__()
+        self.clip = clip
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("var", torch.ones(size))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).to(self.mean)
+        if x.shape[0] == 0:
+            return
+        b_mean, b_var, b_n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        n = float(self.count)
+        tot = n + b_n
+        delta = b_mean - self.mean
+        self.mean += delta * b_n / tot
+        m2 = self.var * n + b_var * b_n + delta.square() * n * b_n / tot
+        self.var.copy_(m2 / tot)
+        self.count.fill_(tot)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (x - self.mean) / torch.sqrt(self.var + self.eps)
+        return torch.clamp(y, -self.clip, self.clip)
+
+
+class RecurrentNet(nn.Module):
+    """norm → Dense(1024) ReLU → LSTM(512) → linear head of ``out_size``."""
+
+    def __init__(self, in_size: int, out_size: int, dense: int = DENSE,
+                 hidden: int = LSTM_HIDDEN) -> None:
+        super().__init__()
+        self.in_size, self.out_size, self.hidden = in_size, out_size, hidden
+        self.norm = RunningNorm(in_size)
+        self.dense = nn.Linear(in_size, dense)
+        self.lstm = nn.LSTM(dense, hidden)
+        self.head = nn.Linear(hidden, out_size)
+
+    def initial_state(self, batch: int) -> State:
+        z = torch.zeros(1, batch, self.hidden)
+        return z, z.clone()
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One time step: x [B, in] → out [B, out_size], new state."""
+        z = torch.relu(self.dense(self.norm(x)))
+        y, (h, c) = self.lstm(z.unsqueeze(0), state)
+        return self.head(y[0]), (h, c)
+
+    def sequence(self, x: torch.Tensor, state: State,
+                 starts: torch.Tensor) -> torch.Tensor:
+        """BPTT over a chunk: x [T, B, in]; ``starts`` [T, B] is 1 where an episode begins at t
+        (the state is zeroed before that step). Returns [T, B, out_size]."""
+        h, c = state
+        outs = []
+        for t in range(x.shape[0]):
+            keep = (1.0 - starts[t]).view(1, -1, 1)
+            out, (h, c) = self.step(x[t], (h * keep, c * keep))
+            outs.append(out)
+        return torch.stack(outs)
+
+
+class PolicyNet(RecurrentNet):
+    """Categorical policy: logits [B, n_actuators, bins]."""
+
+    def __init__(self, obs_size: int, n_actuators: int, bins: int, **kw: int) -> None:
+        super().__init__(obs_size, n_actuators * bins, **kw)
+        self.n_actuators, self.bins = n_actuators, bins
+        nn.init.orthogonal_(self.head.weight, gain=0.01)  # near-uniform initial policy
+        nn.init.zeros_(self.head.bias)
+
+    def logits(self, flat: torch.Tensor) -> torch.Tensor:
+        return flat.reshape(*flat.shape[:-1], self.n_actuators, self.bins)
+
+
+class ValueNet(RecurrentNet):
+    """State value from the asymmetric value observation: [B] scalars."""
+
+    def __init__(self, obs_size: int, **kw: int) -> None:
+        super().__init__(obs_size, 1, **kw)
+
+
+class PolicyExport(nn.Module):
+    """The graph that goes to ONNX: (obs [B,22], h_in, c_in) → (logits [B,20,11], h_out, c_out)."""
+
+    def __init__(self, policy: PolicyNet) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: torch.Tensor, h_in: torch.Tensor,
+                c_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        flat, (h, c) = self.policy.step(obs, (h_in, c_in))
+        return self.policy.logits(flat), h, c

@@ -1,0 +1,268 @@
+"""PPO with LSTM policy and value nets (Dactyl Table 10 hyper-parameters), CPU rollouts.
+
+Rollout: ``n_envs`` envs stepped sequentially (``VecDexCubeEnv``), ``rollout_steps`` per env per
+iteration. Update: truncated BPTT over chunks of ``chunk`` transitions; each chunk starts from the
+LSTM state stored during the rollout, and the state is zeroed where an episode starts inside a
+chunk (``starts`` mask), exactly as during the rollout. Timeouts (truncation) bootstrap V(final).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.distributions import Categorical
+
+from dex_common.observations import obs_dim
+from dex_description.registry import get_hand
+from dex_policy.net import PolicyNet, ValueNet
+from dex_sim.env import VecDexCubeEnv, value_obs_dim
+
+
+@dataclass
+class PPOConfig:
+    hand: str = "shadow"
+    seed: int = 0
+    n_envs: int = 4
+    rollout_steps: int = 80  # per env per iteration; a multiple of chunk
+    chunk: int = 10  # BPTT length (Dactyl: chunks of 10 transitions)
+    gamma: float = 0.998
+    lam: float = 0.95
+    clip: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 1.0
+    lr: float = 3e-4
+    epochs: int = 3
+    minibatch_chunks: int = 16  # big minibatches: per-call overhead dominates on small CPUs
+    max_grad_norm: float = 1.0
+    bins: int = 11
+    dense: int = 1024
+    lstm_hidden: int = 512
+    torch_threads: int = 1
+
+    def validate(self) -> None:
+        if self.rollout_steps % self.chunk:
+            raise ValueError(f"rollout_steps ({self.rollout_steps}) must be a multiple of chunk "
+                             f"({self.chunk})")
+        if self.n_envs < 1 or self.epochs < 1 or self.minibatch_chunks < 1:
+            raise ValueError("n_envs, epochs and minibatch_chunks must be >= 1")
+        if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1 and self.lr > 0):
+            raise ValueError("need 0 < gamma <= 1, 0 <= lam <= 1, lr > 0")
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _keep(starts: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return (1.0 - torch.as_tensor(starts, dtype=torch.float32)).view(1, -1, 1)
+
+
+class PPOTrainer:
+    """Owns the nets, the optimiser, the envs and the running rollout state."""
+
+    def __init__(self, cfg: PPOConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        # Small-batch LSTMs on CPU: oneDNN is 3-5x slower than the native kernels, and one thread
+        # beats two when the rollout (MuJoCo) shares the cores.
+        torch.backends.mkldnn.enabled = False
+        torch.set_num_threads(cfg.torch_threads)
+        torch.manual_seed(cfg.seed)
+        self.spec = get_hand(cfg.hand)
+        self.n_act = self.spec.n_actuators
+        self.policy = PolicyNet(obs_dim(), self.n_act, cfg.bins, dense=cfg.dense,
+                                hidden=cfg.lstm_hidden)
+        self.value = ValueNet(value_obs_dim(self.spec), dense=cfg.dense, hidden=cfg.lstm_hidden)
+        self.opt = torch.optim.Adam([*self.policy.parameters(), *self.value.parameters()],
+                                    lr=cfg.lr)
+        self.iteration = 0
+        self.total_steps = 0
+        self.envs: VecDexCubeEnv | None = None
+        self._gen = torch.Generator().manual_seed(cfg.seed)
+
+    # ---- rollout state -------------------------------------------------------------------------
+    def _start_envs(self) -> None:
+        # A resumed run gets fresh episode seeds (the env state itself is not checkpointed).
+        n = self.cfg.n_envs
+        self.envs = VecDexCubeEnv(n, self.cfg.hand, seed=self.cfg.seed + 7919 * self.iteration)
+        self.obs, self.vobs = self.envs.reset()
+        self.pstate = self.policy.initial_state(n)
+        self.vstate = self.value.initial_state(n)
+        self.starts = np.ones(n, dtype=np.float32)
+
+    @torch.no_grad()
+    def collect(self) -> dict[str, Any]:
+        """Run ``rollout_steps`` steps in each env; returns the batch (numpy/torch arrays)."""
+        if self.envs is None:
+            self._start_envs()
+        cfg, n, t_len = self.cfg, self.cfg.n_envs, self.cfg.rollout_steps
+        n_chunks = t_len // cfg.chunk
+        buf = {
+            "obs": np.zeros((t_len, n, self.obs.shape[1]), np.float32),
+            "vobs": np.zeros((t_len, n, self.vobs.shape[1]), np.float32),
+            "act": np.zeros((t_len, n, self.n_act), np.int64),
+            "logp": np.zeros((t_len, n), np.float32),
+            "val": np.zeros((t_len, n), np.float32),
+            "rew": np.zeros((t_len, n), np.float32),
+            "done": np.zeros((t_len, n), np.float32),
+            "starts": np.zeros((t_len, n), np.float32),
+        }
+        h0 = {k: torch.zeros(n_chunks, 1, n, cfg.lstm_hidden) for k in ("ph", "pc", "vh", "vc")}
+        ep_successes: list[int] = []
+        ep_reasons: list[str] = []
+        for t in range(t_len):
+            if t % cfg.chunk == 0:
+                i = t // cfg.chunk
+                h0["ph"][i], h0["pc"][i] = self.pstate
+                h0["vh"][i], h0["vc"][i] = self.vstate
+            keep = _keep(self.starts)
+            ps = (self.pstate[0] * keep, self.pstate[1] * keep)
+            vs = (self.vstate[0] * keep, self.vstate[1] * keep)
+            flat, self.pstate = self.policy.step(torch.from_numpy(self.obs), ps)
+            dist = Categorical(logits=self.policy.logits(flat))
+            act = dist.sample()
+            v, self.vstate = self.value.step(torch.from_numpy(self.vobs), vs)
+            buf["obs"][t], buf["vobs"][t], buf["starts"][t] = self.obs, self.vobs, self.starts
+            buf["act"][t] = act.numpy()
+            buf["logp"][t] = dist.log_prob(act).sum(-1).numpy()
+            buf["val"][t] = v[:, 0].numpy()
+            obs, vobs, rew, term, trunc, infos = self.envs.step(act.numpy())
+            if trunc.any():  # bootstrap V(final state) on timeouts
+                fv = np.stack([inf.get("final_value_obs", vobs[j]) for j, inf in enumerate(infos)])
+                vf, _ = self.value.step(torch.from_numpy(fv), self.vstate)
+                rew = rew + cfg.gamma * vf[:, 0].numpy() * trunc
+            done = (term | trunc).astype(np.float32)
+            buf["rew"][t], buf["done"][t] = rew, done
+            for inf in infos:
+                if inf.get("final"):
+                    ep_successes.append(int(inf["successes"]))
+                    ep_reasons.append(str(inf["end_reason"]))
+            self.obs, self.vobs, self.starts = obs, vobs, done
+        keep = _keep(self.starts)
+        v_last, _ = self.value.step(torch.from_numpy(self.vobs),
+                                    (self.vstate[0] * keep, self.vstate[1] * keep))
+        adv = self._gae(buf["rew"], buf["val"], buf["done"], v_last[:, 0].numpy())
+        buf["adv"], buf["ret"] = adv, adv + buf["val"]
+        buf.update(h0)
+        buf["episodes"] = ep_successes
+        buf["end_reasons"] = ep_reasons
+        self.total_steps += t_len * n
+        return buf
+
+    def _gae(self, rew: np.ndarray, val: np.ndarray, done: np.ndarray,
+             v_last: np.ndarray) -> np.ndarray:
+        cfg = self.cfg
+        adv = np.zeros_like(rew)
+        last = np.zeros(rew.shape[1], np.float32)
+        for t in reversed(range(rew.shape[0])):
+            v_next = v_last if t == rew.shape[0] - 1 else val[t + 1]
+            nonterm = 1.0 - done[t]
+            delta = rew[t] + cfg.gamma * v_next * nonterm - val[t]
+            last = delta + cfg.gamma * cfg.lam * nonterm * last
+            adv[t] = last
+        return adv
+
+    # ---- update --------------------------------------------------------------------------------
+    def update(self, buf: dict[str, Any]) -> dict[str, float]:
+        """PPO epochs over minibatches of chunks; then refresh the input normalisers."""
+        cfg = self.cfg
+        t_len, n = buf["rew"].shape
+        c, n_chunks = cfg.chunk, t_len // cfg.chunk
+
+        def chunked(a: np.ndarray) -> torch.Tensor:  # [T, n, ...] -> [c, n_chunks*n, ...]
+            x = torch.as_tensor(a).reshape(n_chunks, c, n, *a.shape[2:])
+            return x.transpose(0, 1).reshape(c, n_chunks * n, *a.shape[2:])
+
+        data = {k: chunked(buf[k]) for k in
+                ("obs", "vobs", "act", "logp", "adv", "ret", "starts")}
+        h0 = {k: buf[k].permute(1, 0, 2, 3).reshape(1, n_chunks * n, cfg.lstm_hidden)
+              for k in ("ph", "pc", "vh", "vc")}
+        total = n_chunks * n
+        stats: dict[str, list[float]] = {"pi_loss": [], "v_loss": [], "entropy": [],
+                                         "clip_frac": [], "approx_kl": []}
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(total, generator=self._gen)
+            for s in range(0, total, cfg.minibatch_chunks):
+                idx = perm[s:s + cfg.minibatch_chunks]
+                mb = {k: v[:, idx] for k, v in data.items()}
+                flat = self.policy.sequence(mb["obs"], (h0["ph"][:, idx], h0["pc"][:, idx]),
+                                            mb["starts"])
+                dist = Categorical(logits=self.policy.logits(flat))
+                logp = dist.log_prob(mb["act"]).sum(-1)
+                ent = dist.entropy().sum(-1).mean()
+                v = self.value.sequence(mb["vobs"], (h0["vh"][:, idx], h0["vc"][:, idx]),
+                                        mb["starts"])[..., 0]
+                adv = mb["adv"]
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                ratio = torch.exp(logp - mb["logp"])
+                pi_loss = -torch.min(ratio * adv,
+                                     torch.clamp(ratio, 1 - cfg.clip, 1 + cfg.clip) * adv).mean()
+                v_loss = 0.5 * (v - mb["ret"]).square().mean()
+                loss = pi_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent
+                self.opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(
+                    [*self.policy.parameters(), *self.value.parameters()], cfg.max_grad_norm)
+                self.opt.step()
+                with torch.no_grad():
+                    stats["pi_loss"].append(float(pi_loss))
+                    stats["v_loss"].append(float(v_loss))
+                    stats["entropy"].append(float(ent))
+                    stats["clip_frac"].append(float(((ratio - 1).abs() > cfg.clip).float().mean()))
+                    log_r = logp - mb["logp"]  # k3 estimator: >= 0, low variance
+                    stats["approx_kl"].append(float((torch.exp(log_r) - 1 - log_r).mean()))
+        # New statistics apply from the next rollout on (logp of this batch stays consistent).
+        self.policy.norm.update(torch.from_numpy(buf["obs"]))
+        self.value.norm.update(torch.from_numpy(buf["vobs"]))
+        self.iteration += 1
+        return {k: float(np.mean(v)) for k, v in stats.items()}
+
+    def iterate(self) -> dict[str, Any]:
+        """One rollout + update; returns the per-iteration log record."""
+        t0 = time.perf_counter()
+        buf = self.collect()
+        t1 = time.perf_counter()
+        stats = self.update(buf)
+        t2 = time.perf_counter()
+        eps = buf["episodes"]
+        n_steps = buf["rew"].size
+        return {
+            "iteration": self.iteration,
+            "total_steps": self.total_steps,
+            "mean_reward": float(buf["rew"].mean()),
+            "episodes": len(eps),
+            "successes_per_episode": float(np.mean(eps)) if eps else float("nan"),
+            "drops": sum(r == "dropped" for r in buf["end_reasons"]),
+            "steps_per_s": n_steps / (t2 - t0),
+            "rollout_steps_per_s": n_steps / (t1 - t0),
+            **stats,
+        }
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"config": asdict(self.cfg), "policy": self.policy.state_dict(),
+                    "value": self.value.state_dict(), "opt": self.opt.state_dict(),
+                    "iteration": self.iteration, "total_steps": self.total_steps,
+                    "gen": self._gen.get_state()}, tmp)
+        tmp.replace(path)  # atomic: a crash mid-save never leaves a broken checkpoint
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> PPOTrainer:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        cfg = PPOConfig(**{**ck["config"], **overrides})
+        tr = cls(cfg)
+        tr.policy.load_state_dict(ck["policy"])
+        tr.value.load_state_dict(ck["value"])
+        tr.opt.load_state_dict(ck["opt"])
+        tr.iteration, tr.total_steps = int(ck["iteration"]), int(ck["total_steps"])
+        tr._gen.set_state(ck["gen"])
+        return tr

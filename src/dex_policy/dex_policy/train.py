@@ -1,0 +1,110 @@
+"""Train the LSTM policy with PPO and export it to ONNX: ``dex-policy-train --steps N --out DIR``.
+
+Writes ``DIR/checkpoint.pt`` (every iteration, atomically; ``--resume`` continues from it),
+``DIR/log.jsonl`` (one record per iteration) and the ONNX model (``--export``, default
+``DIR/policy_<hand>.onnx``) with its contract; a short evaluation fills ``dex.eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dex_common.actions import ActionDecoder
+from dex_description.registry import get_hand
+from dex_policy.evaluate import evaluate, format_table
+from dex_policy.export import check_ort_matches_torch, export_onnx, policy_contract, write_metadata
+from dex_policy.ppo import PPOConfig, PPOTrainer
+
+
+def producer_command(argv: list[str] | None) -> str:
+    args = sys.argv[1:] if argv is None else argv
+    return shlex.join(["dex-policy-train", *args])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, required=True, help="total env steps (all envs)")
+    p.add_argument("--out", required=True, help="run directory (checkpoint, log)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--export", default="", help="ONNX path (default OUT/policy_<hand>.onnx)")
+    p.add_argument("--hand", default="shadow")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--envs", type=int, default=4)
+    p.add_argument("--rollout", type=int, default=80, help="steps per env per iteration")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--minibatch-chunks", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--dense", type=int, default=1024)
+    p.add_argument("--lstm", type=int, default=512)
+    p.add_argument("--eval-trials", type=int, default=3, help="trials for dex.eval (0 = none)")
+    p.add_argument("--compute", default="cpu x2")
+    a = p.parse_args(argv)
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ck = out / "checkpoint.pt"
+    if a.resume:
+        if not ck.is_file():
+            p.error(f"--resume: no checkpoint at {ck}")
+        trainer = PPOTrainer.load(ck)
+        print(f"resumed from {ck}: iteration {trainer.iteration}, {trainer.total_steps} steps")
+    else:
+        cfg = PPOConfig(hand=a.hand, seed=a.seed, n_envs=a.envs, rollout_steps=a.rollout,
+                        epochs=a.epochs, minibatch_chunks=a.minibatch_chunks, dense=a.dense,
+                        lstm_hidden=a.lstm, torch_threads=a.threads)
+        trainer = PPOTrainer(cfg)
+    cfg = trainer.cfg
+
+    t0 = time.perf_counter()
+    log = (out / "log.jsonl").open("a")
+    with tqdm(total=a.steps, initial=min(trainer.total_steps, a.steps), unit="step",
+              desc="ppo") as bar:
+        while trainer.total_steps < a.steps:
+            before = trainer.total_steps
+            rec = trainer.iterate()
+            rec["wall_s"] = round(time.perf_counter() - t0, 1)
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            trainer.save(ck)
+            bar.update(min(trainer.total_steps, a.steps) - min(before, a.steps))
+            tqdm.write(f"it {rec['iteration']:4d} steps {rec['total_steps']:7d} "
+                       f"rew/step {rec['mean_reward']:+.4f} eps {rec['episodes']:2d} "
+                       f"succ/ep {rec['successes_per_episode']:.2f} drops {rec['drops']} "
+                       f"ent {rec['entropy']:.2f} kl {rec['approx_kl']:.4f} "
+                       f"{rec['steps_per_s']:.0f} steps/s")
+    log.close()
+    train_wall = time.perf_counter() - t0
+
+    # ---- export + verify + short evaluation --------------------------------------------------
+    spec = get_hand(cfg.hand)
+    path = Path(a.export) if a.export else out / f"policy_{spec.name}.onnx"
+    decoder = ActionDecoder(spec, bins=cfg.bins)
+    meta = policy_contract(cfg.hand, decoder, cfg.lstm_hidden, producer_command(argv),
+                           cfg.hash(), {}, a.compute)
+    export_onnx(trainer.policy, path, meta)
+    diff = check_ort_matches_torch(trainer.policy, path)
+    print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB); ORT vs torch max |diff| "
+          f"{diff:.2e}")
+    summary = {"train_steps": trainer.total_steps, "train_wall_s": round(train_wall, 1),
+               "iterations": trainer.iteration}
+    if a.eval_trials > 0:
+        res = evaluate(path, cfg.hand, a.eval_trials, seed=10_000)
+        print(format_table(res))
+        ev = {"mode": "state", "trials": a.eval_trials, "seed": 10_000, **res["summary"],
+              **summary}
+        write_metadata(path, {"dex.eval": json.dumps(ev)})
+        (out / "eval.json").write_text(json.dumps(res, indent=1))
+    else:
+        write_metadata(path, {"dex.eval": json.dumps(summary)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The minimal training env: gymnasium API shapes, determinism, trial rules (drop, timeout)."""
+
+import numpy as np
+import pytest
+
+from dex_common.observations import obs_dim
+from dex_common.trial import DROP_PENALTY
+from dex_description.registry import get_hand
+from dex_sim.env import DexCubeEnv, VecDexCubeEnv, value_obs_dim
+
+SPEC = get_hand("shadow")
+NOOP = np.full(SPEC.n_actuators, 5)  # the middle of 11 bins = no change
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = DexCubeEnv("shadow", seed=0)
+    yield e
+    e.close()
+
+
+def test_shapes_and_spaces(env):
+    obs, info = env.reset(seed=1)
+    assert obs.shape == (obs_dim(),) == (22,) and obs.dtype == np.float32
+    assert info["value_obs"].shape == (value_obs_dim(SPEC),) == (22 + 4 + 4 + 24 + 24 + 6,)
+    assert np.all(np.isfinite(info["value_obs"]))
+    action = np.random.default_rng(0).integers(0, 11, SPEC.n_actuators)
+    obs2, reward, terminated, truncated, info = env.step(action)
+    assert obs2.shape == (22,) and isinstance(reward, float)
+    assert isinstance(terminated, bool) and isinstance(truncated, bool)
+    assert info["state"] in ("running", "success", "dropped", "timeout", "completed")
+    # The relative goal quaternion is a unit quaternion with w >= 0.
+    rel = obs2[18:22]
+    assert abs(np.linalg.norm(rel) - 1) < 1e-5 and rel[0] >= 0
+    with pytest.raises(ValueError):
+        env.step(np.full(SPEC.n_actuators, 11))  # bin out of range
+
+
+def test_gymnasium_spaces(env):
+    gym = pytest.importorskip("gymnasium")
+    assert isinstance(env, gym.Env)
+    assert env.action_space.shape == (SPEC.n_actuators,)
+    assert np.all(env.action_space.nvec == 11)
+    assert env.observation_space.shape == (22,)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert env.action_space.contains(env.action_space.sample())
+
+
+def test_seed_determinism():
+    a, b = DexCubeEnv(seed=0), DexCubeEnv(seed=99)
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, 11, size=(15, SPEC.n_actuators))
+    oa, _ = a.reset(seed=5)
+    ob, _ = b.reset(seed=5)
+    np.testing.assert_array_equal(oa, ob)
+    for act in actions:
+        ra, rb = a.step(act), b.step(act)
+        np.testing.assert_array_equal(ra[0], rb[0])
+        assert ra[1] == rb[1] and ra[2] == rb[2]
+    oc, _ = a.reset(seed=6)
+    od, _ = a.reset(seed=5)
+    assert not np.allclose(oc, od)  # another seed: other cube placement / goal
+    np.testing.assert_array_equal(od, oa)
+
+
+def test_drop_terminates_with_penalty(env):
+    env.reset(seed=2)
+    sim = env.sim
+    a = sim.idx.cube_qpos
+    sim.data.qpos[a:a + 3] = [0.3, 0.3, 0.0]  # off the hand, below the drop height
+    sim.data.qvel[sim.idx.cube_qvel:sim.idx.cube_qvel + 6] = 0.0
+    _, reward, terminated, truncated, info = env.step(NOOP)
+    assert terminated and not truncated
+    assert info["end_reason"] == "dropped" and info["state"] == "dropped"
+    assert reward <= DROP_PENALTY + np.pi  # −20 plus a shaping term of at most pi
+
+
+def test_noop_times_out_and_rewards_are_shaping(env):
+    env.reset(seed=3)
+    total, steps = 0.0, 0
+    cfg = env.tracker.config
+    while True:
+        _, r, term, trunc, info = env.step(NOOP)
+        total += r
+        steps += 1
+        if term or trunc:
+            break
+    assert trunc and not term and info["end_reason"] == "timeout"
+    assert steps == cfg.steps_per_goal  # 8 s / 80 ms
+    # Shaping telescopes: the sum equals d_first - d_last (small, the cube barely moves).
+    assert abs(total) < 0.5
+
+
+def test_vector_env_autoreset():
+    v = VecDexCubeEnv(2, seed=3)
+    obs, vobs = v.reset()
+    assert obs.shape == (2, 22) and vobs.shape == (2, value_obs_dim(SPEC))
+    e0 = v.envs[0].sim
+    a = e0.idx.cube_qpos
+    e0.data.qpos[a:a + 3] = [0.3, 0.3, 0.0]
+    obs, vobs, rew, term, trunc, infos = v.step(np.full((2, SPEC.n_actuators), 5))
+    assert term[0] and not term[1]
+    assert infos[0]["final"] and "final_value_obs" in infos[0]
+    assert rew[0] < -10
+    # env 0 was reset: its cube is back above the palm.
+    assert v.envs[0].sim.cube_pose()[0][2] > v.envs[0].tracker.config.drop_height
+    v.close()

@@ -1,0 +1,152 @@
+"""dex_bringup.graph: the one node-graph description; the cli and the launch files use it."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from dex_bringup.cli import _extra, build_parser, graph_from_args, start_order
+from dex_bringup.graph import (
+    GraphError,
+    NodeSpec,
+    format_param,
+    hardware_graph,
+    parse_param,
+    record_topics,
+    sim_graph,
+    topic_types,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _by_name(nodes: list[NodeSpec]) -> dict[str, NodeSpec]:
+    return {n.name: n for n in nodes}
+
+
+def test_sim_graph_vision_has_perception_and_recorder() -> None:
+    nodes = _by_name(sim_graph(pose_source="vision", num_trials=2, seed=7, record_dir="/tmp/b"))
+    assert list(nodes) == ["dex_sim", "dex_perception", "dex_policy", "dex_recorder"]
+    assert nodes["dex_sim"].parameters["publish_images"] is True
+    assert nodes["dex_sim"].parameters["mode"] == "lockstep"
+    assert nodes["dex_policy"].parameters["pose_source"] == "vision"
+    assert nodes["dex_policy"].parameters["num_trials"] == 2
+    assert nodes["dex_policy"].parameters["seed"] == 7
+    assert nodes["dex_recorder"].parameters["out_dir"] == "/tmp/b"
+    assert "/object/pose" in nodes["dex_recorder"].parameters["topics"]
+    # every node but the sim (which publishes /clock) follows sim time
+    assert "use_sim_time" not in nodes["dex_sim"].parameters
+    assert all(nodes[n].parameters["use_sim_time"] is True for n in ("dex_perception", "dex_policy"))
+
+
+def test_state_source_drops_perception_and_images() -> None:
+    nodes = _by_name(sim_graph(pose_source="state"))
+    assert "dex_perception" not in nodes and "dex_recorder" not in nodes
+    assert nodes["dex_policy"].parameters["pose_source"] == "gt"
+    assert nodes["dex_sim"].parameters["publish_images"] is False
+    assert "/object/pose" not in record_topics(pose_source="state")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mode": "fast"}, "unknown mode 'fast'"),
+        ({"pose_source": "lidar"}, "unknown pose source 'lidar'"),
+        ({"hand": "leap9"}, "unknown hand 'leap9'"),
+        ({"num_trials": 0}, "num_trials must be >= 1"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"extra": {"dex_nope": {"a": 1}}}, r"unknown node\(s\) \['dex_nope'\]"),
+        ({"extra": {"dex_policy": {"a": object()}}}, "unsupported parameter value"),
+    ],
+)
+def test_graph_validation_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(GraphError, match=match):
+        sim_graph(**kwargs)
+
+
+def test_hardware_graph_wall_time_and_camera_remaps() -> None:
+    nodes = _by_name(hardware_graph(record_dir="r", camera_remaps={"/usb0/image": "/cameras/cam0/image_raw"}))
+    assert list(nodes) == ["dex_perception", "dex_policy", "dex_recorder"]
+    assert nodes["dex_perception"].remappings == [("/cameras/cam0/image_raw", "/usb0/image")]
+    assert all(n.parameters["use_sim_time"] is False for n in nodes.values())
+    assert "/clock" not in nodes["dex_recorder"].parameters["topics"]
+    with pytest.raises(GraphError, match="camera remaps must target"):
+        hardware_graph(camera_remaps={"/usb0/image": "/cam0"})
+
+
+@pytest.mark.parametrize(
+    "value", [True, False, 3, 0.25, 1e-3, "shadow", "", "1.5", "true", "a b", "it's", "x:y", ["/a", "/b"], []]
+)
+def test_param_text_round_trips(value: object) -> None:
+    assert parse_param(format_param(value)) == value
+
+
+def test_argv_round_trips_every_param_and_remap() -> None:
+    spec = NodeSpec(
+        "dex_policy", "policy_node", "dex_policy.node", "pol",
+        {"num_trials": 2, "slop": 0.01, "pose_source": "gt", "flag": True, "topics": ["/a", "/b c"]},
+        [("/x", "/y")],
+    )
+    argv = spec.argv(sys.executable)
+    assert argv[:3] == [sys.executable, "-m", "dex_policy.node"]
+    assert argv[3] == "--ros-args"
+    params, remaps = {}, []
+    it = iter(argv[4:])
+    for flag in it:
+        value = next(it)
+        if flag == "-p":
+            k, v = value.split(":=", 1)
+            params[k] = parse_param(v)
+        else:
+            assert flag == "-r"
+            remaps.append(tuple(value.split(":=", 1)))
+    assert params == spec.parameters
+    assert remaps == [("__node", "pol"), ("/x", "/y")]
+
+
+def test_cli_builds_the_same_graph() -> None:
+    args = build_parser().parse_args(
+        ["run", "--source", "state", "--trials", "4", "--seed", "3", "--param", "dex_policy.goal_timeout_s=2.5"]
+    )
+    nodes = graph_from_args(args, "out")
+    assert nodes == sim_graph(
+        pose_source="state", num_trials=4, seed=3, record_dir="out",
+        extra={"dex_policy": {"goal_timeout_s": 2.5}},
+    )
+    # consumers start before the sim
+    assert [n.name for n in start_order(nodes)] == ["dex_recorder", "dex_policy", "dex_sim"]
+    with pytest.raises(GraphError, match="NODE.KEY=VALUE"):
+        _extra(["slop=1"])
+
+
+def test_topic_types_cover_the_recorded_topics() -> None:
+    types = topic_types()
+    assert set(record_topics()) <= set(types)
+    assert types["/cameras/cam2/image_raw"] == "sensor_msgs/msg/Image"
+    assert types["/hand_position_controller/commands"] == "std_msgs/msg/Float64MultiArray"
+
+
+@pytest.mark.parametrize(("name", "builder"), [("sim", "sim_graph"), ("hardware", "hardware_graph")])
+def test_launch_files_parse_and_build_from_the_graph(name: str, builder: str) -> None:
+    path = REPO / "launch" / f"{name}.launch.py"
+    tree = ast.parse(path.read_text(), filename=str(path))
+    funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in funcs
+    # launch/launch_ros are imported only inside functions (parseable/importable without them)
+    top_imports = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert all(getattr(n, "module", "") == "__future__" for n in top_imports)
+    imports_graph = any(
+        isinstance(n, ast.ImportFrom) and n.module == "dex_bringup.graph" and builder in {a.name for a in n.names}
+        for n in ast.walk(tree)
+    )
+    assert imports_graph, f"{path.name} must build its nodes with dex_bringup.graph.{builder}"
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == builder]
+    assert calls, f"{path.name} never calls {builder}"
+    # No parallel hard-coded node list: no dex package/executable literal appears in the file.
+    literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    for spec in sim_graph(record_dir="x"):
+        assert spec.executable not in literals and spec.module not in literals
+        assert spec.package not in literals

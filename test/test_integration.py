@@ -1,0 +1,148 @@
+"""THE integration test: the real nodes as separate processes over DDS, lockstep, vision, 1 trial.
+
+Started with the same machinery as ``dex run`` (dex_bringup.graph + dex_bringup.procs). Checks
+that messages flow on every topic, that every output carries the stamp of its inputs, that the
+trial status is coherent, and that the recorder wrote the trial's bag with its outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from dex_bringup.bagging import STAMPED_TYPES, cdr_stamp_ns, read_bag
+from dex_bringup.cli import start_order, start_staged
+from dex_bringup.graph import camera_topics, message_class, record_topics, sim_graph, topic_types
+from dex_bringup.procs import ProcessGroup
+
+TIMEOUT_S = 150.0
+
+
+class Tap:
+    """In-test subscriber on every topic: raw stamps per topic, parsed /trial/status."""
+
+    def __init__(self, node, types: dict[str, str]) -> None:  # noqa: ANN001
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        self.stamps: dict[str, list[int]] = {t: [] for t in types}
+        self.statuses: list[tuple[int, str, dict[str, str]]] = []
+        self.diag_names: set[str] = set()
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        for topic, msgtype in types.items():
+            node.create_subscription(
+                message_class(msgtype), topic,
+                lambda d, t=topic, s=msgtype in STAMPED_TYPES: self.stamps[t].append(cdr_stamp_ns(d) if s else 0),
+                qos, raw=True,
+            )
+        node.create_subscription(DiagnosticArray, "/trial/status", self._on_status, qos)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, qos)
+
+    def _on_status(self, msg) -> None:  # noqa: ANN001
+        ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        for st in msg.status:
+            if st.name == "trial":
+                self.statuses.append((ns, st.message, {kv.key: kv.value for kv in st.values}))
+
+    def _on_diag(self, msg) -> None:  # noqa: ANN001
+        self.diag_names.update(st.name for st in msg.status)
+
+    @property
+    def finished(self) -> bool:
+        return any(m == "finished" for _, m, _ in self.statuses)
+
+
+def test_lockstep_vision_graph_end_to_end(dds_env: dict[str, str], tmp_path: Path) -> None:
+    import rclpy
+
+    bags = tmp_path / "bags"
+    # DEX_POLICY_MODEL / DEX_POSE_MODEL: try other models (default: the packaged ones)
+    nodes = sim_graph(
+        mode="lockstep", pose_source="vision", num_trials=1, seed=3, record_dir=str(bags),
+        policy_model=os.environ.get("DEX_POLICY_MODEL"), pose_model=os.environ.get("DEX_POSE_MODEL"),
+    )
+    assert {n.name for n in nodes} == {"dex_sim", "dex_perception", "dex_policy", "dex_recorder"}
+    types = topic_types()
+    rclpy.init()
+    node = rclpy.create_node("integration_tap")
+    tap = Tap(node, types)
+    group = ProcessGroup(start_order(nodes), env=dds_env, echo=False)
+    problems: list[str] = []
+    try:
+        problems += start_staged(group, node, lambda: rclpy.spin_once(node, timeout_sec=0.05))
+        t0 = time.monotonic()
+        while not problems and not tap.finished:
+            rclpy.spin_once(node, timeout_sec=0.05)
+            if group.dead():
+                problems += [group.describe_exit(c) for c in group.dead()]
+                break
+            if time.monotonic() - t0 > TIMEOUT_S:
+                counts = {t: len(s) for t, s in tap.stamps.items()}
+                problems.append(f"no 'finished' within {TIMEOUT_S} s; received {counts}")
+                break
+        end = time.monotonic() + 2.0  # in-flight messages, one more diagnostics round
+        while time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.05)
+    finally:
+        codes = group.stop()
+        node.destroy_node()
+        rclpy.shutdown()
+    if problems:
+        tails = "\n".join(f"--- {c.name}:\n" + "\n".join(list(c.stderr_tail)[-15:]) for c in group.children)
+        pytest.fail("\n".join(problems) + "\n" + tails)
+    rec = next(c for c in group.children if c.name == "dex_recorder")
+    assert codes["dex_recorder"] == 0, group.describe_exit(rec)
+
+    # ---- messages flow on every topic ---------------------------------------------------------
+    silent = [t for t, s in tap.stamps.items() if not s]
+    assert not silent, f"no messages on {silent}"
+    assert {"dex_sim", "dex_perception", "dex_policy", "dex_recorder"} <= tap.diag_names, tap.diag_names
+
+    # ---- every output carries the stamp of its inputs -----------------------------------------
+    st = {t: set(s) for t, s in tap.stamps.items()}
+    images = set.intersection(*(st[t] for t in camera_topics() if t.endswith("image_raw")))
+    assert st["/object/pose"] <= images, sorted(st["/object/pose"] - images)[:5]
+    assert st["/object/pose"], "perception published nothing"
+    for topic in ("/policy/action", "/trial/status", "/goal/pose"):
+        assert st[topic] <= st["/joint_states"], (topic, sorted(st[topic] - st["/joint_states"])[:5])
+    assert st["/joint_states"] == st["/clock"] == st["/object/pose_gt"]
+    # lockstep: one command per policy step, each for a distinct set
+    assert len(tap.stamps["/policy/action"]) == len(st["/policy/action"])
+    assert len(tap.stamps["/hand_position_controller/commands"]) == len(tap.stamps["/policy/action"])
+
+    # ---- trial status is coherent --------------------------------------------------------------
+    statuses = [s for s in tap.statuses if s[1] != "finished"]
+    assert statuses and all(v["trial"] == "0" for _, _, v in statuses)
+    assert statuses[0][2]["ended"] == "false" and statuses[0][2]["seed"] == "3"
+    assert statuses[0][2]["mode"] == "vision"
+    assert statuses[0][2]["pose_model_sha256"], "contract: /trial/status pose_model_sha256 is set in vision mode"
+    ended = [s for s in statuses if s[2]["ended"] == "true"]
+    assert len(ended) == 1 and ended[0] is statuses[-1], "exactly one ended status, the last one"
+    end_ns, end_state, end_values = ended[0]
+    assert end_values["end_reason"] in ("dropped", "timeout", "completed")
+    assert end_state == end_values["end_reason"]
+    assert tap.statuses[-1][1] == "finished"
+    stamps = [s[0] for s in statuses]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    steps = int(end_values["steps"])
+    assert abs(steps - len(statuses)) <= 1, (steps, len(statuses))
+    assert all(a <= end_ns for a in st["/policy/action"])
+
+    # ---- the trial's bag ------------------------------------------------------------------------
+    bag = bags / "trial_000"
+    assert (bag / "metadata.yaml").is_file(), list(bags.iterdir()) if bags.exists() else "no bag dir"
+    counts, custom = read_bag(bag)
+    assert set(counts) == set(record_topics(pose_source="vision")), counts
+    assert abs(counts["/joint_states"] - steps) <= 1, (counts["/joint_states"], steps)
+    assert counts["/trial/status"] >= steps
+    for t in camera_topics():
+        assert abs(counts[t] - counts["/joint_states"]) <= 1, (t, counts)
+    assert counts["/policy/action"] == counts["/hand_position_controller/commands"]
+    assert abs(counts["/policy/action"] - (steps - 1)) <= 1
+    assert custom["end_reason"] == end_values["end_reason"]
+    assert custom["successes"] == end_values["successes"] and custom["seed"] == "3"
+    assert custom["trial"] == "0" and custom["mode"] == "vision"
+    assert custom["policy_model_sha256"] == end_values["policy_model_sha256"] != ""

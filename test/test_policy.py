@@ -1,0 +1,171 @@
+"""dex_policy: nets, a tiny real PPO run + ONNX export, ORT == torch, the contract, the runtime."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dex_common.contract import ModelContractError, read_contract
+from dex_common.observations import POLICY_OBS_LAYOUT
+from dex_description.registry import get_hand
+from dex_policy import evaluate, train
+from dex_policy.export import check_ort_matches_torch, write_metadata
+from dex_policy.net import PolicyNet, ValueNet
+from dex_policy.ppo import PPOTrainer
+from dex_policy.runtime import PolicyRuntime, default_model_path
+from dex_sim.env import DexCubeEnv
+
+SPEC = get_hand("shadow")
+
+
+def test_net_shapes_and_state_reset():
+    torch.manual_seed(0)
+    p = PolicyNet(22, SPEC.n_actuators, 11)
+    v = ValueNet(84)
+    obs = torch.randn(3, 22)
+    flat, (h, c) = p.step(obs, p.initial_state(3))
+    assert p.logits(flat).shape == (3, 20, 11) and h.shape == c.shape == (1, 3, 512)
+    val, _ = v.step(torch.randn(3, 84), v.initial_state(3))
+    assert val.shape == (3, 1)
+    # sequence(): a start flag zeroes the carried state, so step t=2 with starts[2]=1 equals a
+    # fresh first step on the same input.
+    x = torch.randn(4, 2, 22)
+    starts = torch.zeros(4, 2)
+    starts[2, 0] = 1.0
+    out = p.sequence(x, p.initial_state(2), starts)
+    fresh, _ = p.step(x[2], p.initial_state(2))
+    assert out.shape == (4, 2, 220)
+    torch.testing.assert_close(out[2, 0], fresh[0])
+    assert not torch.allclose(out[2, 1], fresh[1])  # env 1 carried its state
+
+
+def test_running_norm_matches_numpy():
+    p = PolicyNet(22, 20, 11)
+    data = np.random.default_rng(0).normal(3.0, 2.0, size=(500, 22)).astype(np.float32)
+    p.norm.update(torch.from_numpy(data[:200]))
+    p.norm.update(torch.from_numpy(data[200:]))
+    np.testing.assert_allclose(p.norm.mean.numpy(), data.mean(0), atol=1e-3)
+    np.testing.assert_allclose(p.norm.var.numpy(), data.var(0), rtol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Two PPO iterations of a small net (same code path as the default model), exported."""
+    out = tmp_path_factory.mktemp("ppo")
+    args = ["--steps", "80", "--out", str(out), "--envs", "2", "--rollout", "20",
+            "--dense", "64", "--lstm", "32", "--eval-trials", "1", "--seed", "3"]
+    assert train.main(args) == 0
+    return out, args
+
+
+def test_tiny_ppo_run_exports_with_contract(tiny_run):
+    out, args = tiny_run
+    model = out / "policy_dex_shadow.onnx"
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log] == [1, 2] and log[-1]["total_steps"] == 80
+    assert all(np.isfinite(r["pi_loss"]) and np.isfinite(r["v_loss"]) for r in log)
+    meta = read_contract(model)
+    assert meta["dex.kind"] == "policy" and meta["dex.hand"] == SPEC.name
+    assert meta["dex.hand_facts_hash"] == SPEC.facts_hash()
+    assert json.loads(meta["dex.obs_layout"]) == [[n, s] for n, s in POLICY_OBS_LAYOUT]
+    assert meta["dex.obs_norm"] == "in_graph" and meta["dex.lstm_hidden"] == "32"
+    assert json.loads(meta["dex.action"])["actuators"] == SPEC.actuator_names
+    assert float(meta["dex.control_period_s"]) == SPEC.control_period
+    assert meta["dex.producer"] == "dex-policy-train " + " ".join(args)
+    assert meta["dex.compute"] == "cpu x2"
+    ev = json.loads(meta["dex.eval"])
+    assert ev["trials"] == 1 and ev["train_steps"] == 80
+    g = onnx.load(str(model)).graph
+    assert [i.name for i in g.input] == ["obs", "h_in", "c_in"]
+    assert [o.name for o in g.output] == ["logits", "h_out", "c_out"]
+    # Input normalisation is in the graph: the running mean is a constant in the file.
+    trainer = PPOTrainer.load(out / "checkpoint.pt")
+    assert trainer.policy.norm.count > 1  # statistics were updated from rollouts
+    # ORT (batch 3, three recurrent steps) == torch, for the trained weights.
+    assert check_ort_matches_torch(trainer.policy, model, batch=3) < 1e-4
+
+
+def test_resume_continues(tiny_run, tmp_path):
+    out, _ = tiny_run
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    assert train.main(["--steps", "120", "--out", str(run), "--resume",
+                       "--eval-trials", "0"]) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log] == [1, 2, 3] and log[-1]["total_steps"] == 120
+
+
+def test_contract_mismatch_refused(tiny_run, tmp_path):
+    out, _ = tiny_run
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes((out / "policy_dex_shadow.onnx").read_bytes())
+    write_metadata(bad, {"dex.control_period_s": "0.05", "dex.hand_facts_hash": "deadbeef",
+                         "dex.obs_layout": json.dumps([["fingertip_pos", 15]])})
+    with pytest.raises(ModelContractError) as e:
+        PolicyRuntime(bad, "shadow")
+    msg = str(e.value)
+    assert "control period" in msg and "hand facts hash" in msg and "obs layout" in msg
+    assert "3 problem" in msg
+    # The good model refuses another control period too.
+    with pytest.raises(ModelContractError, match="control period"):
+        PolicyRuntime(out / "policy_dex_shadow.onnx", "shadow", control_period=0.05)
+    with pytest.raises(ModelContractError, match="not found"):
+        PolicyRuntime(tmp_path / "missing.onnx", "shadow")
+
+
+def test_runtime_state_and_decoding(tiny_run):
+    out, _ = tiny_run
+    rt = PolicyRuntime(out / "policy_dex_shadow.onnx", "shadow")
+    env = DexCubeEnv(seed=0)
+    obs, _ = env.reset(seed=4)
+    start = env.current_actuator_positions()
+    rt.reset(start)
+    l1 = rt.logits(obs).copy()
+    l2 = rt.logits(obs).copy()
+    assert l1.shape == (20, 11)
+    assert not np.allclose(l1, l2)  # the LSTM state carried across steps
+    rt.reset(start)
+    np.testing.assert_allclose(rt.logits(obs), l1, atol=1e-6)  # reset zeroes the state
+    rt.reset(start)
+    targets = rt.act(obs)
+    lo, hi = SPEC.actuator_limits()
+    assert targets.shape == (20,) and np.all(targets >= lo) and np.all(targets <= hi)
+    # Relative decoding: each target moved by at most (1 - ema) * max_delta from the start.
+    assert np.all(np.abs(targets - np.clip(start, lo, hi)) <= 0.7 * 0.15 + 1e-9)
+    assert rt.infer_stats.count == 4
+    with pytest.raises(ValueError):
+        rt.act(np.full(22, np.nan, np.float32))
+
+
+def test_evaluate_cli(tiny_run, tmp_path, capsys):
+    out, _ = tiny_run
+    js = tmp_path / "eval.json"
+    assert evaluate.main(["--model", str(out / "policy_dex_shadow.onnx"), "--trials", "2",
+                          "--seed", "5", "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert [r["seed"] for r in res["rows"]] == [5, 6]
+    assert all(r["end_reason"] in ("dropped", "timeout", "completed") for r in res["rows"])
+    assert res["summary"]["trials"] == 2 and len(res["model_sha256"]) == 64
+    table = capsys.readouterr().out
+    assert "consecutive successes: mean" in table and "end reason" in table
+    # A model with a broken contract: a clear error and exit status 2, no traceback.
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes((out / "policy_dex_shadow.onnx").read_bytes())
+    write_metadata(bad, {"dex.kind": "pose"})
+    assert evaluate.main(["--model", str(bad), "--trials", "1", "--json", str(js)]) == 2
+    assert "kind" in capsys.readouterr().err
+
+
+def test_default_model_loads_and_acts():
+    path = default_model_path("shadow")
+    assert path.is_file(), f"default model missing: {path}"
+    assert path.name == "policy_dex_shadow.onnx"
+    rt = PolicyRuntime(path, "shadow", SPEC.control_period)
+    assert rt.hidden == 512 and rt.meta["dex.kind"] == "policy"
+    assert json.loads(rt.meta["dex.eval"]).get("trials", 0) >= 1
+    rt.reset(np.zeros(20))
+    assert rt.act(np.zeros(22, np.float32)).shape == (20,)

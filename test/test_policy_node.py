@@ -1,0 +1,207 @@
+"""The policy node as a real process over real DDS; this test plays the sim (lockstep) with the
+real physics core: /sim/reset is answered, every set gets one command stamped like its input,
+/trial/status is coherent, bad inputs are ERRORs and the hand holds its last command."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray, UInt32  # noqa: E402
+
+from dex_common.ros_util import float_to_stamp, stamp_to_float  # noqa: E402
+from dex_description.registry import get_hand  # noqa: E402
+from dex_sim.physics import HandCubeSim  # noqa: E402
+
+SPEC = get_hand("shadow")
+QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+SEED = 7
+
+
+class FakeSimSide:
+    """Publishes state sets from a real HandCubeSim and records what the policy publishes."""
+
+    def __init__(self, node):
+        self.node = node
+        self.sim = HandCubeSim("shadow", render=False)
+        self.resets: list[int] = []
+        self.cmds: list[np.ndarray] = []
+        self.actions: list[JointState] = []
+        self.status: list[tuple[float, DiagnosticStatus]] = []
+        self.diag: list[DiagnosticStatus] = []
+        self.js_pub = node.create_publisher(JointState, "/joint_states", QOS)
+        self.pose_pub = node.create_publisher(PoseStamped, "/object/pose_gt", QOS)
+        node.create_subscription(UInt32, "/sim/reset", lambda m: self.resets.append(m.data), QOS)
+        node.create_subscription(Float64MultiArray, "/hand_position_controller/commands",
+                                 lambda m: self.cmds.append(np.array(m.data)), QOS)
+        node.create_subscription(JointState, "/policy/action", self.actions.append, QOS)
+        node.create_subscription(
+            DiagnosticArray, "/trial/status",
+            lambda m: self.status.extend((stamp_to_float(m.header.stamp), s) for s in m.status),
+            QOS)
+        node.create_subscription(DiagnosticArray, "/diagnostics",
+                                 lambda m: self.diag.extend(m.status), QOS)
+
+    def spin_until(self, cond, timeout: float = 10.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            rclpy.spin_once(self.node, timeout_sec=0.02)
+            if cond():
+                return True
+        return False
+
+    def publish_set(self, q=None, names=None, pose=True) -> float:
+        t = self.sim.time
+        stamp = float_to_stamp(t)
+        js = JointState()
+        js.header.stamp = stamp
+        js.name = list(names or SPEC.joint_names)
+        js.position = [float(v) for v in (self.sim.joint_positions() if q is None else q)]
+        js.velocity = [float(v) for v in self.sim.joint_velocities()]
+        self.js_pub.publish(js)
+        if pose:
+            pos, quat = self.sim.cube_pose()
+            ps = PoseStamped()
+            ps.header.stamp = stamp
+            ps.header.frame_id = "world"
+            ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = map(float, pos)
+            o = ps.pose.orientation
+            o.w, o.x, o.y, o.z = map(float, quat)
+            self.pose_pub.publish(ps)
+        return t
+
+    def step_with_last_command(self) -> None:
+        self.sim.set_targets(self.cmds[-1])
+        self.sim.step_control()
+
+    def expect_command(self, n_before: int, stamp: float) -> None:
+        assert self.spin_until(lambda: len(self.cmds) > n_before and len(self.actions) > n_before,
+                               timeout=10), f"no command for the set at {stamp}"
+        assert len(self.cmds) == n_before + 1
+        assert math.isclose(stamp_to_float(self.actions[-1].header.stamp), stamp, abs_tol=1e-9)
+        assert list(self.actions[-1].name) == SPEC.actuator_names
+        np.testing.assert_allclose(self.actions[-1].position, self.cmds[-1])
+
+    def status_at(self, stamp: float) -> list[DiagnosticStatus]:
+        return [s for ts, s in self.status if math.isclose(ts, stamp, abs_tol=1e-9)]
+
+    def errors(self) -> list[DiagnosticStatus]:
+        return [s for s in self.diag if s.name == "dex_policy" and s.level == DiagnosticStatus.ERROR]
+
+
+@pytest.fixture
+def side(dds_env):
+    rclpy.init()
+    node = rclpy.create_node("fake_sim_side")
+    s = FakeSimSide(node)
+    yield s
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def start_policy(node_procs, **params):
+    args = ["-m", "dex_policy.node", "--ros-args"]
+    for k, v in {"pose_source": "gt", "seed": SEED, "input_timeout_s": 0.5, **params}.items():
+        args += ["-p", f"{k}:={v}"]
+    return node_procs.start("policy", args)
+
+
+def test_policy_node_lockstep_and_faults(node_procs, side):
+    proc = start_policy(node_procs)
+    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 0
+                           and side.pose_pub.get_subscription_count() > 0, timeout=30)
+    # Like the lockstep sim: publish the first set and wait; the policy answers with a reset
+    # (not a command), then ignores that pre-reset set even when it is re-sent.
+    t_pre = side.publish_set()
+    assert side.spin_until(lambda: side.resets, timeout=30), node_procs.log("policy")
+    assert side.resets[0] == SEED  # seed + trial index 0
+    side.publish_set()  # a re-send of the pre-reset set
+    assert not side.spin_until(lambda: side.cmds, timeout=0.3)
+    side.sim.reset(side.resets[0])
+    assert side.sim.time > t_pre
+
+    # One command per set, /policy/action stamped with the input stamp.
+    for i in range(4):
+        n = len(side.cmds)
+        t = side.publish_set()
+        side.expect_command(n, t)
+        assert side.spin_until(lambda t=t: side.status_at(t), timeout=5), "no /trial/status"
+        st = side.status_at(t)
+        v = {kv.key: kv.value for kv in st[-1].values}
+        assert st[-1].name == "trial" and st[-1].message in ("running", "success")
+        assert v["trial"] == "0" and v["seed"] == str(SEED) and v["ended"] == "false"
+        assert v["steps"] == str(i + 1) and v["mode"] == "state"
+        assert len(v["policy_model_sha256"]) == 64
+        side.step_with_last_command()
+
+    # A re-sent set (same stamp) is ignored: no second command.
+    n = len(side.cmds)
+    t_last = side.publish_set()
+    side.expect_command(n, t_last)
+    side.publish_set()
+    assert not side.spin_until(lambda: len(side.cmds) > n + 1, timeout=0.7)
+    side.step_with_last_command()
+
+    # NaN joint state: ERROR on /diagnostics, the previous command is held (re-published).
+    prev = side.cmds[-1].copy()
+    q = side.sim.joint_positions()
+    q[3] = np.nan
+    n = len(side.cmds)
+    t = side.publish_set(q=q)
+    side.expect_command(n, t)
+    np.testing.assert_array_equal(side.cmds[-1], prev)
+    assert side.spin_until(lambda: any("NaN" in s.message for s in side.errors()), timeout=5)
+
+    # Unknown joint names: ERROR and hold.
+    side.sim.step_control()
+    names = list(SPEC.joint_names)
+    names[0] = "bogus_joint"
+    n = len(side.cmds)
+    t = side.publish_set(names=names)
+    side.expect_command(n, t)
+    np.testing.assert_array_equal(side.cmds[-1], prev)
+    assert side.spin_until(lambda: any("unknown joint" in s.message for s in side.errors()),
+                           timeout=5)
+
+    # Reordered names are accepted (reordered by name): a normal new command follows.
+    side.sim.step_control()
+    perm = np.random.default_rng(0).permutation(SPEC.n_joints)
+    q = side.sim.joint_positions()
+    n = len(side.cmds)
+    t = side.publish_set(q=q[perm], names=[SPEC.joint_names[i] for i in perm])
+    side.expect_command(n, t)
+    assert side.spin_until(lambda: side.status_at(t), timeout=5)
+    v = {kv.key: kv.value for kv in side.status_at(t)[-1].values}
+    assert v["steps"] == "6"  # the faulty sets were not judged
+
+    # joint_states without a pose: after input_timeout_s the hold command keeps lockstep going.
+    side.step_with_last_command()
+    prev = side.cmds[-1].copy()
+    n = len(side.cmds)
+    t0 = time.monotonic()
+    t = side.publish_set(pose=False)
+    side.expect_command(n, t)
+    assert time.monotonic() - t0 >= 0.4
+    np.testing.assert_array_equal(side.cmds[-1], prev)
+    assert side.spin_until(
+        lambda: any(s.name == "dex_policy" and s.level == DiagnosticStatus.WARN
+                    and "no complete input set" in s.message for s in side.diag), timeout=5)
+    assert proc.poll() is None, node_procs.log("policy")
+
+
+def test_policy_node_bad_params_do_not_crash(node_procs, side):
+    proc = start_policy(node_procs, pose_source="bogus", model_path="/nonexistent.onnx",
+                        slop="abc", num_trials=-1)
+    assert side.spin_until(lambda: any("pose_source" in s.message for s in side.errors()),
+                           timeout=30), node_procs.log("policy")
+    msg = next(s.message for s in side.errors() if "pose_source" in s.message)
+    assert "slop" in msg and "num_trials" in msg  # every problem named at once
+    assert not side.resets  # no trial starts in a fault state
+    assert proc.poll() is None
