@@ -12,9 +12,7 @@ import time
 
 import numpy as np
 import pytest
-
-rclpy = pytest.importorskip("rclpy")
-
+import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402

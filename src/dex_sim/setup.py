@@ -16,7 +16,7 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/models", glob(PACKAGE + "/models/*")),
     ],
-    install_requires=["numpy", "mujoco>=3.2", "dex_description", "dex_common", "dex_hardware"],
+    install_requires=["numpy", "mujoco>=3.2", "gymnasium>=1.0", "dex_description", "dex_common", "dex_hardware"],
     zip_safe=False,
     python_requires=">=3.10",
     entry_points={"console_scripts": ["sim_node = dex_sim.node:main"]},

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dex_description.registry import get_hand
+from dex_perception.runtime import default_model_path as default_pose_model
 
 MODES = ("lockstep", "realtime")
 # CLI/launch "source" names -> the policy's pose_source parameter values.
@@ -244,10 +245,12 @@ def sim_graph(
             {"hand": hand, "mode": mode, "seed": int(seed), "publish_images": vision},
         )
     ]
+    # The policy records the pose model's hash in every trial; both nodes get the same path.
+    pose_path = (pose_model or str(default_pose_model(hand))) if vision else ""
     if vision:
-        p: dict[str, ParamValue] = {"hand": hand, "use_sim_time": use_sim_time}
-        if pose_model:
-            p["model_path"] = pose_model
+        p: dict[str, ParamValue] = {
+            "hand": hand, "use_sim_time": use_sim_time, "model_path": pose_path
+        }
         nodes.append(
             NodeSpec("dex_perception", "perception_node", "dex_perception.node", "dex_perception", p)
         )
@@ -257,6 +260,7 @@ def sim_graph(
         "num_trials": int(num_trials),
         "seed": int(seed),
         "use_sim_time": use_sim_time,
+        "pose_model_path": pose_path,
     }
     if policy_model:
         pp["model_path"] = policy_model
@@ -292,9 +296,8 @@ def hardware_graph(
         raise GraphError(f"camera remaps must target {sorted(known)}; got {bad}")
     # A remap on the perception node: its topic name (dst) -> the driver's topic (src).
     perception_remaps = [(dst, src) for src, dst in remaps]
-    pp: dict[str, ParamValue] = {"hand": hand, "use_sim_time": False}
-    if pose_model:
-        pp["model_path"] = pose_model
+    pose_path = pose_model or str(default_pose_model(hand))
+    pp: dict[str, ParamValue] = {"hand": hand, "use_sim_time": False, "model_path": pose_path}
     policy: dict[str, ParamValue] = {
         "hand": hand,
         "pose_source": "vision",
@@ -302,6 +305,7 @@ def hardware_graph(
         "num_trials": int(num_trials),
         "seed": int(seed),
         "use_sim_time": False,
+        "pose_model_path": pose_path,
     }
     if policy_model:
         policy["model_path"] = policy_model

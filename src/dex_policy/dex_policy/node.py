@@ -39,7 +39,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt32
 from visualization_msgs.msg import Marker
 
-from dex_common.contract import ModelContractError
+from dex_common.contract import ModelContractError, file_sha256
 from dex_common.observations import policy_observation
 from dex_common.ros_util import float_to_stamp, stamp_to_float
 from dex_common.stats import RollingStats
@@ -119,6 +119,8 @@ class PolicyNode(Node):
         self._declare("slop", 0.005)
         self._declare("input_timeout_s", 0.5)
         self._declare("goal_timeout_s", 8.0)  # Dactyl: 8 s sim, 80 s on the robot
+        # The perception model in the loop (vision mode): its hash goes into every trial record.
+        self._declare("pose_model_path", "")
 
         # Publishers first: even in a fault state the node answers steps with hold commands.
         self.cmd_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC, QOS)
@@ -218,6 +220,13 @@ class PolicyNode(Node):
             self.create_subscription(PoseStamped, topic,
                                      lambda m, s=i + 1: self._offer(s, m), QOS)
 
+        self.pose_model_sha = ""
+        pose_model = str(gp("pose_model_path").value)
+        if pose_model:
+            try:
+                self.pose_model_sha = file_sha256(pose_model)
+            except OSError as e:
+                self.get_logger().warning(f"pose model {pose_model!r} unreadable for hashing: {e}")
         if self.fault:
             return
         self.tracker = TrialTracker(self.trial_config)
@@ -381,7 +390,7 @@ class PolicyNode(Node):
             "start_stamp": repr(float(self.tracker.start_stamp or 0.0)) if ev else "0.0",
             "steps": str(ev.steps if ev else 0),
             "policy_model_sha256": self.model_sha,
-            "pose_model_sha256": "",  # set by a vision pipeline's pose model (not known here)
+            "pose_model_sha256": self.pose_model_sha,
             "mode": "state" if self.pose_source == "gt" else "vision",
         }
         return [KeyValue(key=k, value=v) for k, v in vals.items()]

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 
 from dex_common.actions import ActionDecoder
 from dex_common.observations import POLICY_OBS_LAYOUT, policy_observation
@@ -22,14 +24,6 @@ from dex_common.trial import TrialConfig, TrialTracker
 from dex_description.registry import HandSpec, get_hand
 from dex_sim.kinematics import HandKinematics
 from dex_sim.physics import HandCubeSim
-
-try:  # gymnasium gives the spaces and the Env base class; the env works without it too
-    import gymnasium as gym
-    from gymnasium import spaces
-
-    _Base: type = gym.Env
-except ImportError:  # pragma: no cover - exercised only where gymnasium is absent
-    gym, spaces, _Base = None, None, object
 
 
 def value_obs_layout(hand: HandSpec) -> list[tuple[str, int]]:
@@ -49,7 +43,7 @@ def trial_config_for(spec: HandSpec) -> TrialConfig:
     return TrialConfig.for_hand(spec)
 
 
-class DexCubeEnv(_Base):
+class DexCubeEnv(gym.Env):
     """One hand + cube; one step = one control period (80 ms)."""
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -67,9 +61,8 @@ class DexCubeEnv(_Base):
         self.obs_dim = sum(n for _, n in POLICY_OBS_LAYOUT)
         self.value_dim = value_obs_dim(self.spec)
         self.n_actuators, self.bins = self.spec.n_actuators, self.decoder.bins
-        if spaces is not None:
-            self.action_space = spaces.MultiDiscrete([self.bins] * self.n_actuators, seed=seed)
-            self.observation_space = spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
+        self.action_space = spaces.MultiDiscrete([self.bins] * self.n_actuators, seed=seed)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
         self.episode_seed: int | None = None
         self.last_event: Any = None
 
