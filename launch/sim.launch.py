@@ -23,20 +23,14 @@ ARGS = {
 }
 
 
-def _truthy(text: str) -> bool:
-    return text.strip().lower() in ("1", "true", "yes", "on")
-
-
 def _nodes(context):  # noqa: ANN001 - launch context
-    from launch_ros.actions import Node
-
     from dex_bringup.graph import sim_graph
-    from dex_description import paths
+    from dex_bringup.launch_support import launch_actions, truthy
 
     def arg(name: str) -> str:
         return context.launch_configurations[name]
 
-    use_sim_time = _truthy(arg("use_sim_time"))
+    use_sim_time = truthy(arg("use_sim_time"))
     specs = sim_graph(
         hand=arg("hand"),
         mode=arg("mode"),
@@ -46,38 +40,9 @@ def _nodes(context):  # noqa: ANN001 - launch context
         record_dir=arg("record") or None,
         use_sim_time=use_sim_time,
     )
-    actions = [
-        Node(
-            package=s.package,
-            executable=s.executable,
-            name=s.name,
-            parameters=[s.parameters],
-            remappings=s.remappings,
-            output="screen",
-        )
-        for s in specs
-    ]
-    if _truthy(arg("robot_state_publisher")):
-        urdf = paths.urdf_path(arg("hand")).read_text()
-        actions.append(
-            Node(
-                package="robot_state_publisher",
-                executable="robot_state_publisher",
-                parameters=[{"robot_description": urdf, "use_sim_time": use_sim_time}],
-                output="screen",
-            )
-        )
-    if _truthy(arg("rviz")):
-        actions.append(
-            Node(
-                package="rviz2",
-                executable="rviz2",
-                arguments=["-d", str(paths.rviz_config())],
-                parameters=[{"use_sim_time": use_sim_time}],
-                output="screen",
-            )
-        )
-    return actions
+    return launch_actions(
+        specs, arg("hand"), use_sim_time, truthy(arg("robot_state_publisher")), truthy(arg("rviz"))
+    )
 
 
 def generate_launch_description():  # noqa: ANN201 - launch API

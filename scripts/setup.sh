@@ -15,9 +15,9 @@ if ! command -v check_urdf >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     log "installing liburdfdom-tools (check_urdf)"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq liburdfdom-tools) \
-      >/dev/null 2>&1 || log "WARNING: could not install liburdfdom-tools; URDF checks will skip"
+      >/dev/null 2>&1 || log "WARNING: could not install liburdfdom-tools; the check_urdf test will fail"
   else
-    log "note: check_urdf missing (apt-get install liburdfdom-tools); URDF checks will skip"
+    log "note: check_urdf missing (apt-get install liburdfdom-tools); the check_urdf test will fail"
   fi
 fi
 

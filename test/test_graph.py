@@ -150,3 +150,19 @@ def test_launch_files_parse_and_build_from_the_graph(name: str, builder: str) ->
     for spec in sim_graph(record_dir="x"):
         assert spec.executable not in literals and spec.module not in literals
         assert spec.package not in literals
+
+
+def test_camera_mapping_text_for_the_hardware_launch() -> None:
+    from dex_bringup.graph import camera_remaps_from_text
+
+    remaps = camera_remaps_from_text("cam0=/left/image_raw, cam2=/right/image_raw")
+    assert remaps == {"/left/image_raw": "/cameras/cam0/image_raw",
+                      "/right/image_raw": "/cameras/cam2/image_raw"}
+    nodes = hardware_graph(camera_remaps=remaps)
+    perception = next(n for n in nodes if n.name == "dex_perception")
+    assert ("/cameras/cam0/image_raw", "/left/image_raw") in perception.remappings
+    assert camera_remaps_from_text("") == {}
+    with pytest.raises(GraphError, match="unknown camera"):
+        camera_remaps_from_text("cam7=/x")
+    with pytest.raises(GraphError, match="NAME=TOPIC"):
+        camera_remaps_from_text("cam0")

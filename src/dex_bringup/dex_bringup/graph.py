@@ -116,6 +116,21 @@ def camera_topics(hand: str = "shadow") -> list[str]:
     return [t for c in spec.camera_names for t in (f"/cameras/{c}/image_raw", f"/cameras/{c}/camera_info")]
 
 
+def camera_remaps_from_text(text: str, hand: str = "shadow") -> dict[str, str]:
+    """Parse ``NAME=TOPIC,...`` (registry camera name -> a driver's image topic) into the
+    ``camera_remaps`` of :func:`hardware_graph` (driver topic -> /cameras/NAME/image_raw)."""
+    names = get_hand(hand).camera_names
+    out: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, topic = item.partition("=")
+        if not sep or not topic.strip():
+            raise GraphError(f"camera mapping {item!r} is not NAME=TOPIC")
+        if name.strip() not in names:
+            raise GraphError(f"unknown camera {name.strip()!r}; {hand} has {names}")
+        out[topic.strip()] = f"/cameras/{name.strip()}/image_raw"
+    return out
+
+
 def topic_types(hand: str = "shadow") -> dict[str, str]:
     """Every topic of the graph (docs/interfaces.md) -> its ROS 2 message type."""
     types = {

@@ -8,6 +8,8 @@ buffers, so the exported ONNX graph holds them as constants (``dex.obs_norm = in
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -85,11 +87,21 @@ class RecurrentNet(nn.Module):
 class PolicyNet(RecurrentNet):
     """Categorical policy: logits [B, n_actuators, bins]."""
 
-    def __init__(self, obs_size: int, n_actuators: int, bins: int, **kw: int) -> None:
+    def __init__(self, obs_size: int, n_actuators: int, bins: int, hold_prior: float = 0.0,
+                 **kw: int) -> None:
         super().__init__(obs_size, n_actuators * bins, **kw)
         self.n_actuators, self.bins = n_actuators, bins
-        nn.init.orthogonal_(self.head.weight, gain=0.01)  # near-uniform initial policy
+        nn.init.orthogonal_(self.head.weight, gain=0.01)  # near state-independent at start
         nn.init.zeros_(self.head.bias)
+        if hold_prior > 0.0:
+            # Start near "hold still": the middle (zero-delta) bin gets probability hold_prior
+            # per actuator. A uniform start moves all 20 actuators at random every step and
+            # throws the cube off the palm before any useful signal is collected.
+            if not 0.0 < hold_prior < 1.0:
+                raise ValueError(f"hold_prior must be in (0, 1), got {hold_prior}")
+            logit = math.log(hold_prior * (bins - 1) / (1.0 - hold_prior))
+            with torch.no_grad():
+                self.head.bias.view(n_actuators, bins)[:, bins // 2] = logit
 
     def logits(self, flat: torch.Tensor) -> torch.Tensor:
         return flat.reshape(*flat.shape[:-1], self.n_actuators, self.bins)

@@ -42,6 +42,7 @@ class PPOConfig:
     minibatch_chunks: int = 16  # big minibatches: per-call overhead dominates on small CPUs
     max_grad_norm: float = 1.0
     bins: int = 11
+    hold_prior: float = 0.9  # initial probability of the zero-delta bin per actuator (0 = uniform)
     dense: int = 1024
     lstm_hidden: int = 512
     torch_threads: int = 1
@@ -76,8 +77,8 @@ class PPOTrainer:
         torch.manual_seed(cfg.seed)
         self.spec = get_hand(cfg.hand)
         self.n_act = self.spec.n_actuators
-        self.policy = PolicyNet(obs_dim(), self.n_act, cfg.bins, dense=cfg.dense,
-                                hidden=cfg.lstm_hidden)
+        self.policy = PolicyNet(obs_dim(), self.n_act, cfg.bins, hold_prior=cfg.hold_prior,
+                                dense=cfg.dense, hidden=cfg.lstm_hidden)
         self.value = ValueNet(value_obs_dim(self.spec), dense=cfg.dense, hidden=cfg.lstm_hidden)
         self.opt = torch.optim.Adam([*self.policy.parameters(), *self.value.parameters()],
                                     lr=cfg.lr)

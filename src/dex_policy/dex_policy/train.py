@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--minibatch-chunks", type=int, default=16)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--hold-prior", type=float, default=0.9,
+                   help="initial probability of each actuator's zero-delta bin (0 = uniform)")
     p.add_argument("--dense", type=int, default=1024)
     p.add_argument("--lstm", type=int, default=512)
     p.add_argument("--eval-trials", type=int, default=3, help="trials for dex.eval (0 = none)")
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cfg = PPOConfig(hand=a.hand, seed=a.seed, n_envs=a.envs, rollout_steps=a.rollout,
                         epochs=a.epochs, minibatch_chunks=a.minibatch_chunks, dense=a.dense,
+                        hold_prior=a.hold_prior,
                         lstm_hidden=a.lstm, torch_threads=a.threads)
         trainer = PPOTrainer(cfg)
     cfg = trainer.cfg

@@ -75,7 +75,7 @@ class SimNode(Node):
         self.publish_images = self.declare_parameter("publish_images", True).value
         # dynamic typing: accept `lockstep_resend_s:=1` (an int) as well as 1.0
         self.resend_s = self.declare_parameter(
-            "lockstep_resend_s", 2.0, ParameterDescriptor(dynamic_typing=True)).value
+            "lockstep_resend_s", 1.0, ParameterDescriptor(dynamic_typing=True)).value
         # Which peers lockstep waits for before its first set (see _wait_topics): "auto",
         # "all", "" / "none", or a comma-separated topic list.
         self.wait_topics_param = self.declare_parameter("wait_topics", "auto").value
