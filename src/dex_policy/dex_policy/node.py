@@ -308,6 +308,21 @@ class PolicyNode(Node):
             self._input_error(f"cannot judge/observe: {e}", js.header.stamp)
             return
         self.last_event = ev
+        if not ev.ended:
+            # The command is the latency-critical output: infer and publish it first, then the
+            # trial status / goal / marker for this same stamp.
+            try:
+                targets = self.runtime.act(obs)
+            except (ValueError, RuntimeError) as e:
+                self._input_error(f"policy inference failed: {e}", js.header.stamp)
+                return
+            self._publish_command(targets, js.header.stamp)
+            dt = time.perf_counter() - t0
+            self.step_stats.add(dt)
+            if dt > self.spec.control_period:
+                self.counts["deadline_misses"] += 1
+                self.get_logger().warning(f"deadline miss: step took {dt * 1e3:.1f} ms",
+                                          throttle_duration_sec=1.0)
         self._publish_trial(ev, js.header.stamp)
         if ev.ended:
             self.get_logger().info(
@@ -321,19 +336,6 @@ class PolicyNode(Node):
             else:
                 self.trial_index += 1
                 self._request_reset()
-            return
-        try:
-            targets = self.runtime.act(obs)
-        except (ValueError, RuntimeError) as e:
-            self._input_error(f"policy inference failed: {e}", js.header.stamp)
-            return
-        self._publish_command(targets, js.header.stamp)
-        dt = time.perf_counter() - t0
-        self.step_stats.add(dt)
-        if dt > self.spec.control_period:
-            self.counts["deadline_misses"] += 1
-            self.get_logger().warning(f"deadline miss: step took {dt * 1e3:.1f} ms",
-                                      throttle_duration_sec=1.0)
 
     # ---- outputs -------------------------------------------------------------------------------
     def _publish(self, pub: object, msg: object) -> None:
