@@ -57,6 +57,9 @@ STATUS = "dex_sim"  # periodic status: mode, counters, timing stats
 CMD_STATUS = "dex_sim/commands"  # ERROR at once on a rejected command, OK again a period later
 
 
+# Longest wait (wall s) for peers the graph knows about to match before the first lockstep set.
+UNMATCHED_PEER_WAIT_S = 5.0
+
 class ParameterError(ValueError):
     """A parameter the node cannot run with."""
 
@@ -280,6 +283,17 @@ class SimNode(Node):
             out.append((n, by_name[n]))
         return out
 
+    def _unmatched_known_peers(self) -> list[str]:
+        """Topics where the graph lists more subscribers (or command publishers) than matched."""
+        out = []
+        for p in (self.clock_pub, self.js_pub, self.pose_pub, *self.img_pubs, *self.info_pubs):
+            if p.get_subscription_count() < self.count_subscribers(p.topic_name):
+                out.append(p.topic_name)
+        cmd = self.cmd_sub
+        if cmd.get_publisher_count() < self.count_publishers(cmd.topic_name):
+            out.append(cmd.topic_name)
+        return out
+
     def _check_ready(self) -> None:
         if self._published_once:
             self._wait_timer.cancel()
@@ -289,6 +303,11 @@ class SimNode(Node):
         except ParameterError as e:
             self._diag_error(str(e))
             missing = []  # a bad wait list must not hang the sim: start anyway
+        # Every peer the ROS graph already knows about (a recorder, a monitor) must be matched
+        # too, or it misses the first sets of trial 0. Capped: an endpoint that never matches
+        # (e.g. incompatible QoS) must not hang the sim.
+        if time.monotonic() - self._waiting_since < UNMATCHED_PEER_WAIT_S:
+            missing += [n for n in self._unmatched_known_peers() if n not in missing]
         self._missing = missing
         if missing:
             if time.monotonic() - self._waiting_since > 5.0:
