@@ -49,8 +49,9 @@ def _reset_home(model: mujoco.MjModel) -> mujoco.MjData:
 # ---- structure ---------------------------------------------------------------------------------
 def test_generated_files_are_up_to_date() -> None:
     assert generate.main(["--check"]) == 0, "run `python -m dex_description.generate`"
-    for path, text in generate.outputs("shadow").items():
-        assert path.read_text() == text
+    for hand in generate.HAND_PROFILES:  # every profile's files (Shadow and LEAP)
+        for path, text in generate.outputs(hand).items():
+            assert path.read_text() == text
 
 
 def test_generator_check_detects_a_stale_file(monkeypatch, tmp_path, capsys) -> None:
@@ -62,11 +63,15 @@ def test_generator_check_detects_a_stale_file(monkeypatch, tmp_path, capsys) -> 
     xml.write_text(xml.read_text().replace('kp="2"', 'kp="3"', 1))
     assert generate.main(["--check"]) == 1
     assert "out of date" in capsys.readouterr().err
+    assert generate.main(["--check", "--hand", "leap"]) == 0  # only the Shadow file is stale
+    (tmp_path / "models" / "dex_leap.urdf").unlink()
+    assert generate.main(["--check", "--hand", "leap"]) == 1
 
 
 def test_paths_point_at_files_and_explain_missing(monkeypatch, tmp_path) -> None:
     for p in (paths.scene_xml(), paths.urdf_path(), paths.rviz_config()):
         assert p.is_file()
+    assert paths.rviz_config("leap").name == "dex_leap.rviz" and paths.rviz_config("leap").is_file()
     monkeypatch.setattr(paths, "_PKG_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="dex_description.generate"):
         paths.scene_xml()

@@ -1,8 +1,12 @@
-"""The policy observation layout (Dactyl's 22 inputs) and the one function that builds it.
+"""The policy observation layout (Dactyl's inputs) and the one function that builds it.
 
 Training (dex_policy.train / dex_sim.env), the policy node and the evaluator all call
-``policy_observation`` so the layout cannot drift; the ONNX contract records
-``POLICY_OBS_LAYOUT`` and the runtime checks it.
+``policy_observation`` so the layout cannot drift; the ONNX contract records the layout and the
+runtime checks it.
+
+The layout depends on the hand only through its fingertip count (registry
+``fingertip_sites``): ``fingertip_pos`` is 3 x n_fingertips floats. Shadow (5 tips) gives
+Dactyl's 22 floats (``POLICY_OBS_LAYOUT``, kept for compatibility); LEAP (4 tips) gives 19.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from dex_common.rotations import quat_conj, quat_mul, quat_normalize
+from dex_description.registry import HandSpec, get_hand
 
+# The Shadow hand's layout (5 fingertips): 22 floats. Use ``policy_obs_layout(hand)`` for others.
 POLICY_OBS_LAYOUT: list[tuple[str, int]] = [
     ("fingertip_pos", 15),
     ("cube_pos", 3),
@@ -18,15 +24,29 @@ POLICY_OBS_LAYOUT: list[tuple[str, int]] = [
 ]
 
 
-def obs_dim() -> int:
-    """Length of the policy observation vector (22)."""
-    return sum(n for _, n in POLICY_OBS_LAYOUT)
+def _spec(hand: HandSpec | str) -> HandSpec:
+    return get_hand(hand) if isinstance(hand, str) else hand
 
 
-def obs_slices() -> dict[str, slice]:
+def n_fingertips(hand: HandSpec | str = "shadow") -> int:
+    """Number of fingertip sites of the hand (registry): Shadow 5, LEAP 4."""
+    return len(_spec(hand).fingertip_sites)
+
+
+def policy_obs_layout(hand: HandSpec | str = "shadow") -> list[tuple[str, int]]:
+    """[(name, size)] of the policy observation for this hand (fingertip_pos = 3 x tips)."""
+    return [("fingertip_pos", 3 * n_fingertips(hand)), ("cube_pos", 3), ("rel_goal_quat", 4)]
+
+
+def obs_dim(hand: HandSpec | str = "shadow") -> int:
+    """Length of the policy observation vector (Shadow 22, LEAP 19)."""
+    return sum(n for _, n in policy_obs_layout(hand))
+
+
+def obs_slices(hand: HandSpec | str = "shadow") -> dict[str, slice]:
     """Name → slice into the observation vector."""
     out, i = {}, 0
-    for name, n in POLICY_OBS_LAYOUT:
+    for name, n in policy_obs_layout(hand):
         out[name] = slice(i, i + n)
         i += n
     return out
@@ -50,11 +70,16 @@ def relative_goal_quat(cube_quat: np.ndarray, goal_quat: np.ndarray) -> np.ndarr
 
 
 def policy_observation(
-    fingertips: np.ndarray, cube_pos: np.ndarray, cube_quat: np.ndarray, goal_quat: np.ndarray
+    fingertips: np.ndarray,
+    cube_pos: np.ndarray,
+    cube_quat: np.ndarray,
+    goal_quat: np.ndarray,
+    hand: HandSpec | str = "shadow",
 ) -> np.ndarray:
-    """float32[22] = [fingertips (5x3, registry fingertip order, m, world) | cube_pos (m) |
-    rel_goal_quat (w,x,y,z)]. Raises ValueError on a wrong shape or a non-finite value."""
-    ft = _check("fingertips", fingertips, (5, 3))
+    """float32[obs_dim(hand)] = [fingertips (n_tips x 3, registry fingertip order, m, world) |
+    cube_pos (m) | rel_goal_quat (w,x,y,z)]. Shadow: 22 floats. Raises ValueError on a wrong
+    shape (fingertips must be (n_fingertips(hand), 3)) or a non-finite value."""
+    ft = _check("fingertips", fingertips, (n_fingertips(hand), 3))
     cp = _check("cube_pos", cube_pos, (3,))
     rel = relative_goal_quat(cube_quat, goal_quat)
     return np.concatenate([ft.reshape(-1), cp, rel]).astype(np.float32)

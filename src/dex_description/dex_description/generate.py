@@ -20,6 +20,15 @@ pure offset and a URDF joint ``origin`` has rpy = 0. Joint signs:
   palm; THJ4 (about u x z) positive = lifts the thumb off the palm plane toward +z; THJ3 and
   THJ1 (about u x z) positive = curl toward +z; THJ2 (about +z) positive = toward the palm (-x).
 
+LEAP (``dex_leap``; no wrist, no coupling, 16 position actuators on their joints): a palm box
+fixed in the world (0.12 x 0.11 x 0.03 m, top at z = 0.03), index/middle/ring knuckles 45 mm
+apart on its far edge (index on the thumb side, +x), each finger mcp (about +x, flexion) ->
+rot (about -z, positive toward the thumb; carried by the flexed link, LEAP's universal MCP) ->
+pip -> dip (about +x); thumb on the +x edge, lying in the palm plane along u = (0.35, 1, 0)/|.|
+at zero: th_cmc (about u x z) lifts it toward +z, th_axl (about -u) rolls it, th_mcp and th_ipl
+(about the rolled u x z) curl it. Link lengths approximate the LEAP Hand (about 1.5x a human
+hand: fingertip 0.25 m from the palm's wrist edge); capsules, not LEAP's meshes.
+
 Contacts: hand geoms collide with the cube (and the floor) but not with each other (no
 self-collision: cheaper and avoids finger-finger locking). Cube faces are coloured
 +x red, -x green, +y blue, -y yellow, +z magenta, -z cyan (visual slabs over a collision box).
@@ -79,8 +88,29 @@ GAINS = {
 }
 FRICTION = (1.0, 0.005, 0.0001)  # sliding, torsional, rolling
 
+# LEAP: Dynamixel XC330 servos in current-based position mode. kp 3 N m/rad is the stiffness the
+# published LEAP model uses; the force limit approximates the servos' capped torque.
+LEAP_GAINS = Gains(kp=3.0, force=0.8, damping=0.12, armature=0.002)
+# LEAP geometry (m; approximating the LEAP Hand: about 1.5x a human hand, fingers 45 mm apart).
+LEAP_PALM_Z = 0.015  # world height of the LEAP palm's mid-plane
+LEAP_PALM_HALF = (0.06, 0.055, 0.015)  # palm box half sizes; top surface at z = 0.03
+LEAP_KNUCKLE_Y = 0.11  # knuckle line (the palm spans y in [0, 0.11])
+LEAP_FINGER_X = {"if": 0.045, "mf": 0.0, "rf": -0.045}  # index next to the thumb (+x)
+LEAP_FINGER = (0.016, 0.040, 0.036, 0.046)  # mcp link, proximal, middle, distal lengths
+LEAP_FINGER_R = 0.011  # finger capsule radius (LEAP links are ~22 mm wide)
+LEAP_THUMB = (0.015, 0.020, 0.045, 0.050)  # cmc hub, axl link, proximal, distal lengths
+LEAP_THUMB_BASE = (0.072, 0.025, 0.0)  # thumb base, from the palm origin
+LEAP_GOAL_POS = (0.0, 0.055, 0.6)  # goal marker high above the LEAP cameras (out of view)
 
-def _gains_for(joint: str) -> Gains:
+
+def goal_pos(hand: HandSpec) -> tuple[float, float, float]:
+    """Where the (visual-only) goal marker sits: outside every camera's view."""
+    return LEAP_GOAL_POS if hand.name == "dex_leap" else GOAL_POS
+
+
+def _gains_for(joint: str, hand: HandSpec | None = None) -> Gains:
+    if hand is not None and hand.name == "dex_leap":
+        return LEAP_GAINS
     if joint.startswith("WR"):
         return GAINS["wrist"]
     if joint.startswith("TH"):
@@ -203,6 +233,8 @@ def _thumb(hand: HandSpec) -> Body:
 
 def hand_tree(hand: HandSpec) -> Body:
     """The hand's kinematic tree: forearm (fixed in the world) -> wrist -> palm -> digits."""
+    if hand.name == "dex_leap":
+        return _leap_tree(hand)
     if hand.name != "dex_shadow":
         raise ValueError(f"no kinematic description for hand {hand.name!r}")
     fingers = [
@@ -251,6 +283,93 @@ def hand_tree(hand: HandSpec) -> Body:
     )
 
 
+# ---- LEAP ------------------------------------------------------------------------------------
+def _leap_finger(hand: HandSpec, f: str) -> Body:
+    """mcp (flexion, +x) -> rot (abduction, -z: positive toward the thumb) -> pip -> dip."""
+    y = (0.0, 1.0, 0.0)
+    lm, lp, lmd, ld = LEAP_FINGER
+    r = LEAP_FINGER_R
+    tip_site = hand.fingertip_sites[["if", "mf", "rf"].index(f)]
+    ds = Body(
+        f + "_ds",
+        (0.0, lmd, 0.0),
+        f + "_dip",
+        (1.0, 0.0, 0.0),
+        [_capsule(y, ld, 0.95 * r)],
+        {tip_site: (0.0, ld, 0.0)},
+    )
+    md = Body(
+        f + "_md",
+        (0.0, lp, 0.0),
+        f + "_pip",
+        (1.0, 0.0, 0.0),
+        [_capsule(y, lmd + 0.004, r)],
+        children=[ds],
+    )
+    px = Body(
+        f + "_px",
+        (0.0, lm, 0.0),
+        f + "_rot",
+        (0.0, 0.0, -1.0),
+        [_capsule(y, lp + 0.004, r)],
+        children=[md],
+    )
+    knob = Geom("capsule", (r,), fromto=(0.0, 0.0, 0.0, 0.0, lm, 0.0))
+    return Body(
+        f + "_bs",
+        (LEAP_FINGER_X[f], LEAP_KNUCKLE_Y, 0.0),
+        f + "_mcp",
+        (1.0, 0.0, 0.0),
+        [knob],
+        children=[px],
+    )
+
+
+def _leap_thumb(hand: HandSpec) -> Body:
+    """Thumb in the palm plane at zero, along u (outward-forward), based on the palm's +x edge.
+
+    th_cmc (about u x z) lifts it toward +z; th_axl rolls it about u; th_mcp and th_ipl (about
+    u x z, rolled by th_axl) curl it. At zero roll those curl toward +z, a positive roll turns
+    the curl toward the fingers (-x side).
+    """
+    u = _unit((0.35, 1.0, 0.0))
+    lift = _unit(tuple(np.cross(u, (0.0, 0.0, 1.0))))
+    lc, la, lp, ld = LEAP_THUMB
+    r = LEAP_FINGER_R
+    ds = Body(
+        "th_ds",
+        _scale(u, lp),
+        "th_ipl",
+        lift,
+        [_capsule(u, ld, 0.95 * r)],
+        {hand.fingertip_sites[3]: _scale(u, ld)},
+    )
+    px = Body("th_px", _scale(u, la), "th_mcp", lift, [_capsule(u, lp + 0.004, r)], children=[ds])
+    bs = Body(
+        "th_bs",
+        _scale(u, lc),
+        "th_axl",
+        _scale(u, -1.0),
+        [_capsule(u, la + 0.004, r)],
+        children=[px],
+    )
+    hub = Geom("capsule", (r,), fromto=(0.0, 0.0, 0.0, *_scale(u, lc)))
+    return Body("th_mp", LEAP_THUMB_BASE, "th_cmc", lift, [hub], children=[bs])
+
+
+def _leap_tree(hand: HandSpec) -> Body:
+    """Palm (fixed in the world, palm up) -> index/middle/ring fingers and thumb; no wrist."""
+    hx, hy, hz = LEAP_PALM_HALF
+    return Body(
+        hand.palm_body,
+        (0.0, 0.0, LEAP_PALM_Z),
+        None,
+        (1.0, 0.0, 0.0),
+        [Geom("box", (hx, hy, hz), pos=(0.0, hy, 0.0))],
+        children=[*(_leap_finger(hand, f) for f in ("if", "mf", "rf")), _leap_thumb(hand)],
+    )
+
+
 def _walk(body: Body):
     yield body
     for c in body.children:
@@ -294,7 +413,7 @@ def _mjcf_body(body: Body, hand: HandSpec, lines: list[str], depth: int) -> None
     lines.append(f'{ind}<body name="{body.name}" pos="{_v(body.pos)}">')
     if body.joint is not None:
         j = hand.joint(body.joint)
-        g = _gains_for(j.name)
+        g = _gains_for(j.name, hand)
         extra = f' stiffness="{_f(g.stiffness)}" springref="0"' if g.stiffness else ""
         lines.append(
             f'{ind}  <joint name="{j.name}" axis="{_v(body.axis)}" limited="true" '
@@ -378,23 +497,24 @@ def build_mjcf(hand: HandSpec) -> str:
     for g in _cube_geoms("cube", half, 1.0, 'contype="0" conaffinity="0" mass="0" group="1"'):
         L.append("      " + g)
     L.append("    </body>")
-    L.append(f'    <body name="goal" mocap="true" pos="{_v(GOAL_POS)}">')
+    L.append(f'    <body name="goal" mocap="true" pos="{_v(goal_pos(hand))}">')
     for g in _cube_geoms("goal", half, 0.4, 'contype="0" conaffinity="0" mass="0" group="2"'):
         L.append("      " + g)
     L.append("    </body>")
     L.append("  </worldbody>")
     # Coupled J0 actuators drive the tendon J2 + J1.
-    L.append("  <tendon>")
-    for act in hand.actuators:
-        if act.coupled:
-            L.append(f'    <fixed name="{act.name}_tendon">')
-            for jn in act.joints:
-                L.append(f'      <joint joint="{jn}" coef="1"/>')
-            L.append("    </fixed>")
-    L.append("  </tendon>")
+    if any(a.coupled for a in hand.actuators):
+        L.append("  <tendon>")
+        for act in hand.actuators:
+            if act.coupled:
+                L.append(f'    <fixed name="{act.name}_tendon">')
+                for jn in act.joints:
+                    L.append(f'      <joint joint="{jn}" coef="1"/>')
+                L.append("    </fixed>")
+        L.append("  </tendon>")
     L.append("  <actuator>")
     for act in hand.actuators:
-        g = GAINS["coupled"] if act.coupled else _gains_for(act.joints[0])
+        g = GAINS["coupled"] if act.coupled else _gains_for(act.joints[0], hand)
         target = f'tendon="{act.name}_tendon"' if act.coupled else f'joint="{act.joints[0]}"'
         L.append(
             f'    <position name="{act.name}" {target} kp="{_f(g.kp)}" '
@@ -408,7 +528,7 @@ def build_mjcf(hand: HandSpec) -> str:
     L.append("  <keyframe>")
     L.append(
         f'    <key name="home" qpos="{_v(qpos)}" ctrl="{_v(default_actuator_targets(hand))}" '
-        f'mpos="{_v(GOAL_POS)}" mquat="1 0 0 0"/>'
+        f'mpos="{_v(goal_pos(hand))}" mquat="1 0 0 0"/>'
     )
     L.append("  </keyframe>")
     L.append("</mujoco>")
@@ -467,9 +587,14 @@ def build_urdf(hand: HandSpec) -> str:
         '<?xml version="1.0"?>',
         "<!-- Generated by `python -m dex_description.generate` from dex_description.registry."
         " Do not edit. -->",
-        "<!-- ros2_control: a coupled actuator XJ0 (target = XJ2 + XJ1) has its position command"
-        " interface on joint XJ2, tagged with params actuator=XJ0 and coupling=XJ2+XJ1; the"
-        " driver splits it. XJ1 has state interfaces only. -->",
+    ]
+    if any(a.coupled for a in hand.actuators):
+        L.append(
+            "<!-- ros2_control: a coupled actuator XJ0 (target = XJ2 + XJ1) has its position"
+            " command interface on joint XJ2, tagged with params actuator=XJ0 and"
+            " coupling=XJ2+XJ1; the driver splits it. XJ1 has state interfaces only. -->"
+        )
+    L += [
         f'<robot name="{hand.name}">',
         '  <material name="hand"><color rgba="' + _v(HAND_RGBA) + '"/></material>',
         f'  <link name="{hand.base_frame}"/>',
@@ -500,7 +625,7 @@ def build_urdf(hand: HandSpec) -> str:
             L.append(f'    <origin xyz="{_v(body.pos)}" rpy="0 0 0"/>')
         else:
             j = hand.joint(body.joint)
-            g = _gains_for(j.name)
+            g = _gains_for(j.name, hand)
             assert parent is not None
             L.append(f'  <joint name="{j.name}" type="revolute">')
             L.append(f'    <parent link="{parent.name}"/><child link="{body.name}"/>')
@@ -646,23 +771,34 @@ def build_rviz(hand: HandSpec) -> str:
 
 
 # ---- files -----------------------------------------------------------------------------------
+HAND_PROFILES = ("shadow", "leap")  # every hand the generator writes files for
+
+
+def rviz_name(hand: HandSpec) -> str:
+    """RViz config file name: ``dex.rviz`` for the Shadow hand (the default), else per hand."""
+    return "dex.rviz" if hand.name == "dex_shadow" else f"{hand.name}.rviz"
+
+
 def outputs(hand_name: str = "shadow") -> dict[Path, str]:
-    """Every generated file (absolute path under the package) -> its content."""
+    """Every generated file of one hand (absolute path under the package) -> its content."""
     hand = get_hand(hand_name)
     return {
         PKG_DIR / "models" / f"{hand.name}_scene.xml": build_mjcf(hand),
         PKG_DIR / "models" / f"{hand.name}.urdf": build_urdf(hand),
-        PKG_DIR / "rviz" / "dex.rviz": build_rviz(hand),
+        PKG_DIR / "rviz" / rviz_name(hand): build_rviz(hand),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if a file is out of date")
-    ap.add_argument("--hand", default="shadow")
+    ap.add_argument("--hand", default=None, help="one hand profile (default: all of them)")
     args = ap.parse_args(argv)
     stale = []
-    for path, text in outputs(args.hand).items():
+    files: dict[Path, str] = {}
+    for h in [args.hand] if args.hand else HAND_PROFILES:
+        files.update(outputs(h))
+    for path, text in files.items():
         current = path.read_text() if path.exists() else None
         if current == text:
             continue

@@ -32,6 +32,9 @@ def urdf_path(hand: str = "shadow") -> Path:
     return _existing(_PKG_DIR / "models" / f"{spec.name}.urdf", f"URDF for {hand!r}")
 
 
-def rviz_config() -> Path:
-    """The RViz2 config (fixed frame world, robot model, camera images, goal, object poses)."""
-    return _existing(_PKG_DIR / "rviz" / "dex.rviz", "RViz config")
+def rviz_config(hand: str = "shadow") -> Path:
+    """The RViz2 config (fixed frame world, robot model, camera images, goal, object poses);
+    ``dex.rviz`` for the Shadow hand, ``<hand name>.rviz`` for another profile."""
+    spec = get_hand(hand)
+    name = "dex.rviz" if spec.name == "dex_shadow" else f"{spec.name}.rviz"
+    return _existing(_PKG_DIR / "rviz" / name, f"RViz config for {hand!r}")

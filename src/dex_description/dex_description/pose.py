@@ -1,7 +1,8 @@
-"""The relaxed hand pose used at reset (and as the MJCF keyframe ``home``).
+"""The relaxed hand pose used at reset (and as the MJCF keyframe ``home``), per hand profile.
 
 Fingers slightly curled, thumb lifted a little off the palm's side, wrist straight: the cube
 placed at ``cube.rest_pos`` settles on the flat palm without touching the fingers or thumb.
+The curled fingers and lifted thumb form a loose fence around the cube.
 """
 
 from __future__ import annotations
@@ -25,10 +26,25 @@ _RELAXED: dict[str, float] = {
 }
 
 
+# LEAP (dex_leap): fingers curled at mcp/pip/dip, thumb lifted by th_cmc and slightly curled.
+_RELAXED_LEAP: dict[str, float] = {
+    **{
+        f"{f}_{j}": v
+        for f in ("if", "mf", "rf")
+        for j, v in (("mcp", 0.35), ("pip", 0.35), ("dip", 0.25))
+    },
+    "th_cmc": 0.6,
+    "th_mcp": 0.3,
+    "th_ipl": 0.2,
+}
+_RELAXED_BY_HAND: dict[str, dict[str, float]] = {"dex_shadow": _RELAXED, "dex_leap": _RELAXED_LEAP}
+
+
 def default_actuator_targets(hand: HandSpec) -> np.ndarray:
     """Relaxed actuator targets (registry actuator order), clipped to the actuator limits."""
     lo, hi = hand.actuator_limits()
-    t = np.array([_RELAXED.get(n, 0.0) for n in hand.actuator_names], dtype=float)
+    relaxed = _RELAXED_BY_HAND.get(hand.name, {})
+    t = np.array([relaxed.get(n, 0.0) for n in hand.actuator_names], dtype=float)
     return np.clip(t, lo, hi)
 
 

@@ -193,16 +193,21 @@ def _finger_actuators(prefix: str, has_j5: bool = False) -> list[Actuator]:
     return out
 
 
-def _default_cameras(width: int = 128, height: int = 128) -> tuple[Camera, ...]:
+def _default_cameras(
+    width: int = 128,
+    height: int = 128,
+    look: tuple[float, float, float] = (0.0, 0.035, 0.06),
+    r: float = 0.30,
+    h: float = 0.32,
+) -> tuple[Camera, ...]:
     # Three cameras around and above the palm, 120 degrees apart (Dactyl used three, around
-    # the cage); all look at the cube's rest position.
-    look = (0.0, 0.035, 0.06)
+    # the cage); all look at the cube's rest position ``look`` from radius r (m, about the
+    # vertical through it) and height h (m, world).
     cams = []
     for i, az in enumerate((-90.0, 30.0, 150.0)):
-        r, h = 0.30, 0.32
         pos = (
-            round(r * math.cos(math.radians(az)), 4),
-            round(0.035 + r * math.sin(math.radians(az)), 4),
+            round(look[0] + r * math.cos(math.radians(az)), 4),
+            round(look[1] + r * math.sin(math.radians(az)), 4),
             h,
         )
         cams.append(Camera(f"cam{i}", pos, look, 40.0, width, height))
@@ -243,7 +248,54 @@ SHADOW = HandSpec(
     cameras=_default_cameras(),
 )
 
-HANDS: dict[str, HandSpec] = {"shadow": SHADOW, SHADOW.name: SHADOW}
+# ---- LEAP Hand (CMU; Shaw, Agarwal, Pathak, RSS 2023): 16 Dynamixel joints, no coupling -----
+# Joint names follow LEAP's convention (as in MuJoCo Menagerie's leap_hand / Playground's LEAP
+# tasks): index (if), middle (mf), ring (rf) fingers each mcp (flexion at the knuckle), rot
+# (abduction, carried by the flexed link: LEAP's universal MCP), pip, dip (flexion); thumb th_cmc
+# (lifts the thumb off the palm plane), th_axl (roll about the thumb's own axis), th_mcp, th_ipl
+# (flexion). Limits: LEAP Hand paper/datasheet, approximated (the values the published LEAP
+# model uses). Sign conventions of our generated model: positive = flexion toward the palm side
+# (+z at the zero pose); positive rot = toward the thumb (+x).
+_LEAP_FINGER_LIMITS = (
+    ("mcp", -0.314, 2.23),
+    ("rot", -1.047, 1.047),
+    ("pip", -0.506, 1.885),
+    ("dip", -0.366, 2.042),
+)
+_LEAP_THUMB_LIMITS = (
+    ("cmc", -0.349, 2.094),
+    ("axl", -0.349, 2.094),
+    ("mcp", -0.47, 2.443),
+    ("ipl", -1.34, 1.88),
+)
+_LEAP_JOINTS = tuple(
+    Joint(f"{f}_{n}", lo, hi) for f in ("if", "mf", "rf") for n, lo, hi in _LEAP_FINGER_LIMITS
+) + tuple(Joint(f"th_{n}", lo, hi) for n, lo, hi in _LEAP_THUMB_LIMITS)
+
+# The cube of Playground's LEAP reorientation task: a 7 cm box (half size 0.035 m) of 0.108 kg
+# (a later revision models a 7.6 cm, 68 g hollow plastic cube). Rest position: centred over the
+# LEAP palm (top surface at z = 0.03 m, palm y in [0, 0.11] m), 3 mm above it.
+LEAP_CUBE = CubeSpec(size=0.07, mass=0.108, rest_pos=(0.0, 0.055, 0.068))
+
+LEAP = HandSpec(
+    name="dex_leap",
+    joints=_LEAP_JOINTS,
+    # One position actuator per joint, named as its joint (LEAP has no coupled joints).
+    actuators=tuple(Actuator(j.name, (j.name,), j.lower, j.upper) for j in _LEAP_JOINTS),
+    fingertip_sites=("if_tip", "mf_tip", "rf_tip", "th_tip"),
+    cameras=_default_cameras(look=LEAP_CUBE.rest_pos, r=0.33, h=0.36),
+    cube=LEAP_CUBE,
+    # Same task timing as the Shadow profile (80 ms, Dactyl). Playground's LEAP task runs at
+    # 20 Hz (50 ms); kept at 80 ms so one policy/trial stack serves both hands.
+    control_period=0.08,
+)
+
+HANDS: dict[str, HandSpec] = {
+    "shadow": SHADOW,
+    SHADOW.name: SHADOW,
+    "leap": LEAP,
+    LEAP.name: LEAP,
+}
 
 
 def get_hand(name: str = "shadow") -> HandSpec:
