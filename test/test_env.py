@@ -6,7 +6,14 @@ import pytest
 from dex_common.observations import obs_dim
 from dex_common.trial import DROP_PENALTY
 from dex_description.registry import get_hand
-from dex_sim.env import DexCubeEnv, VecDexCubeEnv, value_obs_dim
+from dex_sim.env import (
+    DexCubeEnv,
+    TaskConfig,
+    VecDexCubeEnv,
+    env_steps_per_second,
+    make_vec_env,
+    value_obs_dim,
+)
 
 SPEC = get_hand("shadow")
 NOOP = np.full(SPEC.n_actuators, 5)  # the middle of 11 bins = no change
@@ -107,3 +114,76 @@ def test_vector_env_autoreset():
     # env 0 was reset: its cube is back above the palm.
     assert v.envs[0].sim.cube_pose()[0][2] > v.envs[0].tracker.config.drop_height
     v.close()
+
+
+def test_task_config_defaults_and_errors():
+    t = TaskConfig()
+    assert (t.success_threshold, t.goals_per_trial, t.goal_timeout_s, t.bins, t.ema) == (
+        0.4, 50, 8.0, 11, 0.3)
+    assert t.discrete and not t.obs_cube_orientation and t.enabled == frozenset()
+    env = DexCubeEnv(seed=0, task=TaskConfig(goal_timeout_s=0.8, success_threshold=0.2))
+    assert env.tracker.config.steps_per_goal == 10 and env.tracker.config.success_threshold == 0.2
+    env.close()
+    for bad, field in ((dict(success_threshold=0.0), "success_threshold"),
+                       (dict(goal_timeout_s=float("nan")), "goal_timeout_s"),
+                       (dict(bins=1), "bins"), (dict(goals_per_trial=2.5), "goals_per_trial"),
+                       (dict(ema=1.0), "ema"), (dict(max_delta=-0.1), "max_delta"),
+                       (dict(randomize="physics!"), "randomize"),
+                       (dict(randomize={"gravity"}), "gravity"),
+                       (dict(ranges={"friction_scale": (1.0,)}), "friction_scale"),
+                       (dict(obs_cube_orientation=1), "obs_cube_orientation")):
+        with pytest.raises(ValueError, match=field):
+            TaskConfig(**bad)
+
+
+def test_default_task_matches_plain_env():
+    """TaskConfig() (randomization off) is the pre-issue-3 env, bit for bit."""
+    a, b = DexCubeEnv(seed=3), DexCubeEnv(seed=3, task=TaskConfig(randomize=False))
+    oa, ia = a.reset(seed=4)
+    ob, ib = b.reset(seed=4)
+    np.testing.assert_array_equal(oa, ob)
+    for _ in range(5):
+        ra, rb = a.step(NOOP), b.step(NOOP)
+        np.testing.assert_array_equal(ra[0], rb[0])
+        np.testing.assert_array_equal(ra[4]["value_obs"], rb[4]["value_obs"])
+    assert a.sim.time_ns == b.sim.time_ns == a.sim.substeps * 6 * round(SPEC.timestep * 1e9)
+    a.close()
+    b.close()
+
+
+def test_continuous_actions_and_cube_orientation_obs():
+    env = DexCubeEnv(seed=0, task=TaskConfig(discrete=False, obs_cube_orientation=True))
+    assert env.action_space.shape == (20,) and env.action_space.low.min() == -1.0
+    obs, info = env.reset(seed=1)
+    assert obs.shape == (26,) and env.observation_space.shape == (26,)
+    np.testing.assert_allclose(obs[22:], env.sim.cube_pose()[1], atol=1e-6)
+    assert info["value_obs"].shape == (value_obs_dim(SPEC),)
+    t0 = env.decoder.targets
+    a = np.zeros(20)
+    a[3] = 1.0
+    env.step(a)
+    d = env.decoder.targets - t0
+    # Full action = max_delta, EMA keeps (1 - 0.3) of it on the first step.
+    assert d[3] == pytest.approx(0.15 * 0.7) and np.allclose(np.delete(d, 3), 0)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        env.step(np.full(20, 1.5))
+    env.close()
+
+
+def test_gymnasium_sync_vector_env():
+    import gymnasium as gym
+
+    v = make_vec_env(2, seed=1, task=TaskConfig(randomize=True))
+    assert isinstance(v, gym.vector.SyncVectorEnv)
+    obs, info = v.reset(seed=5)
+    assert obs.shape == (2, 22) and info["value_obs"].shape == (2, value_obs_dim(SPEC))
+    obs, rew, term, trunc, info = v.step(np.full((2, SPEC.n_actuators), 5))
+    assert obs.shape == (2, 22) and rew.shape == (2,) and np.all(np.isfinite(obs))
+    assert not np.array_equal(obs[0], obs[1])
+    v.close()
+    with pytest.raises(ValueError):
+        make_vec_env(0)
+
+
+def test_env_steps_per_second_helper():
+    assert env_steps_per_second(10, randomize=True) > 1.0

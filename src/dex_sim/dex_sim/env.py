@@ -3,18 +3,29 @@
 ``DexCubeEnv`` steps ``HandCubeSim`` (render=False), judges with ``TrialTracker``, decodes actions
 with ``ActionDecoder`` and builds observations with ``policy_observation`` — the code the sim node
 and the policy node use — and computes fingertips with ``HandKinematics`` from joint angles, as the
-policy node does. Randomisation comes in a later issue.
+policy node does.
 
-Action: 20 bin indices (MultiDiscrete 11). Observation: the 22-float policy observation;
-``info["value_obs"]`` holds the asymmetric value observation (``VALUE_OBS_LAYOUT``).
-Episode = one trial: terminated on drop / 50 goals, truncated on the goal timeout.
+``TaskConfig`` holds the task (Dactyl defaults) and opts into domain randomization
+(``dex_sim.randomization``; off by default, so ``DexCubeEnv()`` behaves as before). With it on,
+the policy observation carries the noise and the value observation the TRUE state.
+
+Action: 20 bin indices (MultiDiscrete 11) or, with ``TaskConfig(discrete=False)``, 20 floats in
+[-1, 1] (x max_delta rad, same EMA). Observation: the 22-float policy observation (+ the cube
+quaternion with ``obs_cube_orientation``); ``info["value_obs"]`` holds the asymmetric value
+observation (``value_obs_layout``). Episode = one trial: terminated on drop / 50 goals, truncated
+on the goal timeout.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 from gymnasium import spaces
 
@@ -24,6 +35,9 @@ from dex_common.trial import TrialConfig, TrialTracker
 from dex_description.registry import HandSpec, get_hand
 from dex_sim.kinematics import HandKinematics
 from dex_sim.physics import HandCubeSim
+from dex_sim.randomization import DomainRandomizer, check_ranges, resolve_enabled
+
+_POLICY_DIM = sum(n for _, n in POLICY_OBS_LAYOUT)
 
 
 def value_obs_layout(hand: HandSpec) -> list[tuple[str, int]]:
@@ -43,28 +57,147 @@ def trial_config_for(spec: HandSpec) -> TrialConfig:
     return TrialConfig.for_hand(spec)
 
 
+@dataclass
+class TaskConfig:
+    """The task (Dactyl defaults) and which randomizations are on.
+
+    ``randomize``: False (default: none), True (all of ``RANDOMIZATIONS``) or a set of parameter
+    and/or group names (``physics``, ``observation``, ``action``, ``unmodeled``, ``timing``).
+    ``ranges``: static ``{name: (lo, hi)}`` overrides (ADR passes its own per episode).
+    """
+
+    success_threshold: float = 0.4  # rad
+    goals_per_trial: int = 50
+    goal_timeout_s: float = 8.0  # s of sim time per goal
+    drop_height: float | None = None  # m, cube centre z; None = from the registry cube
+    discrete: bool = True  # False: continuous actions in [-1, 1]
+    bins: int = 11
+    max_delta: float = 0.15  # rad per step at the extreme bin / action 1
+    ema: float = 0.3  # weight of the previous smoothed delta (ActionDecoder convention)
+    obs_cube_orientation: bool = False  # add the (noisy) cube quaternion to the policy obs
+    randomize: bool | frozenset[str] | set[str] = False
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ValueError naming every bad field."""
+        errs = []
+
+        def number(name: str, lo: float, hi: float, lo_open: bool = True) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(float(v)):
+                errs.append(f"{name} must be a finite number; got {v!r}")
+            elif (v <= lo if lo_open else v < lo) or v > hi:
+                errs.append(f"{name} must be in {'(' if lo_open else '['}{lo}, {hi}]; got {v!r}")
+
+        number("success_threshold", 0.0, math.pi)
+        number("goal_timeout_s", 0.0, 1e6)
+        number("max_delta", 0.0, math.pi)
+        number("ema", 0.0, 0.999999, lo_open=False)
+        if self.drop_height is not None:
+            number("drop_height", -10.0, 10.0)
+        for name in ("goals_per_trial", "bins"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (
+                    1 if name == "goals_per_trial" else 2):
+                errs.append(f"{name} must be an integer >= "
+                            f"{1 if name == 'goals_per_trial' else 2}; got {v!r}")
+        for name in ("discrete", "obs_cube_orientation"):
+            if not isinstance(getattr(self, name), bool):
+                errs.append(f"{name} must be True or False; got {getattr(self, name)!r}")
+        try:
+            if not isinstance(self.randomize, (bool, set, frozenset, list, tuple)):
+                raise ValueError(f"randomize must be a bool or a set of names; got "
+                                 f"{self.randomize!r}")
+            resolve_enabled(self.randomize)
+        except ValueError as e:
+            errs.append(str(e))
+        try:
+            check_ranges(self.ranges)
+        except (ValueError, AttributeError) as e:
+            errs.append(str(e))
+        if errs:
+            raise ValueError("invalid TaskConfig: " + "; ".join(errs))
+
+    def trial_config(self, spec: HandSpec) -> TrialConfig:
+        kw: dict[str, Any] = {"success_threshold": float(self.success_threshold),
+                              "goals_per_trial": int(self.goals_per_trial),
+                              "goal_timeout_s": float(self.goal_timeout_s)}
+        if self.drop_height is not None:
+            kw["drop_height"] = float(self.drop_height)
+        return TrialConfig.for_hand(spec, **kw)
+
+    @property
+    def enabled(self) -> frozenset[str]:
+        return resolve_enabled(self.randomize)
+
+
+class ContinuousActionDecoder(ActionDecoder):
+    """``ActionDecoder`` with continuous actions: a in [-1, 1] -> delta = a * max_delta (rad),
+    then the same EMA and clipping (``decode`` is inherited, so the conventions are shared)."""
+
+    def deltas(self, action: np.ndarray) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (self.n,):
+            raise ValueError(f"action must have shape ({self.n},); got {a.shape}")
+        if not np.all(np.isfinite(a)) or np.any(np.abs(a) > 1.0):
+            raise ValueError(f"continuous actions must be finite and in [-1, 1]; got {a.tolist()}")
+        return a * self.max_delta
+
+    def describe(self) -> dict:
+        return dict(super().describe(), mode="relative_continuous", bins=None)
+
+
 class DexCubeEnv(gym.Env):
     """One hand + cube; one step = one control period (80 ms)."""
 
     metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(self, hand: str = "shadow", seed: int | None = None,
-                 trial_config: TrialConfig | None = None) -> None:
+                 trial_config: TrialConfig | None = None, task: TaskConfig | None = None,
+                 randomizer: Callable[[HandCubeSim], DomainRandomizer] | None = None) -> None:
+        """``randomizer``: a factory ``sim -> DomainRandomizer`` (default: one built from
+        ``task.randomize``; none when that is off). ``trial_config`` overrides the task's
+        trial rules (kept for existing callers)."""
         self.hand = hand
         self.spec = get_hand(hand)
+        self.task = task if task is not None else TaskConfig()
+        self.task.validate()
         self.sim = HandCubeSim(hand, render=False)
         self.kin = HandKinematics(hand)
-        self.tracker = TrialTracker(trial_config or trial_config_for(self.spec))
-        self.decoder = ActionDecoder(self.spec)
+        self.tracker = TrialTracker(trial_config or self.task.trial_config(self.spec))
+        t = self.task
+        dec = ActionDecoder if t.discrete else ContinuousActionDecoder
+        self.decoder = dec(self.spec, bins=t.bins, max_delta=t.max_delta, ema=t.ema)
         self._act_matrix = self.spec.actuation_matrix()
         self._rng = np.random.default_rng(seed)
-        self.obs_dim = sum(n for _, n in POLICY_OBS_LAYOUT)
+        if randomizer is not None:
+            self.randomizer: DomainRandomizer | None = randomizer(self.sim)
+        elif t.enabled:
+            self.randomizer = DomainRandomizer(self.sim, t.enabled)
+        else:
+            self.randomizer = None
+        self.ranges: dict[str, tuple[float, float]] = dict(t.ranges)  # ADR: set_ranges
+        self._step_rng = np.random.default_rng(0)  # reseeded per episode from its seed
+        self.last_draw: Any = None
+        self.obs_layout = list(POLICY_OBS_LAYOUT) + (
+            [("cube_quat", 4)] if t.obs_cube_orientation else [])
+        self.obs_dim = sum(n for _, n in self.obs_layout)
         self.value_dim = value_obs_dim(self.spec)
         self.n_actuators, self.bins = self.spec.n_actuators, self.decoder.bins
-        self.action_space = spaces.MultiDiscrete([self.bins] * self.n_actuators, seed=seed)
+        if t.discrete:
+            self.action_space: spaces.Space = spaces.MultiDiscrete(
+                [self.bins] * self.n_actuators, seed=seed)
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, (self.n_actuators,), np.float32, seed=seed)
         self.observation_space = spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
         self.episode_seed: int | None = None
         self.last_event: Any = None
+        self._true_obs: np.ndarray | None = None
+        self._qbuf, self._rel = np.empty(4), np.empty(4)
 
     # ---- gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None,
@@ -74,6 +207,14 @@ class DexCubeEnv(gym.Env):
             seed = int(self._rng.integers(0, 2**31 - 1))
         self.episode_seed = int(seed)
         self.sim.reset(self.episode_seed)
+        if self.randomizer is not None:
+            # Randomization draws come from the episode seed only: reset(seed) reproduces them.
+            self._step_rng = np.random.default_rng([self.episode_seed, 0xD5])
+            ranges = self.ranges
+            if options and options.get("ranges"):
+                ranges = {**ranges, **options["ranges"]}
+            self.last_draw = self.randomizer.sample(self._step_rng, ranges)
+            self.randomizer.apply(self.last_draw)
         # The goal clock starts at the reset state's stamp, which is then judged like every
         # later state (reward 0) — the policy node does exactly the same on a trial's first set.
         self.tracker.start(self.episode_seed, stamp=self.sim.time)
@@ -89,8 +230,15 @@ class DexCubeEnv(gym.Env):
 
     def step_targets(self, targets: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply absolute actuator targets (e.g. from ``PolicyRuntime.act``) for one period."""
-        self.sim.set_targets(targets)
-        self.sim.step_control()
+        r = self.randomizer
+        if r is None:
+            self.sim.set_targets(targets)
+            self.sim.step_control()
+        else:
+            rng = self._step_rng
+            self.sim.set_targets(r.act(targets, rng))
+            r.perturb(rng)
+            self.sim.step_control(r.step_time(rng))
         ev = self._judge()
         self.last_event = ev
         terminated = bool(ev.ended) and ev.end_reason != "timeout"
@@ -108,15 +256,43 @@ class DexCubeEnv(gym.Env):
         return self.tracker.step(self.sim.time, pos, quat)
 
     def _observe(self) -> np.ndarray:
+        """The policy observation; with randomization the noisy one (the true one is kept for
+        the value observation)."""
         pos, quat = self.sim.cube_pose()
         tips = self.kin.fingertips(self.sim.joint_positions())
-        return policy_observation(tips, pos, quat, self.tracker.goal)
+        goal = self.tracker.goal
+        r = self.randomizer
+        if r is None or not r._obs_on:
+            obs = self._true_obs = policy_observation(tips, pos, quat, goal)
+            if self.task.obs_cube_orientation:
+                obs = np.concatenate([obs, quat.astype(np.float32)])
+            return obs
+        true = self._true_obs = policy_observation(tips, pos, quat, goal)
+        ntips, npos, nquat = r.observe(tips, pos, quat, self._step_rng)
+        # Same layout as policy_observation, built in place (its input checks already ran on
+        # the true values; the noise is finite): rel = goal * conj(noisy cube), w >= 0.
+        obs = true.copy()
+        obs[0:15] = ntips.reshape(-1)
+        obs[15:18] = npos
+        mujoco.mju_negQuat(self._qbuf, nquat)
+        mujoco.mju_mulQuat(self._rel, goal / np.linalg.norm(goal), self._qbuf)
+        obs[18:22] = -self._rel if self._rel[0] < 0 else self._rel
+        if self.task.obs_cube_orientation:
+            obs = np.concatenate([obs, nquat.astype(np.float32)])
+        return obs
 
-    def value_observation(self, policy_obs: np.ndarray) -> np.ndarray:
+    def value_observation(self, policy_obs: np.ndarray | None = None) -> np.ndarray:
+        """Asymmetric critic input from the TRUE (noise-free) state. ``policy_obs`` is used only
+        when no true observation has been computed yet (kept for callers passing it)."""
+        base = self._true_obs if self._true_obs is not None else policy_obs[:_POLICY_DIM]
         _, quat = self.sim.cube_pose()
         lin, ang = self.sim.cube_velocity()
-        return np.concatenate([policy_obs, quat, self.tracker.goal, self.sim.joint_positions(),
+        return np.concatenate([base, quat, self.tracker.goal, self.sim.joint_positions(),
                                self.sim.joint_velocities(), lin, ang]).astype(np.float32)
+
+    def set_ranges(self, ranges: Mapping[str, tuple[float, float]]) -> None:
+        """Randomization ranges for the following episodes (ADR); validated now."""
+        self.ranges = check_ranges(ranges)
 
     def _info(self, ev: Any, obs: np.ndarray) -> dict:
         return {
@@ -137,10 +313,11 @@ class VecDexCubeEnv:
     Arrays are stacked: obs [n, 22], value_obs [n, V], rewards/terminated/truncated [n].
     Episode seeds come from each env's own rng (env i seeded with ``seed * 1000 + i``)."""
 
-    def __init__(self, n: int, hand: str = "shadow", seed: int = 0) -> None:
+    def __init__(self, n: int, hand: str = "shadow", seed: int = 0,
+                 task: TaskConfig | None = None) -> None:
         if n < 1:
             raise ValueError(f"need at least one env; got {n}")
-        self.envs = [DexCubeEnv(hand, seed=seed * 1000 + i) for i in range(n)]
+        self.envs = [DexCubeEnv(hand, seed=seed * 1000 + i, task=task) for i in range(n)]
         self.n = n
 
     def reset(self) -> tuple[np.ndarray, np.ndarray]:
@@ -169,3 +346,81 @@ class VecDexCubeEnv:
     def close(self) -> None:
         for e in self.envs:
             e.close()
+
+
+def make_vec_env(n: int, hand: str = "shadow", seed: int = 0, task: TaskConfig | None = None,
+                 ) -> gym.vector.SyncVectorEnv:
+    """``n`` DexCubeEnvs in a gymnasium ``SyncVectorEnv`` (env i seeded ``seed * 1000 + i``, as
+    ``VecDexCubeEnv``). Per-env ``info`` entries (value_obs, state, ...) come back stacked."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"need at least one env; got {n!r}")
+    task = task if task is not None else TaskConfig()
+
+    def factory(i: int) -> Callable[[], DexCubeEnv]:
+        return lambda: DexCubeEnv(hand, seed=seed * 1000 + i, task=task)
+
+    return gym.vector.SyncVectorEnv([factory(i) for i in range(n)])
+
+
+def env_steps_per_second(n_steps: int = 500, randomize: bool | Iterable[str] = False,
+                         hand: str = "shadow", seed: int = 0) -> float:
+    """Control steps/s of one DexCubeEnv (random discrete actions, auto-reset; resets count)."""
+    env = DexCubeEnv(hand, seed=seed, task=TaskConfig(
+        randomize=randomize if isinstance(randomize, bool) else set(randomize)))
+    actions = np.random.default_rng(seed).integers(4, 7, size=(n_steps, env.n_actuators))
+    env.reset(seed=seed)
+    t0 = time.perf_counter()
+    for a in actions:
+        _, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            env.reset()
+    dt = time.perf_counter() - t0
+    env.close()
+    return n_steps / dt
+
+
+def raw_control_steps_per_second(n_steps: int = 500, hand: str = "shadow") -> float:
+    """The physics ceiling: ``mj_step`` steps/s divided by substeps (no env, no Python hooks)."""
+    sim = HandCubeSim(hand, render=False)
+    m, d, k = sim.model, sim.data, sim.substeps
+    t0 = time.perf_counter()
+    for _ in range(n_steps):
+        mujoco.mj_step(m, d, nstep=k)
+    dt = time.perf_counter() - t0
+    sim.close()
+    return n_steps / dt
+
+
+def speed_report(n_steps: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Env steps/s without and with full randomization, and the physics ceiling measured on the
+    SAME trajectories (time inside ``mj_step`` only, ÷ substeps per control step) and at rest."""
+    out: dict[str, float] = {"raw_rest_steps_per_s": raw_control_steps_per_second(n_steps)}
+    for key, rnd in (("norand", False), ("fullrand", True)):
+        env = DexCubeEnv(seed=seed, task=TaskConfig(randomize=rnd))
+        phys = [0.0]
+        step = env.sim.step_control
+
+        def timed(extra: float = 0.0, _step=step, phys=phys) -> None:
+            t = time.perf_counter()
+            _step(extra)
+            phys[0] += time.perf_counter() - t
+
+        env.sim.step_control = timed  # type: ignore[method-assign]
+        actions = np.random.default_rng(seed).integers(4, 7, size=(n_steps, env.n_actuators))
+        env.reset(seed=seed)
+        t0 = time.perf_counter()
+        for a in actions:
+            _, _, term, trunc, _ = env.step(a)
+            if term or trunc:
+                env.reset()
+        total = time.perf_counter() - t0
+        out[f"env_{key}_steps_per_s"] = n_steps / total
+        out[f"physics_{key}_steps_per_s"] = n_steps / phys[0]
+        out[f"ratio_{key}"] = phys[0] / total
+        env.close()
+    return out
+
+
+if __name__ == "__main__":
+    for k, v in speed_report(1000).items():
+        print(f"{k}: {v:.3g}")

@@ -126,6 +126,7 @@ class HandCubeSim:
         self.control_period = self.spec.control_period
         self._timestep_ns = round(self.spec.timestep * 1e9)
         self._steps = 0  # physics timesteps since construction: the monotonic clock
+        self._extra_ns = 0  # extra ns from stretched control steps (timing randomization only)
         self.guard = CommandGuard(self.spec)
         self._default_targets = default_targets(self.spec)
         self._default_qpos = default_joint_positions(self.spec, self._default_targets)
@@ -139,7 +140,7 @@ class HandCubeSim:
     @property
     def time_ns(self) -> int:
         """Monotonic sim time in integer ns (exact: no float drift in stamps)."""
-        return self._steps * self._timestep_ns
+        return self._steps * self._timestep_ns + self._extra_ns
 
     @property
     def time(self) -> float:
@@ -181,9 +182,24 @@ class HandCubeSim:
         self.data.ctrl[self.idx.actuator_ids] = applied
         return ok, applied, reason
 
-    def step_control(self) -> None:
-        """Advance one control period (registry substeps of mj_step)."""
-        mujoco.mj_step(self.model, self.data, nstep=self.substeps)
+    def step_control(self, extra_time: float = 0.0) -> None:
+        """Advance one control period (registry substeps of mj_step).
+
+        ``extra_time`` (s, >= 0; timing randomization) lengthens this control step: the same
+        substeps run with a stretched timestep, and the clock advances by the whole duration
+        (rounded to integer ns), so it stays monotonic. 0 (default) is the exact registry step.
+        """
+        if extra_time > 0.0:
+            extra_ns = round(extra_time * 1e9)
+            self.model.opt.timestep = (
+                self._timestep_ns * self.substeps + extra_ns) * 1e-9 / self.substeps
+            try:
+                mujoco.mj_step(self.model, self.data, nstep=self.substeps)
+            finally:
+                self.model.opt.timestep = self.spec.timestep
+            self._extra_ns += extra_ns
+        else:
+            mujoco.mj_step(self.model, self.data, nstep=self.substeps)
         # mj_step leaves xpos/site_xpos at the pre-integration state; recompute so fingertips
         # and renders match qpos exactly (HandKinematics relies on this).
         mujoco.mj_kinematics(self.model, self.data)

@@ -1,0 +1,544 @@
+"""Domain randomization (Dactyl, D Tables 1, 7, 8): THE one table and the code that applies it.
+
+``RANDOMIZATIONS`` lists every randomized quantity once; ``docs/randomization.md`` is generated
+from it (``python -m dex_sim.randomization --markdown``) and ADR (``dex_sim.adr``) reads it to know
+which ranges it may widen (``adr=True``) and from which ``nominal`` value they start.
+
+Meaning of ``low`` / ``high`` per ``dist`` (a ``ranges`` override ``{name: (lo, hi)}`` replaces
+them for one episode with the same meaning):
+
+- ``uniform`` / ``loguniform``: the interval a value is drawn from (per episode; one value per
+  body / geom / joint / actuator where the row says "per ...").
+- ``normal``: ``low`` = mean, ``high`` = standard deviation.
+- ``bernoulli``: ``low`` = probability (``high`` repeats it).
+- ``event``: ``low`` = rate (1/s) of a Poisson event, ``high`` = its duration (s).
+
+Model of each effect (what "applied" means here):
+
+- physics rows are written into the ``MjModel`` once per episode by ``apply``, always starting
+  from the nominal values captured when the randomizer was built (so draws never compound).
+- observation noise: a per-episode offset (correlated) plus a per-step draw (uncorrelated). The
+  cube orientation is rotated by an axis-angle with a uniformly random axis and an angle
+  ~ N(0, sigma), episode rotation then step rotation, both in the world frame.
+- dropout: a marker dropout starts with probability rate x control_period per control step and
+  freezes the cube pose reading (the last noisy value) for ``duration`` s.
+- action noise, in normalized action units (the actuator's half range maps to 1):
+  ``t' = mid + (t - mid)(1 + m) + half_range (c + u)``, m, c per episode, u per step; clipped to
+  the actuator limits.
+- backlash: per actuator a dead band of width w; the effective target moves only when the command
+  leaves [e - w/2, e + w/2] (a play operator: reversing direction loses w of travel).
+- action delay: a delayed actuator receives the previous control step's (processed) target.
+- random force: per control step, with the episode's probability p, a new force ~ N(0, sigma x
+  cube mass) per axis replaces the current one; it decays x0.99 per control step
+  (``data.xfrc_applied`` on the cube body, constant within a control step).
+- timing: each control step lasts ``control_period + Exp(lambda)`` s, lambda per episode; done by
+  stretching the physics timestep for that control step (same substep count), so the sim clock
+  (``HandCubeSim.time``) stays monotonic and integer-ns exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+
+from dex_sim.physics import HandCubeSim
+
+
+@dataclass(frozen=True)
+class RandParam:
+    name: str
+    group: str  # physics | observation | action | unmodeled | timing
+    dist: str  # uniform | loguniform | normal | bernoulli | event
+    low: float  # see the module docstring for the meaning per dist
+    high: float
+    unit: str
+    source: str
+    doc: str
+    adr: bool  # ADR may widen this range
+    nominal: float = 0.0  # the "no randomization" value ADR starts from (collapsed range)
+
+
+RANDOMIZATIONS: tuple[RandParam, ...] = (
+    # ---- physics (D Table 1) ----
+    RandParam("cube_size_scale", "physics", "uniform", 0.95, 1.05, "x", "D Table 1",
+              "cube edge scale: collision box + visual plates; cube mass x scale^3, "
+              "inertia consistent", True, 1.0),
+    RandParam("body_mass_scale", "physics", "uniform", 0.5, 1.5, "x", "D Table 1",
+              "mass (and inertia) scale, per body (hand links and cube)", True, 1.0),
+    RandParam("friction_scale", "physics", "uniform", 0.7, 1.3, "x", "D Table 1",
+              "geom friction coefficients scale, per geom", True, 1.0),
+    RandParam("joint_damping_scale", "physics", "loguniform", 0.3, 3.0, "x", "D Table 1",
+              "joint damping scale, per hand joint", True, 1.0),
+    RandParam("actuator_kp_scale", "physics", "loguniform", 0.75, 1.5, "x", "D Table 1",
+              "position actuator P gain scale (gainprm[0] and biasprm[1] = -kp), per actuator",
+              True, 1.0),
+    RandParam("joint_limit_offset", "physics", "normal", 0.0, 0.15, "rad", "D Table 1",
+              "additive offset on each hand joint's lower and upper limit (kept lower < upper)",
+              False, 0.0),
+    RandParam("gravity_offset", "physics", "normal", 0.0, 0.4, "m/s^2", "D Table 1",
+              "additive offset per gravity axis", False, 0.0),
+    # ---- observation noise (D Table 7) ----
+    RandParam("obs_fingertip_noise_episode", "observation", "normal", 0.0, 0.001, "m",
+              "D Table 7", "fingertip position offset per episode (correlated), per coordinate",
+              False, 0.0),
+    RandParam("obs_fingertip_noise_step", "observation", "normal", 0.0, 0.002, "m",
+              "D Table 7", "fingertip position noise per step (uncorrelated), per coordinate",
+              False, 0.0),
+    RandParam("obs_cube_pos_noise_episode", "observation", "normal", 0.0, 0.005, "m",
+              "D Table 7", "cube position offset per episode, per coordinate", False, 0.0),
+    RandParam("obs_cube_pos_noise_step", "observation", "normal", 0.0, 0.001, "m",
+              "D Table 7", "cube position noise per step, per coordinate", False, 0.0),
+    RandParam("obs_cube_rot_noise_episode", "observation", "normal", 0.0, 0.1, "rad",
+              "D Table 7", "cube orientation: rotation by N(0, sd) about a random axis, "
+              "per episode", False, 0.0),
+    RandParam("obs_cube_rot_noise_step", "observation", "normal", 0.0, 0.1, "rad",
+              "D Table 7", "cube orientation: rotation by N(0, sd) about a random axis, "
+              "per step", False, 0.0),
+    RandParam("obs_cube_dropout", "observation", "event", 0.2, 1.0, "1/s, s", "D Table 8",
+              "marker dropout: starts at rate low (1/s), freezes the cube pose reading for "
+              "high s", False, 0.0),
+    # ---- actions (D Table 8) ----
+    RandParam("action_noise_step", "action", "normal", 0.0, 0.05, "half range",
+              "D Table 8", "uncorrelated additive action noise per step, per actuator",
+              False, 0.0),
+    RandParam("action_noise_episode", "action", "normal", 0.0, 0.015, "half range",
+              "D Table 8", "correlated additive action noise per episode, per actuator",
+              False, 0.0),
+    RandParam("action_noise_mult", "action", "normal", 0.0, 0.015, "x",
+              "D Table 8", "multiplicative action noise (1 + N) per episode, per actuator, "
+              "about the actuator range centre", False, 0.0),
+    RandParam("action_delay", "action", "bernoulli", 0.5, 0.5, "p", "D Table 8",
+              "actuator delayed by one control step, drawn per actuator per episode",
+              False, 0.0),
+    RandParam("backlash", "action", "uniform", 0.0, 0.02, "rad", "D Table 8 (our model)",
+              "dead-band width on the commanded target, per actuator per episode", True, 0.0),
+    # ---- unmodeled effects (D Table 8) ----
+    RandParam("random_force_prob", "unmodeled", "loguniform", 0.001, 0.1, "1/step",
+              "D Table 8", "per-episode probability per control step of a new random force "
+              "on the cube", True, 0.0),
+    RandParam("random_force_sigma", "unmodeled", "normal", 0.0, 1.0, "m/s^2 x cube mass",
+              "D Table 8", "random cube force per axis, decays x0.99 per control step",
+              False, 0.0),
+    # ---- timing (D Table 8) ----
+    RandParam("timing_rate", "timing", "uniform", 1250.0, 10000.0, "1/s", "D Table 8",
+              "control step lasts control_period + Exp(lambda) s, lambda per episode",
+              True, 10000.0),
+)
+
+PARAMS: dict[str, RandParam] = {p.name: p for p in RANDOMIZATIONS}
+GROUPS: tuple[str, ...] = ("physics", "observation", "action", "unmodeled", "timing")
+FORCE_DECAY = 0.99  # per control step (D Table 8)
+MIN_JOINT_RANGE = 0.02  # rad: a randomized joint keeps at least this much travel
+_DISTS = ("uniform", "loguniform", "normal", "bernoulli", "event")
+
+
+def resolve_enabled(enabled: bool | Iterable[str] | None) -> frozenset[str]:
+    """``None``/``True`` → every parameter, ``False`` → none; names may be params or groups."""
+    if enabled is None or enabled is True:
+        return frozenset(PARAMS)
+    if enabled is False:
+        return frozenset()
+    if isinstance(enabled, str):
+        enabled = [enabled]
+    out: set[str] = set()
+    bad = []
+    for n in enabled:
+        if n in PARAMS:
+            out.add(n)
+        elif n in GROUPS:
+            out.update(p.name for p in RANDOMIZATIONS if p.group == n)
+        else:
+            bad.append(n)
+    if bad:
+        raise ValueError(f"unknown randomization(s) {sorted(map(str, bad))}; known parameters: "
+                         f"{sorted(PARAMS)}; groups: {list(GROUPS)}")
+    return frozenset(out)
+
+
+def check_ranges(ranges: Mapping[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """Validates an ADR override; raises ValueError naming every bad entry."""
+    errs, out = [], {}
+    for name, r in ranges.items():
+        p = PARAMS.get(name)
+        if p is None:
+            errs.append(f"unknown parameter {name!r}")
+            continue
+        try:
+            lo, hi = (float(v) for v in r)
+        except (TypeError, ValueError):
+            errs.append(f"{name}: range must be two numbers (lo, hi); got {r!r}")
+            continue
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            errs.append(f"{name}: range must be finite; got {(lo, hi)}")
+        elif p.dist in ("uniform", "loguniform") and lo > hi:
+            errs.append(f"{name}: lo must be <= hi; got {(lo, hi)}")
+        elif p.dist == "loguniform" and lo <= 0:
+            errs.append(f"{name}: loguniform bounds must be > 0; got {(lo, hi)}")
+        elif p.dist == "normal" and hi < 0:
+            errs.append(f"{name}: (mean, sd) needs sd >= 0; got {(lo, hi)}")
+        elif p.dist == "bernoulli" and not 0 <= lo <= 1:
+            errs.append(f"{name}: probability must be in [0, 1]; got {lo}")
+        elif p.dist == "event" and (lo < 0 or hi < 0):
+            errs.append(f"{name}: (rate, duration) must be >= 0; got {(lo, hi)}")
+        elif name in _NONNEG and lo < 0:
+            errs.append(f"{name}: must be >= 0; got {(lo, hi)}")
+        else:
+            out[name] = (lo, hi)
+    if errs:
+        raise ValueError("invalid randomization ranges: " + "; ".join(errs))
+    return out
+
+
+_NONNEG = {"cube_size_scale", "body_mass_scale", "friction_scale", "backlash", "timing_rate"}
+
+
+@dataclass
+class EpisodeDraw:
+    """One episode's sampled values (``None`` = that effect is off: nominal)."""
+
+    values: dict[str, np.ndarray | float | None] = field(default_factory=dict)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __getitem__(self, name: str):  # noqa: ANN204 - array or float
+        return self.values.get(name)
+
+
+def markdown_table() -> str:
+    lines = [
+        "| name | group | dist | low | high | unit | source | ADR | nominal | what |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in RANDOMIZATIONS:
+        lines.append(f"| `{p.name}` | {p.group} | {p.dist} | {p.low:g} | {p.high:g} | {p.unit} | "
+                     f"{p.source} | {'yes' if p.adr else 'no'} | {p.nominal:g} | {p.doc} |")
+    return "\n".join(lines)
+
+
+def markdown_doc() -> str:
+    return (
+        "# Domain randomization\n\n"
+        "Generated by `python -m dex_sim.randomization --markdown` from "
+        "`dex_sim.randomization.RANDOMIZATIONS` (the one table; edit it there, not here).\n\n"
+        "Switch effects with `TaskConfig(randomize=True | {names or groups})`; "
+        "`DexCubeEnv` draws one `EpisodeDraw` per reset from a generator seeded by the episode "
+        "seed, so a seed reproduces the episode bit for bit.\n\n"
+        "**ADR** (`dex_sim.adr`) starts every `ADR = yes` range collapsed at its `nominal` "
+        "value and widens or shrinks it from the policy's success at the range boundaries; the "
+        "env receives the current ranges as `ranges={name: (lo, hi)}` (`env.set_ranges` or "
+        "`reset(options={'ranges': ...})`), which replace `low`/`high` below for that episode.\n\n"
+        "Meaning of low/high: uniform/loguniform = interval; normal = (mean, sd); bernoulli = "
+        "(p, p); event = (rate 1/s, duration s).\n\n"
+        + markdown_table() + "\n\n"
+        "Models: action noise is in normalized action units (half the actuator range = 1) and "
+        "about the range centre; backlash is a play operator (dead band of width w per "
+        "actuator); random forces are drawn per control step and decay x0.99 per control step; "
+        "timing stretches the physics timestep of a control step so it lasts "
+        "`control_period + Exp(lambda)` (substep count unchanged, sim clock monotonic).\n"
+    )
+
+
+def _axis_angle_quats(z: np.ndarray, sigma: float, out: np.ndarray) -> None:
+    """Rotation quaternions (w,x,y,z) about the axes z[:, :3] (normalized) by angles z[:, 3]*sigma."""
+    axis = z[:, :3]
+    n = np.linalg.norm(axis, axis=1, keepdims=True)
+    half = 0.5 * sigma * z[:, 3:4]
+    out[:, 0:1] = np.cos(half)
+    out[:, 1:] = axis / np.maximum(n, 1e-12) * np.sin(half)
+
+
+class DomainRandomizer:
+    """Applies ``RANDOMIZATIONS`` to one ``HandCubeSim``.
+
+    Per episode: ``draw = sample(rng, ranges)``; ``apply(draw)`` after ``sim.reset``. Per control
+    step the env calls ``act`` (targets), ``perturb`` (forces), ``step_time`` (extra duration)
+    and ``observe`` (noisy readings). All ids and nominal arrays are captured here once.
+    """
+
+    def __init__(self, sim: HandCubeSim, enabled: bool | Iterable[str] | None = None) -> None:
+        self.sim = sim
+        self.enabled = resolve_enabled(enabled)
+        m, spec, ix = sim.model, sim.spec, sim.idx
+        self.nominal = {
+            "body_mass": m.body_mass.copy(), "body_inertia": m.body_inertia.copy(),
+            "geom_size": m.geom_size.copy(), "geom_pos": m.geom_pos.copy(),
+            "geom_rbound": m.geom_rbound.copy(), "geom_aabb": m.geom_aabb.copy(),
+            "geom_friction": m.geom_friction.copy(), "dof_damping": m.dof_damping.copy(),
+            "gainprm": m.actuator_gainprm.copy(), "biasprm": m.actuator_biasprm.copy(),
+            "jnt_range": m.jnt_range.copy(), "gravity": m.opt.gravity.copy(),
+        }
+        self.cube_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, spec.cube.name)
+        self.cube_geoms = np.flatnonzero(m.geom_bodyid == self.cube_body)
+        # Bodies with mass (not the world, not the mocap goal marker).
+        self.mass_bodies = np.flatnonzero(m.body_mass > 0)
+        self.hand_dofs = ix.qvel_adr
+        self.hand_joints = np.array(
+            [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) for n in spec.joint_names])
+        self.act_ids = ix.actuator_ids
+        lo, hi = spec.actuator_limits()
+        self.act_lo, self.act_hi = lo, hi
+        self.act_mid, self.act_half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+        self.n_act = len(lo)
+        self.control_period = sim.control_period
+        self.draw: EpisodeDraw | None = None
+        self._scratch = mujoco.MjData(m)
+        self._reset_step_state()
+
+    # ---- per episode ------------------------------------------------------------------------
+    def param_range(self, name: str, ranges: Mapping[str, tuple[float, float]] | None
+                    ) -> tuple[float, float]:
+        if ranges and name in ranges:
+            return ranges[name]
+        p = PARAMS[name]
+        return p.low, p.high
+
+    def sample(self, rng: np.random.Generator,
+               ranges: Mapping[str, tuple[float, float]] | None = None) -> EpisodeDraw:
+        """Draw every enabled parameter for one episode (disabled ones stay ``None``).
+
+        Consumes exactly one draw of ``rng`` whatever is enabled."""
+        ranges = check_ranges(ranges) if ranges else {}
+        m = self.sim.model
+        counts = {
+            "cube_size_scale": 1, "body_mass_scale": len(self.mass_bodies),
+            "friction_scale": m.ngeom, "joint_damping_scale": len(self.hand_dofs),
+            "actuator_kp_scale": self.n_act, "joint_limit_offset": 2 * len(self.hand_joints),
+            "gravity_offset": 3, "obs_fingertip_noise_episode": 15,
+            "obs_fingertip_noise_step": 1, "obs_cube_pos_noise_episode": 3,
+            "obs_cube_pos_noise_step": 1, "obs_cube_rot_noise_episode": 4,
+            "obs_cube_rot_noise_step": 1, "obs_cube_dropout": 1,
+            "action_noise_step": 1, "action_noise_episode": self.n_act,
+            "action_noise_mult": self.n_act, "action_delay": self.n_act,
+            "backlash": self.n_act, "random_force_prob": 1, "random_force_sigma": 1,
+            "timing_rate": 1,
+        }
+        vals: dict[str, np.ndarray | float | None] = {}
+        # One child generator per parameter (seeded from rng in table order): switching one
+        # effect off or changing its range does not change the draws of the others.
+        base = int(rng.integers(0, 2**63 - 1))
+        for i, p in enumerate(RANDOMIZATIONS):
+            if p.name not in self.enabled:
+                vals[p.name] = None
+                continue
+            lo, hi = self.param_range(p.name, ranges)
+            k = counts[p.name]
+            g = np.random.default_rng([base, i])
+            v: np.ndarray | float
+            if p.dist == "uniform":
+                v = g.uniform(lo, hi, k)
+            elif p.dist == "loguniform":
+                v = np.exp(g.uniform(np.log(lo), np.log(hi), k))
+            elif p.dist == "bernoulli":
+                v = g.random(k) < lo
+            elif p.dist == "event":
+                v = np.array([lo, hi])  # (rate, duration): the events are drawn per step
+            elif p.name == "obs_cube_rot_noise_episode":
+                q = np.empty((1, 4))
+                _axis_angle_quats(g.standard_normal((1, 4)), hi, q)
+                v = q[0]
+            elif k > 1 or p.name == "gravity_offset":
+                v = g.normal(lo, hi, k)
+            else:  # a per-step sd: the parameter itself
+                v = float(hi)
+            if isinstance(v, np.ndarray) and v.shape == (1,) and v.dtype != bool:
+                v = float(v[0])
+            vals[p.name] = v
+        return EpisodeDraw(vals, dict(ranges))
+
+    def apply(self, draw: EpisodeDraw) -> None:
+        """Restore nominal, then write this episode's physics values; reset per-step state.
+
+        Call after ``sim.reset`` (it reads the reset targets and cube mass)."""
+        m, nom = self.sim.model, self.nominal
+        m.body_mass[:] = nom["body_mass"]
+        m.body_inertia[:] = nom["body_inertia"]
+        m.geom_size[:] = nom["geom_size"]
+        m.geom_pos[:] = nom["geom_pos"]
+        m.geom_rbound[:] = nom["geom_rbound"]
+        m.geom_aabb[:] = nom["geom_aabb"]
+        m.geom_friction[:] = nom["geom_friction"]
+        m.dof_damping[:] = nom["dof_damping"]
+        m.actuator_gainprm[:] = nom["gainprm"]
+        m.actuator_biasprm[:] = nom["biasprm"]
+        m.jnt_range[:] = nom["jnt_range"]
+        m.opt.gravity[:] = nom["gravity"]
+        self.draw = draw
+
+        s = draw["cube_size_scale"]
+        if s is not None:
+            g = self.cube_geoms
+            m.geom_size[g] = nom["geom_size"][g] * s
+            m.geom_pos[g] = nom["geom_pos"][g] * s
+            m.geom_rbound[g] = nom["geom_rbound"][g] * s
+            m.geom_aabb[g] = nom["geom_aabb"][g] * s
+            cb = self.cube_body
+            m.body_mass[cb] = nom["body_mass"][cb] * s**3
+            m.body_inertia[cb] = nom["body_inertia"][cb] * s**5  # m a^2: s^3 * s^2
+        ms = draw["body_mass_scale"]
+        if ms is not None:
+            b = self.mass_bodies
+            m.body_mass[b] *= ms
+            m.body_inertia[b] *= ms[:, None]  # same shape, more mass: inertia scales with it
+        f = draw["friction_scale"]
+        if f is not None:
+            m.geom_friction[:] = nom["geom_friction"] * f[:, None]
+        d = draw["joint_damping_scale"]
+        if d is not None:
+            m.dof_damping[self.hand_dofs] = nom["dof_damping"][self.hand_dofs] * d
+        kp = draw["actuator_kp_scale"]
+        if kp is not None:
+            a = self.act_ids
+            m.actuator_gainprm[a, 0] = nom["gainprm"][a, 0] * kp
+            m.actuator_biasprm[a, 1] = nom["biasprm"][a, 1] * kp
+        jl = draw["joint_limit_offset"]
+        if jl is not None:
+            j = self.hand_joints
+            r = nom["jnt_range"][j] + jl.reshape(-1, 2)
+            # Crossed or too-narrow limits: centre a minimal range where the two bounds met.
+            narrow = r[:, 1] - r[:, 0] < MIN_JOINT_RANGE
+            c = 0.5 * (r[narrow, 0] + r[narrow, 1])
+            r[narrow, 0], r[narrow, 1] = c - MIN_JOINT_RANGE / 2, c + MIN_JOINT_RANGE / 2
+            m.jnt_range[j] = r
+        gr = draw["gravity_offset"]
+        if gr is not None:
+            m.opt.gravity[:] = nom["gravity"] + gr
+        # Derived constants (dof_M0 — MuJoCo's mass matrix of "simple" bodies such as the free
+        # cube —, invweight0, subtree masses) must follow the new masses; on a scratch MjData so
+        # the sim's state is untouched. ~0.1 ms per episode.
+        mujoco.mj_setConst(m, self._scratch)
+        self._reset_step_state()
+
+    def restore_nominal(self) -> None:
+        self.apply(EpisodeDraw({p.name: None for p in RANDOMIZATIONS}))
+        self.draw = None
+
+    def _reset_step_state(self) -> None:
+        d = self.draw
+        on = (lambda n: d is not None and d[n] is not None)  # noqa: E731
+        targets = self.sim.actuator_targets()
+        self._prev_target = targets.copy()  # action delay buffer
+        self._backlash_e = targets.copy()  # play-operator state
+        self._dropout_left = 0  # control steps the cube reading stays frozen
+        self._frozen: tuple[np.ndarray, np.ndarray] | None = None
+        self._force = np.zeros(3)
+        self._quat_tmp = np.empty((1, 4))
+        self._q1 = np.empty(4)
+        self._q2 = np.empty(4)
+        # Cached per-episode switches so the per-step hooks do no dict look-ups.
+        self._act_on = any(on(n) for n in ("action_noise_step", "action_noise_episode",
+                                           "action_noise_mult", "backlash", "action_delay"))
+        self._a_step = d["action_noise_step"] if on("action_noise_step") else 0.0
+        self._a_corr = d["action_noise_episode"] if on("action_noise_episode") else None
+        self._a_mult = d["action_noise_mult"] if on("action_noise_mult") else None
+        self._backlash = d["backlash"] / 2 if on("backlash") else None
+        self._delay = d["action_delay"] if on("action_delay") else None
+        self._tip_ep = d["obs_fingertip_noise_episode"] if on("obs_fingertip_noise_episode") \
+            else None
+        self._tip_step = d["obs_fingertip_noise_step"] if on("obs_fingertip_noise_step") else 0.0
+        self._pos_ep = d["obs_cube_pos_noise_episode"] if on("obs_cube_pos_noise_episode") \
+            else None
+        self._pos_step = d["obs_cube_pos_noise_step"] if on("obs_cube_pos_noise_step") else 0.0
+        self._rot_ep = d["obs_cube_rot_noise_episode"] if on("obs_cube_rot_noise_episode") \
+            else None
+        self._rot_step = d["obs_cube_rot_noise_step"] if on("obs_cube_rot_noise_step") else 0.0
+        if on("obs_cube_dropout"):
+            rate, dur = d["obs_cube_dropout"]
+            self._drop_p = float(rate) * self.control_period
+            self._drop_steps = max(1, round(float(dur) / self.control_period))
+        else:
+            self._drop_p, self._drop_steps = 0.0, 0
+        self._obs_on = (self._tip_ep is not None or self._tip_step > 0 or self._pos_ep is not None
+                        or self._pos_step > 0 or self._rot_ep is not None or self._rot_step > 0
+                        or self._drop_p > 0)
+        self._force_p = d["random_force_prob"] if on("random_force_prob") else 0.0
+        sig = d["random_force_sigma"] if on("random_force_sigma") else PARAMS[
+            "random_force_sigma"].high
+        self._force_sd = float(sig) * float(self.sim.model.body_mass[self.cube_body])
+        self._lambda = d["timing_rate"] if on("timing_rate") else None
+
+    # ---- per step -----------------------------------------------------------------------------
+    def act(self, targets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Actuator targets as the hand receives them: noise, backlash, one-step delay."""
+        if not self._act_on:
+            return targets
+        t = np.asarray(targets, dtype=np.float64)
+        if self._a_mult is not None:
+            t = self.act_mid + (t - self.act_mid) * (1.0 + self._a_mult)
+        noise = self._a_step * rng.standard_normal(self.n_act) if self._a_step else 0.0
+        if self._a_corr is not None:
+            noise = noise + self._a_corr
+        t = np.clip(t + self.act_half * noise, self.act_lo, self.act_hi)
+        if self._backlash is not None:
+            self._backlash_e = np.clip(self._backlash_e, t - self._backlash, t + self._backlash)
+            t = self._backlash_e.copy()
+        if self._delay is not None:
+            out = np.where(self._delay, self._prev_target, t)
+            self._prev_target = t
+            return out
+        return t
+
+    def perturb(self, rng: np.random.Generator) -> None:
+        """Random force on the cube for the next control step (decaying)."""
+        if self._force_p <= 0.0:
+            return
+        self._force *= FORCE_DECAY
+        if rng.random() < self._force_p:
+            self._force = self._force_sd * rng.standard_normal(3)
+        self.sim.data.xfrc_applied[self.cube_body, :3] = self._force
+
+    def step_time(self, rng: np.random.Generator) -> float:
+        """Extra duration (s) of the next control step: Exp(lambda), 0 when timing is off."""
+        if self._lambda is None:
+            return 0.0
+        return float(rng.exponential(1.0 / self._lambda))
+
+    def observe(self, tips: np.ndarray, pos: np.ndarray, quat: np.ndarray,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Noisy (fingertips (5,3), cube pos, cube quat); inputs are not modified."""
+        if not self._obs_on:
+            return tips, pos, quat
+        tips = tips + (self._tip_step * rng.standard_normal((5, 3)) if self._tip_step else 0.0)
+        if self._tip_ep is not None:
+            tips = tips + self._tip_ep.reshape(5, 3)
+        if self._dropout_left > 0 and self._frozen is not None:
+            self._dropout_left -= 1
+            return tips, self._frozen[0].copy(), self._frozen[1].copy()
+        p = pos + (self._pos_step * rng.standard_normal(3) if self._pos_step else 0.0)
+        if self._pos_ep is not None:
+            p = p + self._pos_ep
+        q = np.asarray(quat, dtype=np.float64)
+        if self._rot_ep is not None:
+            mujoco.mju_mulQuat(self._q1, self._rot_ep, q)
+            q = self._q1
+        if self._rot_step:
+            # Scalar math on 4 numbers: cheaper than array ops at this size.
+            x, y, z, a = rng.standard_normal(4)
+            n = math.sqrt(x * x + y * y + z * z) or 1.0
+            h = 0.5 * self._rot_step * a
+            sh = math.sin(h) / n
+            rq = self._quat_tmp[0]
+            rq[0], rq[1], rq[2], rq[3] = math.cos(h), x * sh, y * sh, z * sh
+            mujoco.mju_mulQuat(self._q2, rq, q)
+            q = self._q2
+        q = q / math.sqrt(q @ q)
+        if self._drop_p > 0 and rng.random() < self._drop_p:
+            # Dropout starts now: this and the next duration's readings are this one, frozen.
+            self._frozen = (p.copy(), q.copy())
+            self._dropout_left = self._drop_steps - 1
+        return tips, p, q
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--markdown", action="store_true", help="print docs/randomization.md")
+    args = ap.parse_args(argv)
+    print(markdown_doc() if args.markdown else markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
