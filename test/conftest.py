@@ -14,6 +14,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests import mujoco directly too; its GL backend is fixed at first import: headless EGL.
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 
 def ros_env(domain_id: int | None = None) -> dict[str, str]:
     """A child environment on a random ROS_DOMAIN_ID, discovery kept on this machine."""

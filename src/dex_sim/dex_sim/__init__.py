@@ -7,3 +7,9 @@
 
 Nothing is imported here so that ``import dex_sim`` stays cheap and never touches GL or rclpy.
 """
+
+import os as _os
+
+# MuJoCo picks its GL backend when it is first imported, whichever submodule does it: default to
+# EGL (works headless, software rendering) unless the user chose one.
+_os.environ.setdefault("MUJOCO_GL", "egl")
