@@ -1,0 +1,103 @@
+"""Smoke test of `dex-sim-bench` (dex_sim.bench_env / gymrob_probe): every bench function runs a
+handful of steps and returns sane structures. No timing assertions: speed is judged by the
+benchmark script itself, as ratios measured in one run."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from dex_sim import bench_env
+from dex_sim.gymrob_probe import raw_physics_rate, summarize
+
+T = 0.05  # seconds per measurement: just enough for a few steps
+
+
+def _rate_ok(v: float) -> bool:
+    return isinstance(v, float) and math.isfinite(v) and v > 0
+
+
+def test_summarize_best_median():
+    s = summarize([1.0, 3.0, 2.0], [4.0, 5.0, 6.0])
+    assert s["best"] == 3.0 and s["median"] == 2.0 and s["cpu_best"] == 6.0
+    assert "cpu_best" not in summarize([1.0])
+
+
+def test_raw_rate_and_state_restored():
+    r = bench_env.raw_rate(T)
+    assert r["substeps"] == 40 and _rate_ok(r["rate"]) and _rate_ok(r["cpu_rate"])
+    assert bench_env.raw_rate(T, substeps=20)["substeps"] == 20
+    from dex_sim.physics import HandCubeSim
+
+    sim = HandCubeSim(render=False)
+    q0, ctrl0 = sim.data.qpos.copy(), sim.data.ctrl.copy()
+    wall, cpu = raw_physics_rate(sim.model, sim.data, 5, 2, T)
+    assert _rate_ok(wall) and _rate_ok(cpu)
+    np.testing.assert_array_equal(sim.data.qpos, q0)  # the probe leaves the state as found
+    np.testing.assert_array_equal(sim.data.ctrl, ctrl0)
+
+
+@pytest.mark.parametrize("action", ["hold", "random"])
+def test_env_rate(action):
+    env = bench_env.make_env()
+    try:
+        r = bench_env.env_rate(env, T, action)
+        assert _rate_ok(r["rate"]) and r["steps"] >= 1 and 0.0 < r["physics_share"] <= 1.0
+        assert "step_control" not in vars(env.sim)  # the timing hook is removed again
+    finally:
+        env.close()
+    with pytest.raises(ValueError):
+        bench_env._actions(env, "nonsense")
+
+
+def test_env_equal_substeps_and_randomized():
+    env = bench_env.make_env(substeps=20)
+    assert env.sim.substeps == 20
+    t0 = env.sim.time
+    env.reset(seed=0)
+    env.step(np.full(env.n_actuators, env.bins // 2))
+    assert env.sim.time - t0 == pytest.approx(2 * 20 * env.sim.model.opt.timestep)  # reset+step
+    env.close()
+    try:
+        env = bench_env.make_env(randomize=True)
+    except bench_env.RandomizationUnavailable:
+        pytest.skip("randomization not available in dex_sim.env")
+    r = bench_env.env_rate(env, T, "random")
+    assert _rate_ok(r["rate"])
+    env.close()
+
+
+def test_rollout_rate():
+    assert _rate_ok(bench_env.rollout_rate(1, T)["rate"])
+    assert _rate_ok(bench_env.rollout_rate(2, T)["rate"])
+
+
+def test_gymrob_errors_are_reported(tmp_path):
+    assert "error" in bench_env.gymrob(T, 1, script=tmp_path / "missing.sh")
+    bad = tmp_path / "bad.sh"
+    bad.write_text("echo broken >&2; exit 3\n")
+    r = bench_env.gymrob(T, 1, script=bad)
+    assert r["error"].startswith("exit 3") and "broken" in r["error"]
+
+
+def test_run_table_and_json(tmp_path, capsys):
+    res = bench_env.run(seconds=0.02, repeats=1, procs=1, skip_gymrob=True, skip_scaling=True)
+    for key in ("raw", "ceiling", "env_hold", "env_random", "raw20", "env20_hold"):
+        assert _rate_ok(res[key]["best"]), key
+    assert "ratio_to_ceiling" in res["env_hold"]
+    assert res["gymrob"]["error"].startswith("skipped")
+    table = bench_env.format_table(res)
+    assert "control ceiling" in table and "load average" in table and "skipped" in table
+    json.dumps(res)  # JSON-able as written by --json
+    out = tmp_path / "b.json"
+    assert bench_env.main(["--seconds", "0.02", "--repeats", "1", "--skip-gymrob",
+                           "--skip-scaling", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["raw"]["substeps"] == 40
+    assert "measurement" in capsys.readouterr().out
+
+
+def test_process_rate_one_worker():
+    wall, cpu = bench_env.process_rate(1, T)
+    assert _rate_ok(wall) and _rate_ok(cpu)
+
