@@ -6,6 +6,8 @@ cd "$ROOT"
 bash scripts/setup.sh
 # shellcheck disable=SC1091
 . "${DEX_VENV:-$ROOT/.venv}/bin/activate"
+echo "[test] test-only requirements"
+pip install -q --disable-pip-version-check -r requirements-test.txt
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 echo "[test] ruff check src test launch"
