@@ -18,10 +18,9 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import mujoco_warp  # noqa: E402,F401  (installed by scripts/test.sh: requirements-test.txt)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-import mujoco_warp  # noqa: E402,F401  (installed by scripts/test.sh: requirements-test.txt)
 
 from dex_hardware.safety import default_targets  # noqa: E402
 from dex_sim.batched import BatchedHandCube, cpu_reference  # noqa: E402
