@@ -16,7 +16,7 @@ from typing import Any
 
 import onnx
 
-from dex_common.observations import POLICY_OBS_LAYOUT
+from dex_common.observations import policy_obs_layout
 from dex_description.registry import HandSpec, get_hand
 
 CONTRACT_VERSION = "1"
@@ -183,7 +183,7 @@ def check_policy_contract(
     spec = _spec(hand)
     errs: list[str] = []
     _check_common(meta, "policy", spec, errs)
-    layout = POLICY_OBS_LAYOUT if obs_layout is None else obs_layout
+    layout = policy_obs_layout(spec) if obs_layout is None else obs_layout
     want_layout = [[n, int(s)] for n, s in layout]
     got_layout = _json(meta, "dex.obs_layout", errs)
     if got_layout is not None and got_layout != want_layout:

@@ -15,7 +15,7 @@ import torch
 
 from dex_common import contract
 from dex_common.actions import ActionDecoder
-from dex_common.observations import POLICY_OBS_LAYOUT
+from dex_common.observations import policy_obs_layout
 from dex_description.registry import get_hand
 from dex_policy.net import PolicyExport, PolicyNet
 
@@ -39,7 +39,7 @@ def policy_contract(hand: str, decoder: ActionDecoder, lstm_hidden: int, produce
         "dex.created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "dex.eval": json.dumps(eval_result or {}),
         "dex.compute": compute,
-        "dex.obs_layout": json.dumps([[n, s] for n, s in POLICY_OBS_LAYOUT]),
+        "dex.obs_layout": json.dumps([[n, s] for n, s in policy_obs_layout(spec)]),
         "dex.obs_norm": "in_graph",
         "dex.action": json.dumps(decoder.describe()),
         "dex.control_period_s": repr(float(spec.control_period)),

@@ -302,7 +302,8 @@ class PolicyNode(Node):
             self.runtime.reset(self.act_matrix @ q)
         try:
             ev = self.tracker.step(stamp, judge_pos, judge_quat)
-            obs = policy_observation(self.kin.fingertips(q), obs_pos, obs_quat, self.tracker.goal)
+            obs = policy_observation(self.kin.fingertips(q), obs_pos, obs_quat, self.tracker.goal,
+                                     self.spec)
         except ValueError as e:
             self.counts["input_errors"] += 1
             self._input_error(f"cannot judge/observe: {e}", js.header.stamp)

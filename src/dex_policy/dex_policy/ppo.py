@@ -4,6 +4,11 @@ Rollout: ``n_envs`` envs stepped sequentially (``VecDexCubeEnv``), ``rollout_ste
 iteration. Update: truncated BPTT over chunks of ``chunk`` transitions; each chunk starts from the
 LSTM state stored during the rollout, and the state is zeroed where an episode starts inside a
 chunk (``starts`` mask), exactly as during the rollout. Timeouts (truncation) bootstrap V(final).
+
+Domain randomization: ``randomize`` turns on every Dactyl randomization at its static range;
+``adr`` (implies ``randomize``) runs DeXtreme-style vectorised ADR (``dex_sim.adr.VectorADR``):
+before every env reset the ADR learns the finished episode's successes and hands the new episode
+its ranges (``VecDexCubeEnv`` reset hook). The ADR state and its rng are checkpointed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from torch.distributions import Categorical
 from dex_common.observations import obs_dim
 from dex_description.registry import get_hand
 from dex_policy.net import PolicyNet, ValueNet
-from dex_sim.env import VecDexCubeEnv, value_obs_dim
+from dex_sim.adr import VectorADR, default_adr_params
+from dex_sim.env import TaskConfig, VecDexCubeEnv, value_obs_dim
 
 
 @dataclass
@@ -46,6 +52,13 @@ class PPOConfig:
     dense: int = 1024
     lstm_hidden: int = 512
     torch_threads: int = 1
+    goal_timeout_s: float = 8.0  # task: s of sim time per goal (episode ends on timeout)
+    randomize: bool = False  # all Dactyl randomizations at their static ranges
+    adr: bool = False  # vectorised ADR over the adr=True ranges (implies randomize)
+    adr_t_high: float = 20.0  # mean successes at a boundary to widen it (DeXtreme)
+    adr_t_low: float = 5.0  # ... below which it narrows
+    adr_queue: int = 256  # boundary results per decision
+    adr_boundary_fraction: float = 0.4  # env slots that evaluate boundaries
 
     def validate(self) -> None:
         if self.rollout_steps % self.chunk:
@@ -55,9 +68,25 @@ class PPOConfig:
             raise ValueError("n_envs, epochs and minibatch_chunks must be >= 1")
         if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1 and self.lr > 0):
             raise ValueError("need 0 < gamma <= 1, 0 <= lam <= 1, lr > 0")
+        if self.adr and not (self.adr_t_low < self.adr_t_high and self.adr_queue >= 1
+                             and 0.0 <= self.adr_boundary_fraction <= 1.0):
+            raise ValueError("ADR needs adr_t_low < adr_t_high, adr_queue >= 1 and "
+                             "0 <= adr_boundary_fraction <= 1")
+
+    @property
+    def randomized(self) -> bool:
+        return self.randomize or self.adr
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        # Task/randomization fields at their defaults are left out: older configs keep their hash.
+        d = {k: v for k, v in asdict(self).items()
+             if not (k in _RAND_FIELDS and v == _RAND_FIELDS[k])}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_RAND_FIELDS = {k: getattr(PPOConfig, k) for k in
+                ("goal_timeout_s", "randomize", "adr", "adr_t_high", "adr_t_low", "adr_queue",
+                 "adr_boundary_fraction")}
 
 
 def _keep(starts: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -77,7 +106,7 @@ class PPOTrainer:
         torch.manual_seed(cfg.seed)
         self.spec = get_hand(cfg.hand)
         self.n_act = self.spec.n_actuators
-        self.policy = PolicyNet(obs_dim(), self.n_act, cfg.bins, hold_prior=cfg.hold_prior,
+        self.policy = PolicyNet(obs_dim(self.spec), self.n_act, cfg.bins, hold_prior=cfg.hold_prior,
                                 dense=cfg.dense, hidden=cfg.lstm_hidden)
         self.value = ValueNet(value_obs_dim(self.spec), dense=cfg.dense, hidden=cfg.lstm_hidden)
         self.opt = torch.optim.Adam([*self.policy.parameters(), *self.value.parameters()],
@@ -86,16 +115,36 @@ class PPOTrainer:
         self.total_steps = 0
         self.envs: VecDexCubeEnv | None = None
         self._gen = torch.Generator().manual_seed(cfg.seed)
+        self.task = TaskConfig(bins=cfg.bins, goal_timeout_s=cfg.goal_timeout_s,
+                               randomize=cfg.randomized)
+        self.adr: VectorADR | None = None
+        if cfg.adr:
+            self.adr = VectorADR(default_adr_params(), cfg.n_envs,
+                                 boundary_fraction=cfg.adr_boundary_fraction,
+                                 queue_size=cfg.adr_queue, t_high=cfg.adr_t_high,
+                                 t_low=cfg.adr_t_low)
+        # ADR's own rng: boundary choices do not shift the torch / env streams.
+        self.adr_rng = np.random.default_rng(cfg.seed + 1)
 
     # ---- rollout state -------------------------------------------------------------------------
     def _start_envs(self) -> None:
         # A resumed run gets fresh episode seeds (the env state itself is not checkpointed).
         n = self.cfg.n_envs
-        self.envs = VecDexCubeEnv(n, self.cfg.hand, seed=self.cfg.seed + 7919 * self.iteration)
+        self.envs = VecDexCubeEnv(n, self.cfg.hand, seed=self.cfg.seed + 7919 * self.iteration,
+                                  task=self.task,
+                                  reset_hook=self._adr_hook if self.adr is not None else None)
         self.obs, self.vobs = self.envs.reset()
         self.pstate = self.policy.initial_state(n)
         self.vstate = self.value.initial_state(n)
         self.starts = np.ones(n, dtype=np.float32)
+
+    def _adr_hook(self, i: int, finished: dict | None) -> dict:
+        """Env i is about to reset: report the finished episode (None on the first reset),
+        then give the new episode its ADR ranges (one boundary pinned on evaluator slots)."""
+        assert self.adr is not None
+        succ = None if finished is None else float(finished["successes"])
+        ranges, _, _ = self.adr.advance(i, self.adr_rng, succ)
+        return {"ranges": ranges}
 
     @torch.no_grad()
     def collect(self) -> dict[str, Any]:
@@ -233,6 +282,7 @@ class PPOTrainer:
         t2 = time.perf_counter()
         eps = buf["episodes"]
         n_steps = buf["rew"].size
+        adr = self.adr.stats() if self.adr is not None else {}
         return {
             "iteration": self.iteration,
             "total_steps": self.total_steps,
@@ -243,6 +293,7 @@ class PPOTrainer:
             "steps_per_s": n_steps / (t2 - t0),
             "rollout_steps_per_s": n_steps / (t1 - t0),
             **stats,
+            **adr,
         }
 
     # ---- checkpoints ---------------------------------------------------------------------------
@@ -253,7 +304,9 @@ class PPOTrainer:
         torch.save({"config": asdict(self.cfg), "policy": self.policy.state_dict(),
                     "value": self.value.state_dict(), "opt": self.opt.state_dict(),
                     "iteration": self.iteration, "total_steps": self.total_steps,
-                    "gen": self._gen.get_state()}, tmp)
+                    "gen": self._gen.get_state(),
+                    "adr": None if self.adr is None else self.adr.state_dict(),
+                    "adr_rng": self.adr_rng.bit_generator.state}, tmp)
         tmp.replace(path)  # atomic: a crash mid-save never leaves a broken checkpoint
 
     @classmethod
@@ -266,4 +319,8 @@ class PPOTrainer:
         tr.opt.load_state_dict(ck["opt"])
         tr.iteration, tr.total_steps = int(ck["iteration"]), int(ck["total_steps"])
         tr._gen.set_state(ck["gen"])
+        if tr.adr is not None and ck.get("adr") is not None:
+            tr.adr.load_state_dict(ck["adr"])
+        if "adr_rng" in ck:
+            tr.adr_rng.bit_generator.state = ck["adr_rng"]
         return tr

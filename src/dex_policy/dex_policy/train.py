@@ -3,6 +3,11 @@
 Writes ``DIR/checkpoint.pt`` (every iteration, atomically; ``--resume`` continues from it),
 ``DIR/log.jsonl`` (one record per iteration) and the ONNX model (``--export``, default
 ``DIR/policy_<hand>.onnx``) with its contract; a short evaluation fills ``dex.eval``.
+
+``--randomize`` trains under every Dactyl randomization (static ranges); ``--adr`` under
+vectorised ADR (``--adr-t-high/--adr-t-low/--adr-queue``), writing ``DIR/adr_state.json`` at the
+end. ``dex.eval`` records ``train_randomize``, ``train_adr`` and the final ADR entropy (nats per
+dimension); the evaluation itself runs without randomization.
 """
 
 from __future__ import annotations
@@ -45,6 +50,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="initial probability of each actuator's zero-delta bin (0 = uniform)")
     p.add_argument("--dense", type=int, default=1024)
     p.add_argument("--lstm", type=int, default=512)
+    p.add_argument("--goal-timeout", type=float, default=8.0,
+                   help="training task: s of sim time per goal before the episode times out")
+    p.add_argument("--randomize", action="store_true",
+                   help="all Dactyl domain randomizations at their static ranges")
+    p.add_argument("--adr", action="store_true",
+                   help="automatic domain randomization (vectorised ADR; implies --randomize)")
+    p.add_argument("--adr-t-high", type=float, default=20.0,
+                   help="ADR: mean successes at a boundary to widen it")
+    p.add_argument("--adr-t-low", type=float, default=5.0,
+                   help="ADR: mean successes below which a boundary narrows")
+    p.add_argument("--adr-queue", type=int, default=256, help="ADR: results per decision")
+    p.add_argument("--adr-boundary-fraction", type=float, default=0.4,
+                   help="ADR: fraction of envs evaluating boundaries")
     p.add_argument("--eval-trials", type=int, default=3, help="trials for dex.eval (0 = none)")
     p.add_argument("--compute", default="cpu x2")
     a = p.parse_args(argv)
@@ -61,8 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = PPOConfig(hand=a.hand, seed=a.seed, n_envs=a.envs, rollout_steps=a.rollout,
                         epochs=a.epochs, minibatch_chunks=a.minibatch_chunks, dense=a.dense,
                         hold_prior=a.hold_prior,
-                        lstm_hidden=a.lstm, torch_threads=a.threads)
-        trainer = PPOTrainer(cfg)
+                        lstm_hidden=a.lstm, torch_threads=a.threads,
+                        goal_timeout_s=a.goal_timeout, randomize=a.randomize, adr=a.adr, adr_t_high=a.adr_t_high,
+                        adr_t_low=a.adr_t_low, adr_queue=a.adr_queue,
+                        adr_boundary_fraction=a.adr_boundary_fraction)
+        try:
+            trainer = PPOTrainer(cfg)
+        except ValueError as e:
+            p.error(str(e))
     cfg = trainer.cfg
 
     t0 = time.perf_counter()
@@ -81,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                        f"rew/step {rec['mean_reward']:+.4f} eps {rec['episodes']:2d} "
                        f"succ/ep {rec['successes_per_episode']:.2f} drops {rec['drops']} "
                        f"ent {rec['entropy']:.2f} kl {rec['approx_kl']:.4f} "
-                       f"{rec['steps_per_s']:.0f} steps/s")
+                       f"{rec['steps_per_s']:.0f} steps/s"
+                       + (f" adr H {rec['adr_entropy']:.2f} nats/dim "
+                          f"({rec['adr_n_active']} active)" if cfg.adr else ""))
     log.close()
     train_wall = time.perf_counter() - t0
 
@@ -96,7 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB); ORT vs torch max |diff| "
           f"{diff:.2e}")
     summary = {"train_steps": trainer.total_steps, "train_wall_s": round(train_wall, 1),
-               "iterations": trainer.iteration}
+               "iterations": trainer.iteration, "train_randomize": cfg.randomized, "train_adr": cfg.adr}
+    if trainer.adr is not None:
+        st = trainer.adr.stats()
+        summary.update(adr_entropy=st["adr_entropy"], adr_n_active=st["adr_n_active"],
+                       adr_expansions=st["adr_expansions"], adr_shrinks=st["adr_shrinks"],
+                       adr_t_high=cfg.adr_t_high, adr_t_low=cfg.adr_t_low,
+                       adr_queue=cfg.adr_queue)
+        (out / "adr_state.json").write_text(json.dumps(trainer.adr.state_dict()))
     if a.eval_trials > 0:
         res = evaluate(path, cfg.hand, a.eval_trials, seed=10_000)
         print(format_table(res))

@@ -9,8 +9,9 @@ policy node does.
 (``dex_sim.randomization``; off by default, so ``DexCubeEnv()`` behaves as before). With it on,
 the policy observation carries the noise and the value observation the TRUE state.
 
-Action: 20 bin indices (MultiDiscrete 11) or, with ``TaskConfig(discrete=False)``, 20 floats in
-[-1, 1] (x max_delta rad, same EMA). Observation: the 22-float policy observation (+ the cube
+Action: one bin index per actuator (MultiDiscrete 11; Shadow 20, LEAP 16) or, with
+``TaskConfig(discrete=False)``, floats in [-1, 1] (x max_delta rad, same EMA). Observation: the
+policy observation (``policy_obs_layout(hand)``: Shadow 22 floats, LEAP 19) (+ the cube
 quaternion with ``obs_cube_orientation``); ``info["value_obs"]`` holds the asymmetric value
 observation (``value_obs_layout``). Episode = one trial: terminated on drop / 50 goals, truncated
 on the goal timeout.
@@ -30,19 +31,17 @@ import numpy as np
 from gymnasium import spaces
 
 from dex_common.actions import ActionDecoder
-from dex_common.observations import POLICY_OBS_LAYOUT, policy_observation
+from dex_common.observations import obs_dim, obs_slices, policy_obs_layout, policy_observation
 from dex_common.trial import TrialConfig, TrialTracker
 from dex_description.registry import HandSpec, get_hand
 from dex_sim.kinematics import HandKinematics
 from dex_sim.physics import HandCubeSim
 from dex_sim.randomization import DomainRandomizer, check_ranges, resolve_enabled
 
-_POLICY_DIM = sum(n for _, n in POLICY_OBS_LAYOUT)
-
 
 def value_obs_layout(hand: HandSpec) -> list[tuple[str, int]]:
     """Asymmetric critic input (Dactyl): policy obs + privileged state."""
-    return [*POLICY_OBS_LAYOUT, ("cube_quat", 4), ("goal_quat", 4),
+    return [*policy_obs_layout(hand), ("cube_quat", 4), ("goal_quat", 4),
             ("joint_pos", hand.n_joints), ("joint_vel", hand.n_joints),
             ("cube_linvel", 3), ("cube_angvel", 3)]
 
@@ -163,16 +162,16 @@ class DexCubeEnv(gym.Env):
         ``task.randomize``; none when that is off). ``trial_config`` overrides the task's
         trial rules (kept for existing callers)."""
         self.hand = hand
-        self.spec = get_hand(hand)
+        self.hand_spec = get_hand(hand)
         self.task = task if task is not None else TaskConfig()
         self.task.validate()
         self.sim = HandCubeSim(hand, render=False)
         self.kin = HandKinematics(hand)
-        self.tracker = TrialTracker(trial_config or self.task.trial_config(self.spec))
+        self.tracker = TrialTracker(trial_config or self.task.trial_config(self.hand_spec))
         t = self.task
         dec = ActionDecoder if t.discrete else ContinuousActionDecoder
-        self.decoder = dec(self.spec, bins=t.bins, max_delta=t.max_delta, ema=t.ema)
-        self._act_matrix = self.spec.actuation_matrix()
+        self.decoder = dec(self.hand_spec, bins=t.bins, max_delta=t.max_delta, ema=t.ema)
+        self._act_matrix = self.hand_spec.actuation_matrix()
         self._rng = np.random.default_rng(seed)
         if randomizer is not None:
             self.randomizer: DomainRandomizer | None = randomizer(self.sim)
@@ -183,11 +182,13 @@ class DexCubeEnv(gym.Env):
         self.ranges: dict[str, tuple[float, float]] = dict(t.ranges)  # ADR: set_ranges
         self._step_rng = np.random.default_rng(0)  # reseeded per episode from its seed
         self.last_draw: Any = None
-        self.obs_layout = list(POLICY_OBS_LAYOUT) + (
+        self.obs_layout = policy_obs_layout(self.hand_spec) + (
             [("cube_quat", 4)] if t.obs_cube_orientation else [])
         self.obs_dim = sum(n for _, n in self.obs_layout)
-        self.value_dim = value_obs_dim(self.spec)
-        self.n_actuators, self.bins = self.spec.n_actuators, self.decoder.bins
+        self._policy_dim = obs_dim(self.hand_spec)
+        self._slices = obs_slices(self.hand_spec)
+        self.value_dim = value_obs_dim(self.hand_spec)
+        self.n_actuators, self.bins = self.hand_spec.n_actuators, self.decoder.bins
         if t.discrete:
             self.action_space: spaces.Space = spaces.MultiDiscrete(
                 [self.bins] * self.n_actuators, seed=seed)
@@ -225,7 +226,7 @@ class DexCubeEnv(gym.Env):
         return obs, self._info(self.last_event, obs)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Apply 20 bin indices (decoded by ``ActionDecoder``) for one control period."""
+        """Apply one bin index per actuator (decoded by ``ActionDecoder``) for one control period."""
         return self.step_targets(self.decoder.decode(np.asarray(action)))
 
     def step_targets(self, targets: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -263,20 +264,21 @@ class DexCubeEnv(gym.Env):
         goal = self.tracker.goal
         r = self.randomizer
         if r is None or not r._obs_on:
-            obs = self._true_obs = policy_observation(tips, pos, quat, goal)
+            obs = self._true_obs = policy_observation(tips, pos, quat, goal, self.hand_spec)
             if self.task.obs_cube_orientation:
                 obs = np.concatenate([obs, quat.astype(np.float32)])
             return obs
-        true = self._true_obs = policy_observation(tips, pos, quat, goal)
+        true = self._true_obs = policy_observation(tips, pos, quat, goal, self.hand_spec)
         ntips, npos, nquat = r.observe(tips, pos, quat, self._step_rng)
         # Same layout as policy_observation, built in place (its input checks already ran on
         # the true values; the noise is finite): rel = goal * conj(noisy cube), w >= 0.
+        sl = self._slices
         obs = true.copy()
-        obs[0:15] = ntips.reshape(-1)
-        obs[15:18] = npos
+        obs[sl["fingertip_pos"]] = ntips.reshape(-1)
+        obs[sl["cube_pos"]] = npos
         mujoco.mju_negQuat(self._qbuf, nquat)
         mujoco.mju_mulQuat(self._rel, goal / np.linalg.norm(goal), self._qbuf)
-        obs[18:22] = -self._rel if self._rel[0] < 0 else self._rel
+        obs[sl["rel_goal_quat"]] = -self._rel if self._rel[0] < 0 else self._rel
         if self.task.obs_cube_orientation:
             obs = np.concatenate([obs, nquat.astype(np.float32)])
         return obs
@@ -284,7 +286,7 @@ class DexCubeEnv(gym.Env):
     def value_observation(self, policy_obs: np.ndarray | None = None) -> np.ndarray:
         """Asymmetric critic input from the TRUE (noise-free) state. ``policy_obs`` is used only
         when no true observation has been computed yet (kept for callers passing it)."""
-        base = self._true_obs if self._true_obs is not None else policy_obs[:_POLICY_DIM]
+        base = self._true_obs if self._true_obs is not None else policy_obs[:self._policy_dim]
         _, quat = self.sim.cube_pose()
         lin, ang = self.sim.cube_velocity()
         return np.concatenate([base, quat, self.tracker.goal, self.sim.joint_positions(),
@@ -307,32 +309,45 @@ class DexCubeEnv(gym.Env):
         self.sim.close()
 
 
+ResetHook = Callable[[int, dict | None], dict | None]
+
+
 class VecDexCubeEnv:
     """``n`` envs stepped in a loop, auto-reset on episode end (final info in ``info["final"]``).
 
-    Arrays are stacked: obs [n, 22], value_obs [n, V], rewards/terminated/truncated [n].
-    Episode seeds come from each env's own rng (env i seeded with ``seed * 1000 + i``)."""
+    Arrays are stacked: obs [n, obs_dim], value_obs [n, V], rewards/terminated/truncated [n].
+    Episode seeds come from each env's own rng (env i seeded with ``seed * 1000 + i``).
+
+    ``reset_hook(i, finished_info)`` (optional) is called before EVERY reset of env i — the first
+    one (``finished_info`` None) and each automatic one (the finished episode's last info) — and
+    its return value is passed as ``env.reset(options=...)``: ADR hands each new episode its
+    ranges (``{"ranges": {...}}``) and learns the finished episode's successes."""
 
     def __init__(self, n: int, hand: str = "shadow", seed: int = 0,
-                 task: TaskConfig | None = None) -> None:
+                 task: TaskConfig | None = None, reset_hook: ResetHook | None = None) -> None:
         if n < 1:
             raise ValueError(f"need at least one env; got {n}")
         self.envs = [DexCubeEnv(hand, seed=seed * 1000 + i, task=task) for i in range(n)]
         self.n = n
+        self.reset_hook = reset_hook
+
+    def _reset_one(self, i: int, finished: dict | None) -> tuple[np.ndarray, dict]:
+        opts = self.reset_hook(i, finished) if self.reset_hook is not None else None
+        return self.envs[i].reset(options=opts)
 
     def reset(self) -> tuple[np.ndarray, np.ndarray]:
-        out = [e.reset() for e in self.envs]
+        out = [self._reset_one(i, None) for i in range(self.n)]
         return (np.stack([o for o, _ in out]), np.stack([i["value_obs"] for _, i in out]))
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                  np.ndarray, list[dict]]:
         obs, vobs, rew, term, trunc, infos = [], [], [], [], [], []
-        for env, a in zip(self.envs, actions, strict=True):
+        for i, (env, a) in enumerate(zip(self.envs, actions, strict=True)):
             o, r, te, tr, info = env.step(a)
             if te or tr:
                 # Keep the final value obs: PPO bootstraps V(final) on truncation (timeout).
                 info = dict(info, final=True, final_value_obs=info["value_obs"])
-                o, reset_info = env.reset()
+                o, reset_info = self._reset_one(i, info)
                 info["value_obs"] = reset_info["value_obs"]
             obs.append(o)
             vobs.append(info["value_obs"])

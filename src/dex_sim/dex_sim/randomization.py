@@ -283,6 +283,7 @@ class DomainRandomizer:
         self.act_lo, self.act_hi = lo, hi
         self.act_mid, self.act_half = 0.5 * (lo + hi), 0.5 * (hi - lo)
         self.n_act = len(lo)
+        self.n_tips = len(spec.fingertip_sites)  # Shadow 5, LEAP 4
         self.control_period = sim.control_period
         self.draw: EpisodeDraw | None = None
         self._scratch = mujoco.MjData(m)
@@ -307,7 +308,7 @@ class DomainRandomizer:
             "cube_size_scale": 1, "body_mass_scale": len(self.mass_bodies),
             "friction_scale": m.ngeom, "joint_damping_scale": len(self.hand_dofs),
             "actuator_kp_scale": self.n_act, "joint_limit_offset": 2 * len(self.hand_joints),
-            "gravity_offset": 3, "obs_fingertip_noise_episode": 15,
+            "gravity_offset": 3, "obs_fingertip_noise_episode": 3 * self.n_tips,
             "obs_fingertip_noise_step": 1, "obs_cube_pos_noise_episode": 3,
             "obs_cube_pos_noise_step": 1, "obs_cube_rot_noise_episode": 4,
             "obs_cube_rot_noise_step": 1, "obs_cube_dropout": 1,
@@ -498,12 +499,12 @@ class DomainRandomizer:
 
     def observe(self, tips: np.ndarray, pos: np.ndarray, quat: np.ndarray,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Noisy (fingertips (5,3), cube pos, cube quat); inputs are not modified."""
+        """Noisy (fingertips (n_tips, 3), cube pos, cube quat); inputs are not modified."""
         if not self._obs_on:
             return tips, pos, quat
-        tips = tips + (self._tip_step * rng.standard_normal((5, 3)) if self._tip_step else 0.0)
+        tips = tips + (self._tip_step * rng.standard_normal((self.n_tips, 3)) if self._tip_step else 0.0)
         if self._tip_ep is not None:
-            tips = tips + self._tip_ep.reshape(5, 3)
+            tips = tips + self._tip_ep.reshape(self.n_tips, 3)
         if self._dropout_left > 0 and self._frozen is not None:
             self._dropout_left -= 1
             return tips, self._frozen[0].copy(), self._frozen[1].copy()
