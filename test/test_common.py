@@ -216,6 +216,25 @@ def test_trial_completes_at_goals_per_trial() -> None:
     assert ev.successes == 50 and ev.steps == 50 and ev.goal_index == 49
 
 
+def test_trial_rewards_match_numpy_rotation_distance() -> None:
+    """The tracker's scalar fast path gives the same distances and rewards as the public
+    (validated) rotation_distance on the twice-normalized cube quaternion."""
+    rng = np.random.default_rng(5)
+    tr = TrialTracker(TrialConfig(success_threshold=0.05))
+    goal = tr.start(9)
+    d_prev = None
+    for i in range(40):
+        q = rng.normal(size=4) * 3.0
+        ev = tr.step(0.08 * (i + 1), REST, q)
+        d = rotation_distance(quat_normalize(q), goal)
+        assert ev.rotation_error == d
+        assert ev.reward == (0.0 if d_prev is None else d_prev - d)
+        d_prev = d
+        if ev.state == "success":
+            goal = ev.goal
+            d_prev = rotation_distance(quat_normalize(q), goal)
+
+
 def test_trial_rejects_bad_input() -> None:
     tr = TrialTracker()
     with pytest.raises(RuntimeError):
@@ -232,8 +251,70 @@ def test_trial_rejects_bad_input() -> None:
     tr.step(0.08, REST, ID)
     with pytest.raises(ValueError):
         tr.step(0.08, REST, ID)  # stamp did not advance
+    with pytest.raises(ValueError, match="cube_pos"):
+        tr.step(0.16, np.zeros(2), ID)
+    with pytest.raises(ValueError, match="cube_quat"):
+        tr.step(0.16, REST, np.zeros(3))
+    with pytest.raises(ValueError, match="cube_quat"):
+        tr.step(0.16, REST, np.array([0, 0, np.inf, 1]))
     with pytest.raises(ValueError):
         tr.start(-1)
+
+
+# ---- scalar fast paths: bit-identical to the numpy reference ---------------------------------------
+def _ref_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b
+    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+
+
+def _ref_normalize(q: np.ndarray) -> np.ndarray:
+    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+
+def test_single_quaternion_fast_paths_match_numpy_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        a, b = rng.normal(size=4) * rng.uniform(0.2, 5.0), rng.normal(size=4)
+        assert np.array_equal(quat_mul(a, b), _ref_mul(a, b))
+        assert np.array_equal(quat_normalize(a), _ref_normalize(a))
+        an, bn = _ref_normalize(a), _ref_normalize(b)
+        rel = _ref_mul(an * np.array([1.0, -1.0, -1.0, -1.0]), bn)
+        ref_d = float(2.0 * np.arctan2(np.linalg.norm(rel[1:]), abs(rel[0])))
+        assert rotation_distance(a, b) == pytest.approx(ref_d, abs=1e-12)
+        batch = np.stack([a, b])  # the batched (numpy) path agrees with the single one
+        assert np.array_equal(quat_normalize(batch)[1], quat_normalize(b))
+        assert np.array_equal(quat_mul(batch, batch[::-1])[0], quat_mul(a, b))
+        c = _ref_normalize(a)
+        assert np.array_equal(canonical(a), -c if c[0] < 0 else c)
+        ref_rel = _ref_mul(_ref_normalize(b), _ref_normalize(a) * np.array([1.0, -1, -1, -1]))
+        assert np.array_equal(relative_goal_quat(a, b), -ref_rel if ref_rel[0] < 0 else ref_rel)
+
+
+def test_single_quaternion_fast_paths_still_validate() -> None:
+    for bad in ([np.nan, 0, 0, 1], [np.inf, 0, 0, 0]):
+        with pytest.raises(ValueError, match="not finite"):
+            quat_normalize(np.array(bad))
+        with pytest.raises(ValueError, match="not finite"):
+            rotation_distance(np.array(bad), ID)
+    with pytest.raises(ValueError, match="zero quaternion"):
+        quat_normalize(np.zeros(4))
+    with pytest.raises(ValueError, match="zero quaternion"):
+        rotation_distance(ID, np.zeros(4))
+    with pytest.raises(ValueError, match="shape"):
+        quat_mul(np.zeros(3), ID)
+    with pytest.raises(ValueError, match="single quaternions"):
+        rotation_distance(np.zeros((2, 4)) + ID, ID)
+
+
+def test_policy_observation_equals_numpy_reference() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        tips, pos = rng.normal(size=(5, 3)), rng.normal(size=3)
+        cube, goal = rng.normal(size=4), random_quat(rng)
+        ref = np.concatenate([tips.reshape(-1), pos, relative_goal_quat(cube, goal)])
+        assert np.array_equal(policy_observation(tips, pos, cube, goal), ref.astype(np.float32))
 
 
 # ---- observations -----------------------------------------------------------------------------

@@ -89,6 +89,20 @@ def test_cube_quaternion_unit_while_moving(sim):
     assert lin.shape == (3,) and ang.shape == (3,)
 
 
+def test_cube_pose_equals_numpy_reference_and_is_a_copy(sim):
+    sim.reset(5)
+    a = sim.idx.cube_qpos
+    for _ in range(5):
+        sim.step_control()
+        q = sim.data.qpos[a + 3 : a + 7]
+        pos, quat = sim.cube_pose()
+        assert np.array_equal(pos, sim.data.qpos[a : a + 3])
+        assert np.array_equal(quat, q / np.linalg.norm(q))  # scalar fast path: same bits
+    pos[:] = 9.0
+    quat[:] = 9.0  # callers may mutate what they get: the sim state must not change
+    assert not np.any(sim.data.qpos[a : a + 7] == 9.0)
+
+
 def test_targets_clamped_to_actuator_limits(sim):
     sim.reset(0)
     lo, hi = SPEC.actuator_limits()
@@ -165,6 +179,8 @@ def test_fingertips_agree_with_kinematics(sim):
         kin.fingertips(np.zeros(SPEC.n_joints - 1))
     with pytest.raises(ValueError):
         kin.fingertips(np.full(SPEC.n_joints, np.nan))
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        kin.fingertips(np.r_[np.zeros(SPEC.n_joints - 1), np.inf])
 
 
 def test_goal_marker(sim):

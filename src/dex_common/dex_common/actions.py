@@ -79,7 +79,9 @@ class ActionDecoder:
             raise RuntimeError("ActionDecoder.decode called before reset(current_targets)")
         delta = self.deltas(bin_indices)
         self._smoothed = self.ema * self._smoothed + (1.0 - self.ema) * delta
-        self._targets = np.clip(self._targets + self._smoothed, self.lower, self.upper)
+        # maximum/minimum == clip for finite values, without np.clip's Python-level overhead.
+        self._targets = np.minimum(np.maximum(self._targets + self._smoothed, self.lower),
+                                   self.upper)
         return self._targets.copy()
 
     def describe(self) -> dict:
@@ -97,12 +99,14 @@ class ActionDecoder:
         b = np.asarray(bin_indices)
         if b.shape != (self.n,):
             raise ValueError(f"bin_indices must have shape ({self.n},); got {b.shape}")
+        # Checked as Python numbers: on ~20 values cheaper than numpy reductions (per step).
         if b.dtype.kind == "f":
-            if not np.all(np.isfinite(b)) or np.any(b != np.round(b)):
+            if not all(map(float.is_integer, b.tolist())):  # False for NaN / inf too
                 raise ValueError(f"bin_indices must be whole numbers; got {b.tolist()}")
         elif b.dtype.kind not in "iu":
             raise ValueError(f"bin_indices must be integers; got dtype {b.dtype}")
         bi = b.astype(np.int64)
-        if np.any(bi < 0) or np.any(bi >= self.bins):
-            raise ValueError(f"bin_indices must be in [0, {self.bins}); got {bi.tolist()}")
+        v = bi.tolist()
+        if min(v) < 0 or max(v) >= self.bins:
+            raise ValueError(f"bin_indices must be in [0, {self.bins}); got {v}")
         return bi

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dex_common.rotations import quat_normalize, random_quat, rotation_distance
+from dex_common.rotations import _finite4, _qnormalize, _rotation_distance, random_quat
 from dex_description.registry import SHADOW, HandSpec
 
 SUCCESS_BONUS = 5.0
@@ -162,7 +162,7 @@ class TrialTracker:
             raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
         self.seed = int(seed)
         self._rng = np.random.default_rng(self.seed)
-        self._goal = random_quat(self._rng)
+        self._set_goal(random_quat(self._rng))
         self._goal_index = 0
         self._successes = 0
         self._steps = 0
@@ -170,7 +170,7 @@ class TrialTracker:
         self._prev_stamp: float | None = None
         self._d_prev: float | None = None
         if cube_quat is not None:
-            self._d_prev = rotation_distance(self._checked_quat(cube_quat), self._goal)
+            self._d_prev = _rotation_distance(self._checked_quat(cube_quat), self._goal_unit)
         if stamp is not None and not math.isfinite(float(stamp)):
             raise ValueError(f"stamp must be finite; got {stamp!r}")
         self._goal_start = None if stamp is None else float(stamp)
@@ -186,9 +186,13 @@ class TrialTracker:
         t = float(stamp)
         if not math.isfinite(t):
             raise ValueError(f"stamp must be finite; got {stamp!r}")
+        # Inputs are external (node / evaluator), so they are checked — as Python floats, which is
+        # ~10x cheaper than numpy reductions on 3-4 values.
         pos = np.asarray(cube_pos, dtype=np.float64)
-        if pos.shape != (3,) or not np.all(np.isfinite(pos)):
+        p = pos.tolist()
+        if pos.shape != (3,) or not all(map(math.isfinite, p)):
             raise ValueError(f"cube_pos must be 3 finite values; got {np.asarray(cube_pos).tolist()}")
+        z = p[2]
         q = self._checked_quat(cube_quat)
         if self._last is not None and self._last.ended:
             return _replace_reward(self._last, 0.0)
@@ -201,12 +205,11 @@ class TrialTracker:
         self._prev_stamp = t
         self._steps += 1
 
-        judged_goal = self._goal
-        d = rotation_distance(q, judged_goal)
+        d = _rotation_distance(q, self._goal_unit)
         reward = 0.0 if self._d_prev is None else self._d_prev - d
         self._d_prev = d
         state, end_reason = "running", ""
-        if pos[2] < c.drop_height:
+        if z < c.drop_height:
             state, end_reason = "dropped", "dropped"
             reward += DROP_PENALTY
         elif d < c.success_threshold:
@@ -216,10 +219,10 @@ class TrialTracker:
                 state, end_reason = "completed", "completed"
             else:
                 state = "success"
-                self._goal = random_quat(self._rng)
+                self._set_goal(random_quat(self._rng))
                 self._goal_index += 1
                 self._goal_start = t
-                self._d_prev = rotation_distance(q, self._goal)
+                self._d_prev = _rotation_distance(q, self._goal_unit)
         elif t - self._goal_start >= c.goal_timeout_s - _TIME_EPS:
             state, end_reason = "timeout", "timeout"
         ev = TrialEvent(
@@ -237,11 +240,23 @@ class TrialTracker:
         self._last = ev
         return ev
 
-    def _checked_quat(self, quat: np.ndarray) -> np.ndarray:
-        a = np.asarray(quat, dtype=np.float64)
-        if a.shape != (4,) or not np.all(np.isfinite(a)):
-            raise ValueError(f"cube_quat must be 4 finite values (w,x,y,z); got {a.tolist()}")
-        return quat_normalize(a)
+    def _set_goal(self, goal: np.ndarray) -> None:
+        self._goal = goal
+        # Unit goal as floats for the per-step distance (normalized once per goal, as
+        # rotation_distance would normalize it on every call: same bits).
+        self._goal_unit = _qnormalize(goal.tolist())
+
+    @staticmethod
+    def _checked_quat(quat: np.ndarray) -> list[float]:
+        """External cube quaternion → unit quaternion as 4 floats (ValueError if bad)."""
+        try:
+            v = _finite4(quat, "cube_quat")
+        except ValueError:
+            raise ValueError(f"cube_quat must be 4 finite values (w,x,y,z); got "
+                             f"{np.asarray(quat, dtype=np.float64).tolist()}") from None
+        # Normalized twice, as quat_normalize followed by rotation_distance did: the distances
+        # (and rewards) stay bit-identical to the numpy implementation.
+        return _qnormalize(_qnormalize(v))
 
 
 def _replace_reward(ev: TrialEvent, reward: float) -> TrialEvent:

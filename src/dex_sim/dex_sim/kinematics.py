@@ -6,6 +6,7 @@ same MJCF and the same MuJoCo code the sim uses, so sim and node agree to float 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import mujoco
@@ -33,7 +34,8 @@ class HandKinematics:
                 f"expected {self.spec.n_joints} joint positions in registry order, got shape "
                 f"{q.shape}"
             )
-        if not np.all(np.isfinite(q)):
+        # Checked as Python floats: cheaper than numpy's isfinite + all on ~20 values.
+        if not all(map(math.isfinite, q.tolist())):
             raise ValueError("joint positions contain NaN/Inf")
         self.data.qpos[self.idx.qpos_adr] = q
         mujoco.mj_kinematics(self.model, self.data)
