@@ -382,6 +382,13 @@ def env_steps_per_second(n_steps: int = 500, randomize: bool | Iterable[str] = F
     """Control steps/s of one DexCubeEnv (random discrete actions, auto-reset; resets count)."""
     env = DexCubeEnv(hand, seed=seed, task=TaskConfig(
         randomize=randomize if isinstance(randomize, bool) else set(randomize)))
+    dt = _time_random_steps(env, n_steps, seed)
+    env.close()
+    return n_steps / dt
+
+
+def _time_random_steps(env: DexCubeEnv, n_steps: int, seed: int) -> float:
+    """Wall seconds for ``n_steps`` small random discrete actions (auto-reset; resets count)."""
     actions = np.random.default_rng(seed).integers(4, 7, size=(n_steps, env.n_actuators))
     env.reset(seed=seed)
     t0 = time.perf_counter()
@@ -389,9 +396,7 @@ def env_steps_per_second(n_steps: int = 500, randomize: bool | Iterable[str] = F
         _, _, term, trunc, _ = env.step(a)
         if term or trunc:
             env.reset()
-    dt = time.perf_counter() - t0
-    env.close()
-    return n_steps / dt
+    return time.perf_counter() - t0
 
 
 def raw_control_steps_per_second(n_steps: int = 500, hand: str = "shadow") -> float:
@@ -421,14 +426,7 @@ def speed_report(n_steps: int = 1000, seed: int = 0) -> dict[str, float]:
             phys[0] += time.perf_counter() - t
 
         env.sim.step_control = timed  # type: ignore[method-assign]
-        actions = np.random.default_rng(seed).integers(4, 7, size=(n_steps, env.n_actuators))
-        env.reset(seed=seed)
-        t0 = time.perf_counter()
-        for a in actions:
-            _, _, term, trunc, _ = env.step(a)
-            if term or trunc:
-                env.reset()
-        total = time.perf_counter() - t0
+        total = _time_random_steps(env, n_steps, seed)
         out[f"env_{key}_steps_per_s"] = n_steps / total
         out[f"physics_{key}_steps_per_s"] = n_steps / phys[0]
         out[f"ratio_{key}"] = phys[0] / total
