@@ -59,10 +59,7 @@ def test_env_equal_substeps_and_randomized():
     env.step(np.full(env.n_actuators, env.bins // 2))
     assert env.sim.time - t0 == pytest.approx(2 * 20 * env.sim.model.opt.timestep)  # reset+step
     env.close()
-    try:
-        env = bench_env.make_env(randomize=True)
-    except bench_env.RandomizationUnavailable:
-        pytest.skip("randomization not available in dex_sim.env")
+    env = bench_env.make_env(randomize=True)
     r = bench_env.env_rate(env, T, "random")
     assert _rate_ok(r["rate"])
     env.close()

@@ -48,10 +48,6 @@ GOALS = {"env_vs_ceiling": 0.95, "vs_gymrob": 3.0, "scaling": 1.8}
 GYMROB_SUBSTEPS = 20  # HandManipulateBlock-v1: n_substeps 20 x 2 ms = 40 ms per env step
 
 
-class RandomizationUnavailable(RuntimeError):
-    pass
-
-
 def repeat(fn: Callable[[], dict[str, Any]], repeats: int) -> dict[str, Any]:
     """Run ``fn`` ``repeats`` times and summarize its ``rate`` (wall) and ``cpu_rate`` (per
     CPU-second of the measuring thread; absent for multi-thread work); the other fields of the
@@ -73,20 +69,11 @@ def _ratio(a: dict[str, Any], b: dict[str, Any], scale: float = 1.0) -> dict[str
 # ---- our scene ---------------------------------------------------------------------------------
 def make_env(randomize: bool = False, substeps: int | None = None, seed: int = 0,
              hand: str = "shadow") -> Any:
-    """A DexCubeEnv; ``substeps`` overrides HandCubeSim's per-control-step mj_step count."""
-    import dex_sim.env as E
+    """A DexCubeEnv (full Dactyl randomization when ``randomize``); ``substeps`` overrides
+    HandCubeSim's per-control-step mj_step count."""
+    from dex_sim.env import DexCubeEnv, TaskConfig
 
-    if randomize:
-        task_cls = getattr(E, "TaskConfig", None)
-        if task_cls is None:
-            raise RandomizationUnavailable("dex_sim.env has no TaskConfig")
-        try:
-            env = E.DexCubeEnv(hand, seed=seed, task=task_cls(randomize=True))
-        except TypeError as e:
-            raise RandomizationUnavailable(f"DexCubeEnv(task=TaskConfig(randomize=True)): {e}") \
-                from e
-    else:
-        env = E.DexCubeEnv(hand, seed=seed)
+    env = DexCubeEnv(hand, seed=seed, task=TaskConfig(randomize=randomize))
     if substeps is not None:
         env.sim.substeps = int(substeps)
     return env
@@ -269,11 +256,7 @@ def run(seconds: float = 3.0, repeats: int = 3, procs: int | None = None,
                                ("env_rand_hold", "hold", True),
                                ("env_rand_random", "random", True)):
         log(f"{name}")
-        try:
-            r = our_env(seconds, repeats, action, randomize=rand)
-        except RandomizationUnavailable as e:
-            r = {"error": f"n/a (randomization not available: {e})"}
-        res[name] = r
+        res[name] = our_env(seconds, repeats, action, randomize=rand)
     for name in ("env_hold", "env_rand_hold"):
         r = res[name]
         if "best" in r:
