@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dex_bringup.graph import GraphError, NodeSpec, describe, parse_param, sim_graph
@@ -133,9 +134,11 @@ def _add_graph_args(p: argparse.ArgumentParser, trials: int = 3, mode: bool = Tr
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dex", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="start the simulated graph until Ctrl-C")
+    run = sub.add_parser("run", help="start the simulated graph until its trials are done or Ctrl-C")
     _add_graph_args(run)
     run.add_argument("--record", default=None, metavar="DIR", help="write one bag per trial here")
+    run.add_argument("--keep-running", action="store_true",
+                     help="keep the graph up after the policy reports 'finished' (until Ctrl-C)")
     demo = sub.add_parser("demo", help="run trials in lockstep and print the results")
     _add_graph_args(demo, mode=False)
     demo.add_argument("--out", default="runs/demo", help="bags go to OUT/<timestamp>/trial_NNN")
@@ -147,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="per-node step time and loop latency (lockstep)")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     return ap
+
+
+# After 'finished', in-flight messages (the trial's last status, a diagnostics round) still have
+# to reach the recorder and the monitor before the graph is stopped.
+SETTLE_S = 1.0
+
+
+def _settle(spin: Callable[[], None], seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        spin()
 
 
 # ---- dex run -------------------------------------------------------------------------------------
@@ -175,6 +189,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             code = 1
         while not problems:
             spin()
+            if monitor.core.finished and not args.keep_running:
+                print("[dex] all trials done; stopping the graph", flush=True)
+                _settle(spin, SETTLE_S)
+                break
             dead = group.dead()
             if dead:
                 c = dead[0]
@@ -211,7 +229,7 @@ def run_graph_with_monitor(
     vision: bool,
     timeout: float,
     quiet: bool = False,
-    settle_s: float = 1.0,
+    settle_s: float = SETTLE_S,
 ) -> tuple[object, dict[str, int | None], list[str]]:
     """Start ``nodes``, watch them with a monitor node until the policy reports ``finished``.
 
@@ -239,9 +257,7 @@ def run_graph_with_monitor(
         while not problems:
             rclpy.spin_once(monitor, timeout_sec=0.05)
             if monitor.core.finished:
-                end = time.monotonic() + settle_s  # last diagnostics / bag closes
-                while time.monotonic() < end:
-                    rclpy.spin_once(monitor, timeout_sec=0.05)
+                _settle(lambda: rclpy.spin_once(monitor, timeout_sec=0.05), settle_s)
                 break
             dead = group.dead()
             if dead:

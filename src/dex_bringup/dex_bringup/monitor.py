@@ -38,7 +38,8 @@ class TrialRow:
 class DemoMonitor:
     """Collects what ``dex demo`` prints. Feed it messages; read ``rows`` / ``table()``."""
 
-    def __init__(self, max_stamps: int = 2000) -> None:
+    def __init__(self, max_stamps: int = 2000, input_name: str = "camera") -> None:
+        self.input_name = input_name  # what the loop latency is timed from (for the printout)
         self.rows: dict[int, TrialRow] = {}
         self.finished = False
         self.diagnostics: dict[str, tuple[int, str, dict[str, str]]] = {}
@@ -121,7 +122,7 @@ class DemoMonitor:
             )
         p50, p99 = percentiles_ms(self.latencies)
         lines.append(
-            f"all: {len(self.latencies)} steps timed, camera stamp -> /policy/action at the monitor: "
+            f"all: {len(self.latencies)} steps timed, {self.input_name} stamp -> /policy/action at the monitor: "
             f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
         )
         return "\n".join(lines)

@@ -25,7 +25,7 @@ class MonitorNode(Node):
         name: str = "dex_monitor",
     ) -> None:
         super().__init__(name)
-        self.core = DemoMonitor()
+        self.core = DemoMonitor(input_name="camera" if vision else "/joint_states")
         self.progress = progress or (lambda s: None)
         self.counts: dict[str, int] = {}
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)

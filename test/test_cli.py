@@ -1,0 +1,31 @@
+"""The `dex` starter as a user runs it: `dex run` starts the graph, stops by itself when the policy
+reports 'finished', exits 0, prints the trial table and leaves one bag per trial."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO, ros_env
+
+from dex_bringup.bagging import read_bag
+
+
+def test_dex_run_state_mode_finishes_by_itself_and_records(tmp_path: Path) -> None:
+    out = tmp_path / "bags"
+    p = subprocess.run(
+        [sys.executable, "-m", "dex_bringup.cli", "run", "--source", "state", "--trials", "1",
+         "--seed", "4", "--record", str(out), "--param", "dex_policy.goal_timeout_s=1.0"],
+        cwd=REPO, env=ros_env(), capture_output=True, text=True, timeout=120,
+    )
+    log = p.stdout + p.stderr
+    assert p.returncode == 0, log[-3000:]
+    assert "all trials done; stopping the graph" in log, log[-3000:]
+    assert "/joint_states stamp -> /policy/action" in log  # state mode times from joint states
+    row = next(line.split() for line in p.stdout.splitlines() if line.split()[:2] == ["0", "4"])
+    assert row[3] in ("dropped", "timeout", "completed"), row
+    counts, outcome = read_bag(out / "trial_000")
+    assert outcome["seed"] == "4" and outcome["end_reason"] == row[3]
+    assert counts["/joint_states"] >= int(row[4]) - 1
+    assert "/cameras/cam0/image_raw" not in counts  # no cameras in state mode
