@@ -12,10 +12,9 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 
+import hand_checks
 import mujoco
 import numpy as np
 import pytest
@@ -216,88 +215,21 @@ def test_each_actuator_tracks_a_step_within_one_control_period(model: mujoco.MjM
 
 
 # ---- rendering ---------------------------------------------------------------------------------
-def _face_pixels(img: np.ndarray) -> int:
-    """Pixels of any cube face colour: one or two channels high, the rest low."""
-    f = img.astype(int)
-    hi, lo = f > 110, f < 90
-    n_hi = hi.sum(-1)
-    return int(((n_hi >= 1) & (n_hi <= 2) & ((hi | lo).all(-1))).sum())
-
-
 def test_each_camera_sees_the_cube_but_not_the_goal(model: mujoco.MjModel) -> None:
-    data = _reset_home(model)
-    w = h = 64
-    with mujoco.Renderer(model, h, w) as r:
-        seen, empty = [], []
-        for cam in HAND.cameras:
-            r.update_scene(data, camera=cam.name)
-            seen.append(_face_pixels(r.render()))
-        data.qpos[NJ : NJ + 3] = [0.0, 0.6, -0.24]  # cube on the floor far away
-        mujoco.mj_forward(model, data)
-        for cam in HAND.cameras:
-            r.update_scene(data, camera=cam.name)  # default groups: the goal (2) is drawn
-            empty.append(_face_pixels(r.render()))
-    assert min(seen) > 0.03 * w * h, f"cube face pixels per camera: {seen}"
-    assert max(empty) < 0.005 * w * h, f"face-coloured pixels without the cube: {empty}"
+    hand_checks.assert_cameras_see_cube_not_goal(model, _reset_home(model), HAND, [0.0, 0.6, -0.24])
 
 
 # ---- URDF and RViz -----------------------------------------------------------------------------
 def test_check_urdf_passes() -> None:
-    exe = shutil.which("check_urdf")
-    assert exe, "check_urdf missing: apt-get install -y liburdfdom-tools"
-    out = subprocess.run([exe, str(paths.urdf_path())], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "Successfully Parsed XML" in out.stdout
+    hand_checks.assert_check_urdf_passes(paths.urdf_path(), HAND.name)
 
 
 def test_urdf_joints_match_registry(urdf: ET.Element) -> None:
-    joints = {j.get("name"): j for j in urdf.findall("joint") if j.get("type") == "revolute"}
-    assert sorted(joints) == sorted(HAND.joint_names)
-    for spec in HAND.joints:
-        lim = joints[spec.name].find("limit")
-        assert float(lim.get("lower")) == pytest.approx(spec.lower)
-        assert float(lim.get("upper")) == pytest.approx(spec.upper)
-
-
-def _urdf_fk(urdf: ET.Element, q: dict[str, float]) -> dict[str, np.ndarray]:
-    """World position of every link origin (all joint origins have rpy 0, as generated)."""
-    joints = {j.find("child").get("link"): j for j in urdf.findall("joint")}
-    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {"world": (np.eye(3), np.zeros(3))}
-
-    def pose(link: str) -> tuple[np.ndarray, np.ndarray]:
-        if link not in cache:
-            j = joints[link]
-            assert j.find("origin").get("rpy") == "0 0 0"
-            rp, tp = pose(j.find("parent").get("link"))
-            t = tp + rp @ np.array([float(v) for v in j.find("origin").get("xyz").split()])
-            r = rp
-            if j.get("type") == "revolute":
-                axis = np.array([float(v) for v in j.find("axis").get("xyz").split()])
-                quat = np.zeros(4)
-                mujoco.mju_axisAngle2Quat(quat, axis, q[j.get("name")])
-                m = np.zeros(9)
-                mujoco.mju_quat2Mat(m, quat)
-                r = rp @ m.reshape(3, 3)
-            cache[link] = (r, t)
-        return cache[link]
-
-    return {link: pose(link)[1] for link in joints}
+    hand_checks.assert_urdf_joint_limits_match(urdf, HAND)
 
 
 def test_urdf_and_mjcf_kinematics_agree(model: mujoco.MjModel, urdf: ET.Element) -> None:
-    data = mujoco.MjData(model)
-    lo, hi = HAND.joint_limits()
-    rng = np.random.default_rng(0)
-    for _ in range(3):
-        q = rng.uniform(lo, hi)
-        data.qpos[:NJ] = q
-        mujoco.mj_kinematics(model, data)
-        fk = _urdf_fk(urdf, dict(zip(HAND.joint_names, q, strict=True)))
-        for site in HAND.fingertip_sites:
-            np.testing.assert_allclose(fk[site], data.site_xpos[model.site(site).id], atol=1e-6)
-        for jn in HAND.joint_names:
-            body = model.body(model.jnt_bodyid[model.joint(jn).id]).name
-            np.testing.assert_allclose(fk[body], data.xpos[model.body(body).id], atol=1e-6)
+    hand_checks.assert_urdf_matches_mjcf(model, urdf, HAND, seed=0)
 
 
 def test_ros2_control_tag(urdf: ET.Element) -> None:
