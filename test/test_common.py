@@ -315,6 +315,9 @@ def test_policy_observation_equals_numpy_reference() -> None:
         cube, goal = rng.normal(size=4), random_quat(rng)
         ref = np.concatenate([tips.reshape(-1), pos, relative_goal_quat(cube, goal)])
         assert np.array_equal(policy_observation(tips, pos, cube, goal), ref.astype(np.float32))
+        # The unchecked fast path (the env's own state) gives the same bits.
+        assert np.array_equal(policy_observation(tips, pos, cube, goal, checked=False),
+                              ref.astype(np.float32))
 
 
 # ---- observations -----------------------------------------------------------------------------

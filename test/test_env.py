@@ -187,3 +187,70 @@ def test_gymnasium_sync_vector_env():
 
 def test_env_steps_per_second_helper():
     assert env_steps_per_second(10, randomize=True) > 1.0
+
+
+def test_fingertips_are_the_policy_nodes_forward_kinematics():
+    """The env reads fingertips from the sim's sites; the policy node computes them from joint
+    angles with HandKinematics. They must agree bit for bit, randomized model included."""
+    env = DexCubeEnv("shadow", seed=2, task=TaskConfig(randomize=True))
+    env.reset(seed=2)
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        _, _, te, tr, _ = env.step(rng.integers(0, 11, SPEC.n_actuators))
+        s = env.sim
+        np.testing.assert_array_equal(s.fingertip_positions(),
+                                      env.kin.fingertips(s.joint_positions()))
+        if te or tr:
+            env.reset()
+    env.close()
+
+
+def test_reset_without_mj_forward_changes_nothing(monkeypatch):
+    """HandCubeSim.reset computes kinematics only; a full mj_forward there gives the same
+    trajectory bit for bit (mj_step recomputes everything from the state)."""
+    import mujoco
+
+    from dex_sim import physics
+
+    def run():
+        env = DexCubeEnv("shadow", seed=0, task=TaskConfig(randomize=True))
+        env.reset(seed=0)
+        rng, out = np.random.default_rng(0), []
+        for _ in range(60):
+            o, _, te, tr, info = env.step(rng.integers(0, 11, SPEC.n_actuators))
+            out.append(np.concatenate([o, info["value_obs"]]))
+            if te or tr:
+                env.reset()
+        env.close()
+        return np.array(out)
+
+    a = run()
+    plain = physics.HandCubeSim.reset
+
+    def reset_with_forward(self, seed):
+        plain(self, seed)
+        mujoco.mj_forward(self.model, self.data)
+
+    monkeypatch.setattr(physics.HandCubeSim, "reset", reset_with_forward)
+    np.testing.assert_array_equal(a, run())
+
+
+def test_step_and_guarded_step_targets_agree():
+    """step() skips the CommandGuard (the decoder's targets are in range); step_targets() with
+    the same targets goes through it and must land on the same state."""
+    a, b = DexCubeEnv("shadow", seed=0), DexCubeEnv("shadow", seed=0)
+    a.reset(seed=4)
+    b.reset(seed=4)
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        bins = rng.integers(0, 11, SPEC.n_actuators)
+        oa, ra, *_ = a.step(bins)
+        ob, rb, *_ = b.step_targets(b.decoder.decode(bins))
+        np.testing.assert_array_equal(oa, ob)
+        assert ra == rb
+    # A bad command still meets the guard on step_targets: held, not applied.
+    held = b.sim.actuator_targets()
+    b.step_targets(np.full(SPEC.n_actuators, np.nan))
+    np.testing.assert_array_equal(b.sim.actuator_targets(), held)
+    a.close()
+    b.close()

@@ -166,7 +166,7 @@ class DexCubeEnv(gym.Env):
         self.task = task if task is not None else TaskConfig()
         self.task.validate()
         self.sim = HandCubeSim(hand, render=False)
-        self.kin = HandKinematics(hand)
+        self.kin = HandKinematics(hand)  # the policy node's FK (tests: == the sim's sites)
         self.tracker = TrialTracker(trial_config or self.task.trial_config(self.hand_spec))
         t = self.task
         dec = ActionDecoder if t.discrete else ContinuousActionDecoder
@@ -198,7 +198,6 @@ class DexCubeEnv(gym.Env):
         self.episode_seed: int | None = None
         self.last_event: Any = None
         self._true_obs: np.ndarray | None = None
-        self._qbuf, self._rel = np.empty(4), np.empty(4)
 
     # ---- gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None,
@@ -223,29 +222,40 @@ class DexCubeEnv(gym.Env):
         self.decoder.reset(self.current_actuator_positions())
         self.last_event = self._judge()
         obs = self._observe()
-        return obs, self._info(self.last_event, obs)
+        return obs, self._info(self.last_event)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply one bin index per actuator (decoded by ``ActionDecoder``) for one control period."""
-        return self.step_targets(self.decoder.decode(np.asarray(action)))
+        # The decoder's targets are finite and clipped to the actuator limits: no guard needed.
+        return self._advance(self.decoder.decode(np.asarray(action)), trusted=True)
 
     def step_targets(self, targets: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Apply absolute actuator targets (e.g. from ``PolicyRuntime.act``) for one period."""
-        r = self.randomizer
-        if r is None:
-            self.sim.set_targets(targets)
-            self.sim.step_control()
-        else:
+        """Apply absolute actuator targets (e.g. from ``PolicyRuntime.act``) for one period;
+        they pass the sim's ``CommandGuard`` (bad values are held / clamped) as on the node."""
+        return self._advance(targets, trusted=False)
+
+    def _advance(self, targets: np.ndarray, trusted: bool
+                 ) -> tuple[np.ndarray, float, bool, bool, dict]:
+        sim, r = self.sim, self.randomizer
+        if r is not None:
             rng = self._step_rng
-            self.sim.set_targets(r.act(targets, rng))
+            targets = r.act(targets, rng)  # finite in, clipped out: still trusted
             r.perturb(rng)
-            self.sim.step_control(r.step_time(rng))
-        ev = self._judge()
+            extra = r.step_time(rng)
+        else:
+            extra = 0.0
+        if trusted:
+            sim.set_targets_trusted(targets)
+        else:
+            sim.set_targets(targets)
+        sim.step_control(extra)
+        pos, quat = sim.cube_pose()
+        ev = self.tracker.step(sim.time, pos, quat)
         self.last_event = ev
-        terminated = bool(ev.ended) and ev.end_reason != "timeout"
-        truncated = bool(ev.ended) and ev.end_reason == "timeout"
-        obs = self._observe()
-        return obs, float(ev.reward), terminated, truncated, self._info(ev, obs)
+        ended = ev.ended
+        timeout = ended and ev.end_reason == "timeout"
+        obs = self._observe(pos, quat)
+        return obs, ev.reward, ended and not timeout, timeout, self._info(ev, quat)
 
     # ---- helpers -------------------------------------------------------------------------------
     def current_actuator_positions(self) -> np.ndarray:
@@ -256,51 +266,54 @@ class DexCubeEnv(gym.Env):
         pos, quat = self.sim.cube_pose()
         return self.tracker.step(self.sim.time, pos, quat)
 
-    def _observe(self) -> np.ndarray:
+    def _observe(self, pos: np.ndarray | None = None, quat: np.ndarray | None = None
+                 ) -> np.ndarray:
         """The policy observation; with randomization the noisy one (the true one is kept for
-        the value observation)."""
-        pos, quat = self.sim.cube_pose()
-        tips = self.kin.fingertips(self.sim.joint_positions())
+        the value observation).
+
+        Fingertips are the sim's fingertip sites, which ``step_control`` / ``reset`` leave
+        computed from the current joint angles: the same numbers ``HandKinematics`` (the policy
+        node's forward kinematics) gives, bit for bit (tested), without a second FK pass."""
+        if pos is None or quat is None:
+            pos, quat = self.sim.cube_pose()
+        tips = self.sim.fingertip_positions()
         goal = self.tracker.goal
         r = self.randomizer
+        # Own physics state (finite: the tracker has just checked the cube pose): unchecked.
+        true = self._true_obs = policy_observation(tips, pos, quat, goal, self.hand_spec,
+                                                   checked=False)
         if r is None or not r._obs_on:
-            obs = self._true_obs = policy_observation(tips, pos, quat, goal, self.hand_spec)
             if self.task.obs_cube_orientation:
-                obs = np.concatenate([obs, quat.astype(np.float32)])
-            return obs
-        true = self._true_obs = policy_observation(tips, pos, quat, goal, self.hand_spec)
+                return np.concatenate([true, quat.astype(np.float32)])
+            return true
         ntips, npos, nquat = r.observe(tips, pos, quat, self._step_rng)
-        # Same layout as policy_observation, built in place (its input checks already ran on
-        # the true values; the noise is finite): rel = goal * conj(noisy cube), w >= 0.
-        sl = self._slices
-        obs = true.copy()
-        obs[sl["fingertip_pos"]] = ntips.reshape(-1)
-        obs[sl["cube_pos"]] = npos
-        mujoco.mju_negQuat(self._qbuf, nquat)
-        mujoco.mju_mulQuat(self._rel, goal / np.linalg.norm(goal), self._qbuf)
-        obs[sl["rel_goal_quat"]] = -self._rel if self._rel[0] < 0 else self._rel
+        obs = policy_observation(ntips, npos, nquat, goal, self.hand_spec, checked=False)
         if self.task.obs_cube_orientation:
             obs = np.concatenate([obs, nquat.astype(np.float32)])
         return obs
 
-    def value_observation(self, policy_obs: np.ndarray | None = None) -> np.ndarray:
+    def value_observation(self, policy_obs: np.ndarray | None = None,
+                          cube_quat: np.ndarray | None = None) -> np.ndarray:
         """Asymmetric critic input from the TRUE (noise-free) state. ``policy_obs`` is used only
         when no true observation has been computed yet (kept for callers passing it)."""
         base = self._true_obs if self._true_obs is not None else policy_obs[:self._policy_dim]
-        _, quat = self.sim.cube_pose()
-        lin, ang = self.sim.cube_velocity()
-        return np.concatenate([base, quat, self.tracker.goal, self.sim.joint_positions(),
-                               self.sim.joint_velocities(), lin, ang]).astype(np.float32)
+        sim = self.sim
+        if cube_quat is None:
+            cube_quat = sim.cube_pose()[1]
+        v = sim.idx.cube_qvel
+        return np.concatenate([base, cube_quat, self.tracker.goal, sim.joint_positions(),
+                               sim.joint_velocities(), sim.data.qvel[v:v + 6]]
+                              ).astype(np.float32)
 
     def set_ranges(self, ranges: Mapping[str, tuple[float, float]]) -> None:
         """Randomization ranges for the following episodes (ADR); validated now."""
         self.ranges = check_ranges(ranges)
 
-    def _info(self, ev: Any, obs: np.ndarray) -> dict:
+    def _info(self, ev: Any, cube_quat: np.ndarray | None = None) -> dict:
         return {
-            "value_obs": self.value_observation(obs),
+            "value_obs": self.value_observation(cube_quat=cube_quat),
             "state": ev.state,
-            "successes": int(ev.successes),
+            "successes": ev.successes,
             "end_reason": ev.end_reason,
             "seed": self.episode_seed,
         }

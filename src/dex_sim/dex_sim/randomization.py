@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
+from dex_common.rotations import _qmul, _qnormalize
 from dex_sim.physics import HandCubeSim
 
 
@@ -133,6 +134,7 @@ RANDOMIZATIONS: tuple[RandParam, ...] = (
 PARAMS: dict[str, RandParam] = {p.name: p for p in RANDOMIZATIONS}
 GROUPS: tuple[str, ...] = ("physics", "observation", "action", "unmodeled", "timing")
 FORCE_DECAY = 0.99  # per control step (D Table 8)
+STEP_BLOCK = 64  # per-step variates drawn this many steps at a time (one Generator call)
 MIN_JOINT_RANGE = 0.02  # rad: a randomized joint keeps at least this much travel
 _DISTS = ("uniform", "loguniform", "normal", "bernoulli", "event")
 
@@ -287,6 +289,7 @@ class DomainRandomizer:
         self.control_period = sim.control_period
         self.draw: EpisodeDraw | None = None
         self._scratch = mujoco.MjData(m)
+        self._plan_draws()
         self._reset_step_state()
 
     # ---- per episode ------------------------------------------------------------------------
@@ -297,14 +300,10 @@ class DomainRandomizer:
         p = PARAMS[name]
         return p.low, p.high
 
-    def sample(self, rng: np.random.Generator,
-               ranges: Mapping[str, tuple[float, float]] | None = None) -> EpisodeDraw:
-        """Draw every enabled parameter for one episode (disabled ones stay ``None``).
-
-        Consumes exactly one draw of ``rng`` whatever is enabled."""
-        ranges = check_ranges(ranges) if ranges else {}
+    def _draw_counts(self) -> dict[str, int]:
+        """Values per parameter per episode (fixed by the model)."""
         m = self.sim.model
-        counts = {
+        return {
             "cube_size_scale": 1, "body_mass_scale": len(self.mass_bodies),
             "friction_scale": m.ngeom, "joint_damping_scale": len(self.hand_dofs),
             "actuator_kp_scale": self.n_act, "joint_limit_offset": 2 * len(self.hand_joints),
@@ -317,32 +316,63 @@ class DomainRandomizer:
             "backlash": self.n_act, "random_force_prob": 1, "random_force_sigma": 1,
             "timing_rate": 1,
         }
+
+    def _plan_draws(self) -> None:
+        """Where each parameter's standard variates sit in the per-episode draw.
+
+        Every episode draws the SAME number of standard uniforms and normals in table order,
+        whatever is enabled and whatever the ranges, then transforms them: switching one effect
+        off or changing its range leaves every other parameter's values unchanged."""
+        counts = self._draw_counts()
+        self._plan: list[tuple[RandParam, int, str, int]] = []  # (param, count, kind, offset)
+        nu = nz = 0
+        for p in RANDOMIZATIONS:
+            k = counts[p.name]
+            if p.dist in ("uniform", "loguniform", "bernoulli"):
+                self._plan.append((p, k, "u", nu))
+                nu += k
+            elif p.dist == "normal" and (k > 1 or p.name == "gravity_offset"):
+                self._plan.append((p, k, "z", nz))
+                nz += k
+            else:  # event (drawn per step) or a per-step sd (the parameter itself): no variates
+                self._plan.append((p, k, "", 0))
+        self._n_uniform, self._n_normal = nu, nz
+
+    def sample(self, rng: np.random.Generator,
+               ranges: Mapping[str, tuple[float, float]] | None = None) -> EpisodeDraw:
+        """Draw every enabled parameter for one episode (disabled ones stay ``None``).
+
+        Consumes a fixed number of draws of ``rng`` (one block of uniforms, one of normals)."""
+        ranges = check_ranges(ranges) if ranges else {}
+        u = rng.random(self._n_uniform)
+        z = rng.standard_normal(self._n_normal)
         vals: dict[str, np.ndarray | float | None] = {}
-        # One child generator per parameter (seeded from rng in table order): switching one
-        # effect off or changing its range does not change the draws of the others.
-        base = int(rng.integers(0, 2**63 - 1))
-        for i, p in enumerate(RANDOMIZATIONS):
-            if p.name not in self.enabled:
+        enabled = self.enabled
+        for p, k, kind, o in self._plan:
+            if p.name not in enabled:
                 vals[p.name] = None
                 continue
-            lo, hi = self.param_range(p.name, ranges)
-            k = counts[p.name]
-            g = np.random.default_rng([base, i])
+            lo, hi = ranges[p.name] if p.name in ranges else (p.low, p.high)
             v: np.ndarray | float
-            if p.dist == "uniform":
-                v = g.uniform(lo, hi, k)
-            elif p.dist == "loguniform":
-                v = np.exp(g.uniform(np.log(lo), np.log(hi), k))
-            elif p.dist == "bernoulli":
-                v = g.random(k) < lo
+            if kind == "u":
+                x = u[o:o + k]
+                if p.dist == "uniform":
+                    v = lo + (hi - lo) * x
+                elif p.dist == "loguniform":
+                    a = math.log(lo)
+                    v = np.exp(a + (math.log(hi) - a) * x)
+                else:  # bernoulli
+                    v = x < lo
+            elif kind == "z":
+                x = z[o:o + k]
+                if p.name == "obs_cube_rot_noise_episode":
+                    q = np.empty((1, 4))
+                    _axis_angle_quats(x.reshape(1, 4), hi, q)
+                    v = q[0]
+                else:
+                    v = lo + hi * x
             elif p.dist == "event":
                 v = np.array([lo, hi])  # (rate, duration): the events are drawn per step
-            elif p.name == "obs_cube_rot_noise_episode":
-                q = np.empty((1, 4))
-                _axis_angle_quats(g.standard_normal((1, 4)), hi, q)
-                v = q[0]
-            elif k > 1 or p.name == "gravity_offset":
-                v = g.normal(lo, hi, k)
             else:  # a per-step sd: the parameter itself
                 v = float(hi)
             if isinstance(v, np.ndarray) and v.shape == (1,) and v.dtype != bool:
@@ -351,65 +381,68 @@ class DomainRandomizer:
         return EpisodeDraw(vals, dict(ranges))
 
     def apply(self, draw: EpisodeDraw) -> None:
-        """Restore nominal, then write this episode's physics values; reset per-step state.
+        """Write this episode's physics values (each model field once, computed from the nominal
+        values, so draws never compound); reset per-step state.
 
         Call after ``sim.reset`` (it reads the reset targets and cube mass)."""
         m, nom = self.sim.model, self.nominal
-        m.body_mass[:] = nom["body_mass"]
-        m.body_inertia[:] = nom["body_inertia"]
-        m.geom_size[:] = nom["geom_size"]
-        m.geom_pos[:] = nom["geom_pos"]
-        m.geom_rbound[:] = nom["geom_rbound"]
-        m.geom_aabb[:] = nom["geom_aabb"]
-        m.geom_friction[:] = nom["geom_friction"]
-        m.dof_damping[:] = nom["dof_damping"]
-        m.actuator_gainprm[:] = nom["gainprm"]
-        m.actuator_biasprm[:] = nom["biasprm"]
-        m.jnt_range[:] = nom["jnt_range"]
-        m.opt.gravity[:] = nom["gravity"]
         self.draw = draw
-
         s = draw["cube_size_scale"]
-        if s is not None:
-            g = self.cube_geoms
-            m.geom_size[g] = nom["geom_size"][g] * s
-            m.geom_pos[g] = nom["geom_pos"][g] * s
-            m.geom_rbound[g] = nom["geom_rbound"][g] * s
-            m.geom_aabb[g] = nom["geom_aabb"][g] * s
-            cb = self.cube_body
-            m.body_mass[cb] = nom["body_mass"][cb] * s**3
-            m.body_inertia[cb] = nom["body_inertia"][cb] * s**5  # m a^2: s^3 * s^2
         ms = draw["body_mass_scale"]
+        mass, inertia = nom["body_mass"], nom["body_inertia"]
+        if s is not None or ms is not None:
+            mass, inertia = mass.copy(), inertia.copy()
+        if s is not None:
+            g, cb = self.cube_geoms, self.cube_body
+            for field in ("geom_size", "geom_pos", "geom_rbound", "geom_aabb"):
+                v = nom[field].copy()
+                v[g] *= s
+                getattr(m, field)[:] = v
+            mass[cb] *= s**3
+            inertia[cb] *= s**5  # m a^2: s^3 * s^2
+        else:
+            for field in ("geom_size", "geom_pos", "geom_rbound", "geom_aabb"):
+                getattr(m, field)[:] = nom[field]
         if ms is not None:
             b = self.mass_bodies
-            m.body_mass[b] *= ms
-            m.body_inertia[b] *= ms[:, None]  # same shape, more mass: inertia scales with it
+            mass[b] *= ms
+            inertia[b] *= ms[:, None]  # same shape, more mass: inertia scales with it
+        m.body_mass[:] = mass
+        m.body_inertia[:] = inertia
         f = draw["friction_scale"]
-        if f is not None:
-            m.geom_friction[:] = nom["geom_friction"] * f[:, None]
+        m.geom_friction[:] = nom["geom_friction"] if f is None else nom["geom_friction"] * f[:, None]
         d = draw["joint_damping_scale"]
+        damping = nom["dof_damping"]
         if d is not None:
-            m.dof_damping[self.hand_dofs] = nom["dof_damping"][self.hand_dofs] * d
+            damping = damping.copy()
+            damping[self.hand_dofs] *= d
+        m.dof_damping[:] = damping
         kp = draw["actuator_kp_scale"]
+        gain, bias = nom["gainprm"], nom["biasprm"]
         if kp is not None:
             a = self.act_ids
-            m.actuator_gainprm[a, 0] = nom["gainprm"][a, 0] * kp
-            m.actuator_biasprm[a, 1] = nom["biasprm"][a, 1] * kp
+            gain, bias = gain.copy(), bias.copy()
+            gain[a, 0] *= kp
+            bias[a, 1] *= kp
+        m.actuator_gainprm[:] = gain
+        m.actuator_biasprm[:] = bias
         jl = draw["joint_limit_offset"]
+        rng_ = nom["jnt_range"]
         if jl is not None:
             j = self.hand_joints
-            r = nom["jnt_range"][j] + jl.reshape(-1, 2)
+            rng_ = rng_.copy()
+            r = rng_[j] + jl.reshape(-1, 2)
             # Crossed or too-narrow limits: centre a minimal range where the two bounds met.
             narrow = r[:, 1] - r[:, 0] < MIN_JOINT_RANGE
             c = 0.5 * (r[narrow, 0] + r[narrow, 1])
             r[narrow, 0], r[narrow, 1] = c - MIN_JOINT_RANGE / 2, c + MIN_JOINT_RANGE / 2
-            m.jnt_range[j] = r
+            rng_[j] = r
+        m.jnt_range[:] = rng_
         gr = draw["gravity_offset"]
-        if gr is not None:
-            m.opt.gravity[:] = nom["gravity"] + gr
+        m.opt.gravity[:] = nom["gravity"] if gr is None else nom["gravity"] + gr
         # Derived constants (dof_M0 — MuJoCo's mass matrix of "simple" bodies such as the free
         # cube —, invweight0, subtree masses) must follow the new masses; on a scratch MjData so
-        # the sim's state is untouched. ~0.1 ms per episode.
+        # the sim's state is untouched. ~45 us per episode.
         mujoco.mj_setConst(m, self._scratch)
         self._reset_step_state()
 
@@ -426,25 +459,39 @@ class DomainRandomizer:
         self._dropout_left = 0  # control steps the cube reading stays frozen
         self._frozen: tuple[np.ndarray, np.ndarray] | None = None
         self._force = np.zeros(3)
-        self._quat_tmp = np.empty((1, 4))
-        self._q1 = np.empty(4)
-        self._q2 = np.empty(4)
-        # Cached per-episode switches so the per-step hooks do no dict look-ups.
-        self._act_on = any(on(n) for n in ("action_noise_step", "action_noise_episode",
-                                           "action_noise_mult", "backlash", "action_delay"))
+        # Per-step variates come in blocks (one Generator call per STEP_BLOCK steps and hook);
+        # emptied here so an episode's draws depend on its own generator only.
+        self._blocks: dict[str, list] = {}
+        n, nt = self.n_act, self.n_tips
+        # ---- actions: t' = clip(t * gain + offset + step_sd * z), then backlash, then delay.
         self._a_step = d["action_noise_step"] if on("action_noise_step") else 0.0
-        self._a_corr = d["action_noise_episode"] if on("action_noise_episode") else None
-        self._a_mult = d["action_noise_mult"] if on("action_noise_mult") else None
+        mult = d["action_noise_mult"] if on("action_noise_mult") else None
+        corr = d["action_noise_episode"] if on("action_noise_episode") else None
+        self._a_gain = None if mult is None else 1.0 + mult
+        offset = np.zeros(n) if corr is None else self.act_half * corr
+        if mult is not None:
+            offset = offset + self.act_mid * (1.0 - self._a_gain)  # mid + (t - mid)(1 + m)
+        self._a_offset = offset if (mult is not None or corr is not None) else None
+        self._a_sd = self.act_half * self._a_step if self._a_step else None
         self._backlash = d["backlash"] / 2 if on("backlash") else None
         self._delay = d["action_delay"] if on("action_delay") else None
-        self._tip_ep = d["obs_fingertip_noise_episode"] if on("obs_fingertip_noise_episode") \
-            else None
-        self._tip_step = d["obs_fingertip_noise_step"] if on("obs_fingertip_noise_step") else 0.0
-        self._pos_ep = d["obs_cube_pos_noise_episode"] if on("obs_cube_pos_noise_episode") \
-            else None
-        self._pos_step = d["obs_cube_pos_noise_step"] if on("obs_cube_pos_noise_step") else 0.0
-        self._rot_ep = d["obs_cube_rot_noise_episode"] if on("obs_cube_rot_noise_episode") \
-            else None
+        self._act_on = (self._a_gain is not None or self._a_offset is not None
+                        or self._a_sd is not None or self._backlash is not None
+                        or self._delay is not None)
+        # ---- observations: [tips (3 nt) | cube pos (3)] += sd * z + episode offset; the cube
+        # orientation is rotated by the episode rotation, then by a per-step one.
+        tip_step = d["obs_fingertip_noise_step"] if on("obs_fingertip_noise_step") else 0.0
+        pos_step = d["obs_cube_pos_noise_step"] if on("obs_cube_pos_noise_step") else 0.0
+        tip_ep = d["obs_fingertip_noise_episode"] if on("obs_fingertip_noise_episode") else None
+        pos_ep = d["obs_cube_pos_noise_episode"] if on("obs_cube_pos_noise_episode") else None
+        self._obs_sd = np.concatenate([np.full(3 * nt, float(tip_step)),
+                                       np.full(3, float(pos_step))])
+        self._obs_noisy_sd = bool(tip_step or pos_step)
+        self._obs_offset = np.concatenate([np.zeros(3 * nt) if tip_ep is None else tip_ep,
+                                           np.zeros(3) if pos_ep is None else pos_ep])
+        self._obs_offset_on = tip_ep is not None or pos_ep is not None
+        self._rot_ep = (d["obs_cube_rot_noise_episode"].tolist()
+                        if on("obs_cube_rot_noise_episode") else None)
         self._rot_step = d["obs_cube_rot_noise_step"] if on("obs_cube_rot_noise_step") else 0.0
         if on("obs_cube_dropout"):
             rate, dur = d["obs_cube_dropout"]
@@ -452,14 +499,25 @@ class DomainRandomizer:
             self._drop_steps = max(1, round(float(dur) / self.control_period))
         else:
             self._drop_p, self._drop_steps = 0.0, 0
-        self._obs_on = (self._tip_ep is not None or self._tip_step > 0 or self._pos_ep is not None
-                        or self._pos_step > 0 or self._rot_ep is not None or self._rot_step > 0
-                        or self._drop_p > 0)
+        self._obs_on = (self._obs_noisy_sd or self._obs_offset_on or self._rot_ep is not None
+                        or self._rot_step > 0 or self._drop_p > 0)
+        # ---- unmodeled effects and timing
         self._force_p = d["random_force_prob"] if on("random_force_prob") else 0.0
         sig = d["random_force_sigma"] if on("random_force_sigma") else PARAMS[
             "random_force_sigma"].high
         self._force_sd = float(sig) * float(self.sim.model.body_mass[self.cube_body])
         self._lambda = d["timing_rate"] if on("timing_rate") else None
+
+    def _row(self, key: str, rng: np.random.Generator, normals: int, uniforms: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """This step's (standard normals, uniforms) for one hook, from its current block."""
+        b = self._blocks.get(key)
+        if b is None or b[2] >= STEP_BLOCK:
+            b = self._blocks[key] = [rng.standard_normal((STEP_BLOCK, normals)),
+                                     rng.random((STEP_BLOCK, uniforms)), 0]
+        i = b[2]
+        b[2] = i + 1
+        return b[0][i], b[1][i]
 
     # ---- per step -----------------------------------------------------------------------------
     def act(self, targets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -467,15 +525,17 @@ class DomainRandomizer:
         if not self._act_on:
             return targets
         t = np.asarray(targets, dtype=np.float64)
-        if self._a_mult is not None:
-            t = self.act_mid + (t - self.act_mid) * (1.0 + self._a_mult)
-        noise = self._a_step * rng.standard_normal(self.n_act) if self._a_step else 0.0
-        if self._a_corr is not None:
-            noise = noise + self._a_corr
-        t = np.clip(t + self.act_half * noise, self.act_lo, self.act_hi)
+        if self._a_gain is not None:
+            t = t * self._a_gain
+        if self._a_offset is not None:
+            t = t + self._a_offset
+        if self._a_sd is not None:
+            t = t + self._a_sd * self._row("act", rng, self.n_act, 1)[0]
+        t = np.minimum(np.maximum(t, self.act_lo), self.act_hi)
         if self._backlash is not None:
-            self._backlash_e = np.clip(self._backlash_e, t - self._backlash, t + self._backlash)
-            t = self._backlash_e.copy()
+            e = np.minimum(np.maximum(self._backlash_e, t - self._backlash), t + self._backlash)
+            self._backlash_e = e
+            t = e.copy()
         if self._delay is not None:
             out = np.where(self._delay, self._prev_target, t)
             self._prev_target = t
@@ -486,47 +546,49 @@ class DomainRandomizer:
         """Random force on the cube for the next control step (decaying)."""
         if self._force_p <= 0.0:
             return
-        self._force *= FORCE_DECAY
-        if rng.random() < self._force_p:
-            self._force = self._force_sd * rng.standard_normal(3)
+        z, u = self._row("force", rng, 3, 1)
+        if u[0] < self._force_p:
+            self._force = self._force_sd * z
+        else:
+            self._force = self._force * FORCE_DECAY
         self.sim.data.xfrc_applied[self.cube_body, :3] = self._force
 
     def step_time(self, rng: np.random.Generator) -> float:
         """Extra duration (s) of the next control step: Exp(lambda), 0 when timing is off."""
         if self._lambda is None:
             return 0.0
-        return float(rng.exponential(1.0 / self._lambda))
+        u = float(self._row("time", rng, 0, 1)[1][0])
+        return -math.log1p(-u) / self._lambda  # inverse CDF of Exp(lambda); u in [0, 1)
 
     def observe(self, tips: np.ndarray, pos: np.ndarray, quat: np.ndarray,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Noisy (fingertips (n_tips, 3), cube pos, cube quat); inputs are not modified."""
         if not self._obs_on:
             return tips, pos, quat
-        tips = tips + (self._tip_step * rng.standard_normal((self.n_tips, 3)) if self._tip_step else 0.0)
-        if self._tip_ep is not None:
-            tips = tips + self._tip_ep.reshape(self.n_tips, 3)
+        nt3 = 3 * self.n_tips
+        z, u = self._row("obs", rng, nt3 + 7, 1)
+        flat = np.concatenate([np.ravel(tips), pos])
+        if self._obs_noisy_sd:
+            flat = flat + self._obs_sd * z[:nt3 + 3]
+        if self._obs_offset_on:
+            flat = flat + self._obs_offset
+        tips = flat[:nt3].reshape(self.n_tips, 3)
         if self._dropout_left > 0 and self._frozen is not None:
             self._dropout_left -= 1
             return tips, self._frozen[0].copy(), self._frozen[1].copy()
-        p = pos + (self._pos_step * rng.standard_normal(3) if self._pos_step else 0.0)
-        if self._pos_ep is not None:
-            p = p + self._pos_ep
-        q = np.asarray(quat, dtype=np.float64)
+        p = flat[nt3:]
+        q = np.asarray(quat, dtype=np.float64).tolist()
         if self._rot_ep is not None:
-            mujoco.mju_mulQuat(self._q1, self._rot_ep, q)
-            q = self._q1
+            q = _qmul(self._rot_ep, q)
         if self._rot_step:
-            # Scalar math on 4 numbers: cheaper than array ops at this size.
-            x, y, z, a = rng.standard_normal(4)
-            n = math.sqrt(x * x + y * y + z * z) or 1.0
+            # Rotation by N(0, sd) about a uniformly random axis (scalar math on 4 numbers).
+            x, y, w, a = z[nt3 + 3:nt3 + 7].tolist()
+            n = math.sqrt(x * x + y * y + w * w) or 1.0
             h = 0.5 * self._rot_step * a
             sh = math.sin(h) / n
-            rq = self._quat_tmp[0]
-            rq[0], rq[1], rq[2], rq[3] = math.cos(h), x * sh, y * sh, z * sh
-            mujoco.mju_mulQuat(self._q2, rq, q)
-            q = self._q2
-        q = q / math.sqrt(q @ q)
-        if self._drop_p > 0 and rng.random() < self._drop_p:
+            q = _qmul([math.cos(h), x * sh, y * sh, w * sh], q)
+        q = np.array(_qnormalize(q))
+        if self._drop_p > 0 and u[0] < self._drop_p:
             # Dropout starts now: this and the next duration's readings are this one, frozen.
             self._frozen = (p.copy(), q.copy())
             self._dropout_left = self._drop_steps - 1
