@@ -2,8 +2,8 @@
 
 ``DexCubeEnv`` steps ``HandCubeSim`` (render=False), judges with ``TrialTracker``, decodes actions
 with ``ActionDecoder`` and builds observations with ``policy_observation`` — the code the sim node
-and the policy node use — and computes fingertips with ``HandKinematics`` from joint angles, as the
-policy node does.
+and the policy node use. Fingertips are the sim's fingertip sites, which equal what the policy
+node's ``HandKinematics`` computes from the joint angles bit for bit (tested).
 
 ``TaskConfig`` holds the task (Dactyl defaults) and opts into domain randomization
 (``dex_sim.randomization``; off by default, so ``DexCubeEnv()`` behaves as before). With it on,
