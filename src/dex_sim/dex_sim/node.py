@@ -59,6 +59,10 @@ CMD_STATUS = "dex_sim/commands"  # ERROR at once on a rejected command, OK again
 
 # Longest wait (wall s) for peers the graph knows about to match before the first lockstep set.
 UNMATCHED_PEER_WAIT_S = 5.0
+# Least wall time between start and the first lockstep set: participants that already run (a
+# recorder, a monitor) need a moment to be discovered at all; once they are in the graph, the
+# known-peer rule above waits for them to match.
+DISCOVERY_SETTLE_S = 1.0
 
 class ParameterError(ValueError):
     """A parameter the node cannot run with."""
@@ -308,6 +312,8 @@ class SimNode(Node):
         # (e.g. incompatible QoS) must not hang the sim.
         if time.monotonic() - self._waiting_since < UNMATCHED_PEER_WAIT_S:
             missing += [n for n in self._unmatched_known_peers() if n not in missing]
+        if time.monotonic() - self._waiting_since < DISCOVERY_SETTLE_S:
+            missing.append("(discovery settling)")
         self._missing = missing
         if missing:
             if time.monotonic() - self._waiting_since > 5.0:
