@@ -148,7 +148,9 @@ def test_lockstep_vision_graph_end_to_end(dds_env: dict[str, str], tmp_path: Pat
     assert counts["/trial/status"] >= steps
     for t in camera_topics():
         assert abs(counts[t] - counts["/joint_states"]) <= 1, (t, counts)
-    assert counts["/policy/action"] == counts["/hand_position_controller/commands"]
+    # DDS orders messages per writer only: the trial's last command may reach the recorder after
+    # the status that closes the bag (it then lands in the next bag), so allow one.
+    assert abs(counts["/policy/action"] - counts["/hand_position_controller/commands"]) <= 1
     assert abs(counts["/policy/action"] - (steps - 1)) <= 1
     assert custom["end_reason"] == end_values["end_reason"]
     assert custom["successes"] == end_values["successes"] and custom["seed"] == "3"
