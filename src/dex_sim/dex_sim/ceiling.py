@@ -54,18 +54,24 @@ def _model_key(m: mujoco.MjModel) -> tuple:
     return tuple(getattr(m, f).tobytes() for f in _WATCHED) + (m.opt.gravity.tobytes(),)
 
 
+def _drive(env: Any, actions: np.ndarray, steps: int, seed: int) -> float:
+    """Reset with ``seed``, then ``steps`` env steps (actions cycled, auto-reset); wall seconds
+    of the steps."""
+    env.reset(seed=seed)
+    k = len(actions)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        _, _, term, trunc, _ = env.step(actions[i % k])
+        if term or trunc:
+            env.reset()
+    return time.perf_counter() - t0
+
+
 def run_env(make: Callable[[], Any], actions: np.ndarray, steps: int, seed: int) -> float:
     """Wall seconds for ``steps`` env steps (actions cycled, auto-reset) on a fresh env."""
     env = make()
     try:
-        env.reset(seed=seed)
-        k = len(actions)
-        t0 = time.perf_counter()
-        for i in range(steps):
-            _, _, term, trunc, _ = env.step(actions[i % k])
-            if term or trunc:
-                env.reset()
-        return time.perf_counter() - t0
+        return _drive(env, actions, steps, seed)
     finally:
         env.close()
 
@@ -95,12 +101,7 @@ def record_env(make: Callable[[], Any], actions: np.ndarray, steps: int, seed: i
 
     try:
         mujoco.mj_step = recording_step  # the sim calls mujoco.mj_step: record every call
-        env.reset(seed=seed)
-        k = len(actions)
-        for i in range(steps):
-            _, _, term, trunc, _ = env.step(actions[i % k])
-            if term or trunc:
-                env.reset()
+        _drive(env, actions, steps, seed)
     finally:
         mujoco.mj_step = real_step
         env.close()
