@@ -129,6 +129,25 @@ def test_routing_by_stamp_with_reorder_and_gaps() -> None:
     assert r.counts["received"] == r.counts["written"] + r.counts["bad"]
 
 
+def test_backlog_after_the_end_keeps_the_bag_open() -> None:
+    """Under load the recorder receives a trial's messages well after its end status; as long as
+    they keep coming the bag stays open, and it closes grace_s after the last one."""
+    sink = ListSink()
+    r = TrialRouter(sink, topic_types(), grace_s=0.5)
+    now = 50.0
+    r.on_status(0.08, "running", status(0, 0.08), now)
+    r.on_status(0.40, "dropped", status(0, 0.08, ended=True, reason="dropped"), now)
+    for k in range(1, 6):  # the backlog: one set of the trial every 0.4 s (< grace apart)
+        t = 0.08 * k
+        r.on_message("/joint_states", js(t), now + 0.4 * k)
+        r.tick(now + 0.4 * k + 0.3)
+        assert "trial_000" not in sink.closed
+    r.tick(now + 0.4 * 5 + 0.5)
+    assert "trial_000" in sink.closed
+    assert sink.stamps("trial_000", "/joint_states") == pytest.approx([0.08, 0.16, 0.24, 0.32, 0.40])
+    assert r.counts["late"] == 0
+
+
 def _pose(stamp: float) -> bytes:
     from geometry_msgs.msg import PoseStamped
 

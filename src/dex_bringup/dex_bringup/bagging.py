@@ -92,6 +92,7 @@ class Trial:
     last_seen: int  # latest status stamp of this trial (its end is >= this)
     end: int | None = None
     end_wall: float | None = None
+    last_arrival: float = 0.0  # wall time the newest message written into this trial arrived
     outcome: dict[str, str] = field(default_factory=dict)
     closed: bool = False
     written: int = 0
@@ -109,7 +110,9 @@ class TrialRouter:
     """Routes stamped messages into per-trial bags using /trial/status values.
 
     ``on_message`` / ``on_status`` / ``tick`` take the wall time ``now`` so tests can drive it.
-    A trial's bag is closed ``grace_s`` after its end status (late messages within it still land);
+    A trial's bag is closed once ``grace_s`` has passed both since its end status and since the
+    last of its messages arrived (a recorder that falls behind under load keeps receiving the
+    trial's backlog after the end status: each of those messages keeps the bag open);
     the reorder buffer is bounded by ``max_pending`` messages (oldest spill to ``untrialed``).
     """
 
@@ -265,7 +268,8 @@ class TrialRouter:
         self._pending = keep
         self.counts["pending"] = len(keep)
         for t in self.trials.values():
-            if not t.closed and t.end_wall is not None and now - t.end_wall >= self.grace_s:
+            if (not t.closed and t.end_wall is not None
+                    and now - max(t.end_wall, t.last_arrival) >= self.grace_s):
                 if not any(p.stamp <= t.end for p in self._pending):
                     self._close(t)
 
@@ -286,6 +290,7 @@ class TrialRouter:
         self.counts["written"] += 1
         if trial is not None:
             trial.written += 1
+            trial.last_arrival = max(trial.last_arrival, p.wall)
 
     def _close(self, trial: Trial) -> None:
         trial.closed = True
