@@ -254,3 +254,26 @@ def test_step_and_guarded_step_targets_agree():
     np.testing.assert_array_equal(b.sim.actuator_targets(), held)
     a.close()
     b.close()
+
+
+def test_bad_command_after_decoded_steps_holds_the_last_applied_one():
+    """step() applies decoded targets without the guard, yet they become the command a rejected
+    step_targets() holds; with randomization the NaN never reaches backlash / delay state."""
+    rng = np.random.default_rng(1)
+    env = DexCubeEnv("shadow", seed=1)
+    env.reset(seed=1)
+    for _ in range(5):
+        env.step(rng.integers(0, 11, SPEC.n_actuators))
+    applied = env.sim.actuator_targets()
+    env.step_targets(np.full(SPEC.n_actuators, np.nan))
+    np.testing.assert_array_equal(env.sim.actuator_targets(), applied)
+    env.close()
+    env = DexCubeEnv("shadow", seed=1, task=TaskConfig(randomize={"action"}))
+    env.reset(seed=1)
+    env.step(rng.integers(0, 11, SPEC.n_actuators))
+    env.step_targets(np.full(SPEC.n_actuators, np.nan))
+    env.step(rng.integers(0, 11, SPEC.n_actuators))
+    r = env.randomizer
+    assert np.all(np.isfinite(r._backlash_e)) and np.all(np.isfinite(r._prev_target))
+    assert np.all(np.isfinite(env.sim.actuator_targets()))
+    env.close()

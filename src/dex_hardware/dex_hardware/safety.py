@@ -54,6 +54,11 @@ class CommandGuard:
         init = default_targets(self.spec) if targets is None else np.asarray(targets, float)
         self._last_safe = np.clip(init, self.lower, self.upper)
 
+    def note_applied(self, targets: np.ndarray) -> None:
+        """Targets applied without ``check`` (already finite and in range, e.g. the training
+        env's decoder output): they become the last safe command a rejected one holds."""
+        self._last_safe = targets
+
     def check(self, values: object) -> tuple[bool, np.ndarray, str]:
         """Validate ``values``. Returns (ok, targets to apply, reason).
 

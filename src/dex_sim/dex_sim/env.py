@@ -31,7 +31,7 @@ import numpy as np
 from gymnasium import spaces
 
 from dex_common.actions import ActionDecoder
-from dex_common.observations import obs_dim, obs_slices, policy_obs_layout, policy_observation
+from dex_common.observations import obs_dim, policy_obs_layout, policy_observation
 from dex_common.trial import TrialConfig, TrialTracker
 from dex_description.registry import HandSpec, get_hand
 from dex_sim.kinematics import HandKinematics
@@ -186,7 +186,6 @@ class DexCubeEnv(gym.Env):
             [("cube_quat", 4)] if t.obs_cube_orientation else [])
         self.obs_dim = sum(n for _, n in self.obs_layout)
         self._policy_dim = obs_dim(self.hand_spec)
-        self._slices = obs_slices(self.hand_spec)
         self.value_dim = value_obs_dim(self.hand_spec)
         self.n_actuators, self.bins = self.hand_spec.n_actuators, self.decoder.bins
         if t.discrete:
@@ -220,9 +219,9 @@ class DexCubeEnv(gym.Env):
         self.tracker.start(self.episode_seed, stamp=self.sim.time)
         # Decoder starts from the measured actuator positions, as the policy node does.
         self.decoder.reset(self.current_actuator_positions())
-        self.last_event = self._judge()
-        obs = self._observe()
-        return obs, self._info(self.last_event)
+        self.last_event, pos, quat = self._judge()
+        obs = self._observe(pos, quat)
+        return obs, self._info(self.last_event, quat)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply one bin index per actuator (decoded by ``ActionDecoder``) for one control period."""
@@ -237,20 +236,19 @@ class DexCubeEnv(gym.Env):
     def _advance(self, targets: np.ndarray, trusted: bool
                  ) -> tuple[np.ndarray, float, bool, bool, dict]:
         sim, r = self.sim, self.randomizer
+        if not trusted:
+            # The guard first, so action noise / backlash / delay never see a NaN command.
+            targets = sim.guard.check(targets)[1]
         if r is not None:
             rng = self._step_rng
-            targets = r.act(targets, rng)  # finite in, clipped out: still trusted
+            targets = r.act(targets, rng)  # finite in, clipped out
             r.perturb(rng)
             extra = r.step_time(rng)
         else:
             extra = 0.0
-        if trusted:
-            sim.set_targets_trusted(targets)
-        else:
-            sim.set_targets(targets)
+        sim.set_targets_trusted(targets)
         sim.step_control(extra)
-        pos, quat = sim.cube_pose()
-        ev = self.tracker.step(sim.time, pos, quat)
+        ev, pos, quat = self._judge()
         self.last_event = ev
         ended = ev.ended
         timeout = ended and ev.end_reason == "timeout"
@@ -262,20 +260,18 @@ class DexCubeEnv(gym.Env):
         """Actuator-space positions (A @ q; coupled J0 = J1 + J2) from the joint angles."""
         return self._act_matrix @ self.sim.joint_positions()
 
-    def _judge(self) -> Any:
+    def _judge(self) -> tuple[Any, np.ndarray, np.ndarray]:
+        """(trial event, cube position, cube quaternion) of the current state."""
         pos, quat = self.sim.cube_pose()
-        return self.tracker.step(self.sim.time, pos, quat)
+        return self.tracker.step(self.sim.time, pos, quat), pos, quat
 
-    def _observe(self, pos: np.ndarray | None = None, quat: np.ndarray | None = None
-                 ) -> np.ndarray:
+    def _observe(self, pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
         """The policy observation; with randomization the noisy one (the true one is kept for
         the value observation).
 
         Fingertips are the sim's fingertip sites, which ``step_control`` / ``reset`` leave
         computed from the current joint angles: the same numbers ``HandKinematics`` (the policy
         node's forward kinematics) gives, bit for bit (tested), without a second FK pass."""
-        if pos is None or quat is None:
-            pos, quat = self.sim.cube_pose()
         tips = self.sim.fingertip_positions()
         goal = self.tracker.goal
         r = self.randomizer

@@ -190,6 +190,7 @@ class HandCubeSim:
         """Apply targets that are already finite and within the actuator limits (the training
         env's decoder clips its output): the guard's checks are skipped, nothing else differs."""
         self.data.ctrl[self.idx.actuator_ids] = targets
+        self.guard.note_applied(targets)
 
     def step_control(self, extra_time: float = 0.0) -> None:
         """Advance one control period (registry substeps of mj_step).

@@ -293,13 +293,6 @@ class DomainRandomizer:
         self._reset_step_state()
 
     # ---- per episode ------------------------------------------------------------------------
-    def param_range(self, name: str, ranges: Mapping[str, tuple[float, float]] | None
-                    ) -> tuple[float, float]:
-        if ranges and name in ranges:
-            return ranges[name]
-        p = PARAMS[name]
-        return p.low, p.high
-
     def _draw_counts(self) -> dict[str, int]:
         """Values per parameter per episode (fixed by the model)."""
         m = self.sim.model
