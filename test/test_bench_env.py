@@ -98,3 +98,41 @@ def test_process_rate_one_worker():
     wall, cpu = bench_env.process_rate(1, T)
     assert _rate_ok(wall) and _rate_ok(cpu)
 
+
+
+def test_scene_variants_change_the_model_and_restore_the_loader():
+    import mujoco
+
+    from dex_sim import physics
+
+    plain = physics.load_model
+    base = physics.HandCubeSim(render=False).model
+    palm = mujoco.mj_name2id(base, mujoco.mjtObj.mjOBJ_GEOM, "palm_g1")
+    with bench_env.scene_variant(bench_env.SCENE_VARIANTS["pyramidal + Euler + one palm box"]):
+        m = physics.HandCubeSim(render=False).model
+    assert physics.load_model is plain
+    assert base.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC
+    assert m.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL
+    assert m.opt.integrator == mujoco.mjtIntegrator.mjINT_EULER
+    assert base.geom_contype[palm] == 1 and m.geom_contype[palm] == 0
+    with pytest.raises(ValueError, match="does not match"):
+        with bench_env.scene_variant((("no such text", ""),)):
+            pass
+    assert physics.load_model is plain
+    res = bench_env.variant_rates(0.02, 1)
+    assert set(res) == set(bench_env.SCENE_VARIANTS)
+    assert all(_rate_ok(v[a]["best"]) for v in res.values() for a in ("hold", "random"))
+
+
+def test_merge_probes_pools_the_runs():
+    def probe(zero: float, raw: float) -> dict:
+        return {"env_id": "X", "n_substeps": 20,
+                "env_zero": summarize([zero], [zero]), "env_random": summarize([zero / 2]),
+                "raw_physics": summarize([raw], [raw])}
+
+    m = bench_env.merge_probes([probe(100.0, 2000.0), probe(300.0, 4000.0), probe(200.0, 3000.0)])
+    assert m["env_zero"]["runs"] == [100.0, 300.0, 200.0]
+    assert m["env_zero"]["best"] == 300.0 and m["env_zero"]["median"] == 200.0
+    assert m["control_ceiling"]["best"] == 200.0 and m["repeats"] == 3
+    assert "error" in bench_env.merge_probes([probe(1.0, 1.0), {"error": "exit 1"}])
+    assert "error" in bench_env.merge_probes([])

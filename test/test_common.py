@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -233,6 +234,31 @@ def test_trial_rewards_match_numpy_rotation_distance() -> None:
         if ev.state == "success":
             goal = ev.goal
             d_prev = rotation_distance(quat_normalize(q), goal)
+
+
+def test_trial_step_trusted_judges_like_step() -> None:
+    """The env's unchecked path gives the same events, bit for bit, including goal changes,
+    drops and the idempotent end; goals are shared read-only with the events."""
+    rng = np.random.default_rng(7)
+    a = TrialTracker(TrialConfig(success_threshold=1.2))
+    b = TrialTracker(TrialConfig(success_threshold=1.2))
+    a.start(3)
+    b.start(3)
+    for i in range(60):
+        pos = REST + rng.normal(scale=0.01, size=3)
+        if i == 50:
+            pos[2] = -1.0  # a drop ends the trial
+        q = rng.normal(size=4)
+        q /= np.linalg.norm(q)
+        ea = a.step(0.08 * (i + 1), pos, q)
+        eb = b.step_trusted(0.08 * (i + 1), float(pos[2]), q.tolist())
+        assert ea.goal.tolist() == eb.goal.tolist()
+        assert dataclasses.replace(ea, goal=None) == dataclasses.replace(eb, goal=None)
+    assert eb.end_reason == "dropped" and a.last_event.successes >= 1
+    with pytest.raises(ValueError):
+        eb.goal[0] = 2.0  # read-only: the tracker's own goal
+    with pytest.raises(RuntimeError):
+        TrialTracker().step_trusted(0.08, 0.1, [1.0, 0.0, 0.0, 0.0])
 
 
 def test_trial_rejects_bad_input() -> None:

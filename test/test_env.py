@@ -206,7 +206,8 @@ def test_fingertips_are_the_policy_nodes_forward_kinematics():
 
 
 def test_reset_without_mj_forward_changes_nothing(monkeypatch):
-    """HandCubeSim.reset computes kinematics only; a full mj_forward there gives the same
+    """HandCubeSim.reset copies a home state and computes kinematics only; a from-scratch reset
+    (mj_resetData, then the pose and targets written, then a full mj_forward) gives the same
     trajectory bit for bit (mj_step recomputes everything from the state)."""
     import mujoco
 
@@ -228,8 +229,14 @@ def test_reset_without_mj_forward_changes_nothing(monkeypatch):
     plain = physics.HandCubeSim.reset
 
     def reset_with_forward(self, seed):
-        plain(self, seed)
-        mujoco.mj_forward(self.model, self.data)
+        rng = plain(self, seed)
+        m, d, ix = self.model, self.data, self.idx
+        qpos = d.qpos.copy()
+        mujoco.mj_resetData(m, d)
+        d.qpos[:] = qpos
+        d.ctrl[ix.actuator_ids] = self._default_targets
+        mujoco.mj_forward(m, d)
+        return rng
 
     monkeypatch.setattr(physics.HandCubeSim, "reset", reset_with_forward)
     np.testing.assert_array_equal(a, run())

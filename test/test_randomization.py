@@ -372,6 +372,11 @@ def test_env_reset_ranges_override_and_default_off():
     np.testing.assert_allclose(env.sim.model.geom_size[g], r.nominal["geom_size"][g] * 0.95)
     with pytest.raises(ValueError, match="lo must be <= hi"):
         env.set_ranges({"cube_size_scale": (1.1, 0.9)})
+    # Per-episode overrides as lists work too; a bad one is refused (also after a good one).
+    env.reset(seed=1, options={"ranges": {"cube_size_scale": [1.02, 1.02]}})
+    np.testing.assert_allclose(env.sim.model.geom_size[g], r.nominal["geom_size"][g] * 1.02)
+    with pytest.raises(ValueError, match="lo must be <= hi"):
+        env.reset(seed=1, options={"ranges": {"cube_size_scale": (1.1, 0.9)}})
     env.close()
     assert DexCubeEnv(seed=0).randomizer is None  # randomization is opt-in
 

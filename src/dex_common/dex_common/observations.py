@@ -94,10 +94,19 @@ def policy_observation(
     ``checked=False`` skips those checks (same numbers): for float64 arrays of the right shapes
     that the caller made itself (the training env's own physics state, every step)."""
     if not checked:
-        rel = _relative_goal(cube_quat.tolist(), goal_quat.tolist())
-        return np.array(fingertips.ravel().tolist() + cube_pos.tolist() + rel, dtype=np.float32)
-    ft = _check("fingertips", fingertips, (n_fingertips(hand), 3))
-    cp = _check("cube_pos", cube_pos, (3,))
-    rel = _relative_goal(_check("cube_quat", cube_quat, (4,)), _check("goal_quat", goal_quat, (4,)))
+        v = policy_observation_values(fingertips.ravel().tolist(), cube_pos.tolist(),
+                                      cube_quat.tolist(), goal_quat.tolist())
+    else:
+        v = policy_observation_values(
+            _check("fingertips", fingertips, (n_fingertips(hand), 3)),
+            _check("cube_pos", cube_pos, (3,)), _check("cube_quat", cube_quat, (4,)),
+            _check("goal_quat", goal_quat, (4,)))
     # One float64 → float32 rounding per value, exactly as concatenate(...).astype(float32).
-    return np.array(ft + cp + rel, dtype=np.float32)
+    return np.array(v, dtype=np.float32)
+
+
+def policy_observation_values(fingertips: list[float], cube_pos: list[float],
+                              cube_quat: list[float], goal_quat: list[float]) -> list[float]:
+    """``policy_observation`` before the float32 rounding, on finite floats (fingertips flat,
+    registry order): for callers that append more values (the env's value observation)."""
+    return fingertips + cube_pos + _relative_goal(cube_quat, goal_quat)

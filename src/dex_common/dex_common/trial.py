@@ -17,6 +17,7 @@ gives the same goal sequence in the env, the node and the evaluator.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,8 +182,6 @@ class TrialTracker:
         """Judge one control step. Raises ValueError on a NaN/inf pose or a non-increasing stamp
         (callers hold their last command); RuntimeError before ``start``. After the trial has
         ended, returns the final event again with reward 0 (idempotent)."""
-        if self._goal is None:
-            raise RuntimeError("TrialTracker.step called before start(seed)")
         t = float(stamp)
         if not math.isfinite(t):
             raise ValueError(f"stamp must be finite; got {stamp!r}")
@@ -192,8 +191,18 @@ class TrialTracker:
         p = pos.tolist()
         if pos.shape != (3,) or not all(map(math.isfinite, p)):
             raise ValueError(f"cube_pos must be 3 finite values; got {np.asarray(cube_pos).tolist()}")
-        z = p[2]
-        q = self._checked_quat(cube_quat)
+        return self._judge(t, p[2], self._checked_quat(cube_quat))
+
+    def step_trusted(self, stamp: float, z: float, quat: Sequence[float]) -> TrialEvent:
+        """``step`` for a pose the caller computed itself from its own physics state (the
+        training env: finite by construction): cube height ``z`` and quaternion ``quat`` as
+        floats. Same judgement, same bits (the quaternion is normalized as ``step`` does); only
+        the input checks are skipped. Stamps must still increase."""
+        return self._judge(stamp, z, _qnormalize(_qnormalize(quat)))
+
+    def _judge(self, t: float, z: float, q: list[float]) -> TrialEvent:
+        if self._goal is None:
+            raise RuntimeError("TrialTracker.step called before start(seed)")
         if self._last is not None and self._last.ended:
             return _replace_reward(self._last, 0.0)
         if self._prev_stamp is not None and t <= self._prev_stamp:
@@ -235,12 +244,13 @@ class TrialTracker:
             end_reason=end_reason,
             steps=self._steps,
             stamp=t,
-            goal=self._goal.copy(),
+            goal=self._goal,  # read-only: a new goal is a new array
         )
         self._last = ev
         return ev
 
     def _set_goal(self, goal: np.ndarray) -> None:
+        goal.flags.writeable = False  # shared by the events that pursue it
         self._goal = goal
         # Unit goal as floats for the per-step distance (normalized once per goal, as
         # rotation_distance would normalize it on every call: same bits).

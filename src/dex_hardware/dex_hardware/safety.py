@@ -41,7 +41,8 @@ class CommandGuard:
         init = np.asarray(initial, dtype=float)
         if init.shape != (self.n,) or not np.all(np.isfinite(init)):
             raise ValueError(f"initial command must be {self.n} finite values")
-        self._last_safe = np.clip(init, self.lower, self.upper)
+        # maximum/minimum == clip (NaN stays NaN), without np.clip's Python-level overhead.
+        self._last_safe = np.minimum(np.maximum(init, self.lower), self.upper)
         self.n_rejected = 0
         self.n_clamped = 0
 
@@ -52,7 +53,8 @@ class CommandGuard:
     def reset(self, targets: Sequence[float] | np.ndarray | None = None) -> None:
         """Forget history; hold ``targets`` (default pose if None) as the safe command."""
         init = default_targets(self.spec) if targets is None else np.asarray(targets, float)
-        self._last_safe = np.clip(init, self.lower, self.upper)
+        # maximum/minimum == clip (NaN stays NaN), without np.clip's Python-level overhead.
+        self._last_safe = np.minimum(np.maximum(init, self.lower), self.upper)
 
     def note_applied(self, targets: np.ndarray) -> None:
         """Targets applied without ``check`` (already finite and in range, e.g. the training

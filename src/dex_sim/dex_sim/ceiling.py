@@ -5,15 +5,17 @@ falling cube, other masses and frictions) makes every ``mj_step`` dearer. Compar
 env against the resting ceiling therefore mixes two things: env overhead and harder physics.
 This module separates them:
 
-1. ``run_env``: step a fresh env for ``steps`` control steps (fixed actions, auto-reset) and time
-   it — nothing else runs in that loop;
-2. ``record_env``: step another fresh env built the same way (same seed, same actions: the same
-   trajectory, bit for bit) and record, before each ``mj_step`` call, the model it ran on (a
-   copy whenever randomization changed it), the full integration state (qpos, qvel, warm start,
-   ctrl, applied forces, time) and the timestep in effect (timing randomization stretches it);
-3. ``replay_rate``: run bare ``mj_step(m, d, nstep=k)`` from every recorded state and time only
-   that. It checks that each replayed step lands on the recorded next state bit for bit, so the
-   ceiling is measured on exactly the physics the env did.
+1. ``record_env``: step a fresh env (fixed seed and actions, auto-reset) and record, before each
+   ``mj_step`` call, the model it ran on (a copy whenever randomization changed it), the full
+   integration state (qpos, qvel, warm start, ctrl, applied forces, time) and the timestep in
+   effect (timing randomization stretches it);
+2. ``Replay``: bare ``mj_step(m, d, nstep=k)`` from recorded states, timing only that, and
+   checking that each replayed step lands on the recorded next state bit for bit, so the
+   ceiling is measured on exactly the physics the env did;
+3. ``same_work_ratio``: step another fresh env built the same way (the same trajectory, bit for
+   bit) and replay the same steps, alternating every ``CHUNK`` control steps (~50 ms), so both
+   sides run under the same machine conditions — on a shared machine the speed drifts by more
+   than the few percent being measured within seconds.
 
 ceiling ratio = replay time / env time, on identical physics work.
 """
@@ -54,24 +56,28 @@ def _model_key(m: mujoco.MjModel) -> tuple:
     return tuple(getattr(m, f).tobytes() for f in _WATCHED) + (m.opt.gravity.tobytes(),)
 
 
-def _drive(env: Any, actions: np.ndarray, steps: int, seed: int) -> float:
-    """Reset with ``seed``, then ``steps`` env steps (actions cycled, auto-reset); wall seconds
-    of the steps."""
-    env.reset(seed=seed)
+CHUNK = 25  # control steps per env / replay turn in same_work_ratio
+
+
+def _run_steps(env: Any, actions: np.ndarray, start: int, stop: int) -> tuple[float, float]:
+    """Env steps ``start``..``stop`` (actions cycled, auto-reset): (wall, thread CPU) seconds."""
     k = len(actions)
-    t0 = time.perf_counter()
-    for i in range(steps):
+    c0, t0 = time.thread_time(), time.perf_counter()
+    for i in range(start, stop):
         _, _, term, trunc, _ = env.step(actions[i % k])
         if term or trunc:
             env.reset()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.thread_time() - c0
 
 
-def run_env(make: Callable[[], Any], actions: np.ndarray, steps: int, seed: int) -> float:
-    """Wall seconds for ``steps`` env steps (actions cycled, auto-reset) on a fresh env."""
+def run_env(make: Callable[[], Any], actions: np.ndarray, steps: int, seed: int
+            ) -> tuple[float, float]:
+    """(wall, thread CPU) seconds for ``steps`` env steps (actions cycled, auto-reset) on a
+    fresh env reset with ``seed``."""
     env = make()
     try:
-        return _drive(env, actions, steps, seed)
+        env.reset(seed=seed)
+        return _run_steps(env, actions, 0, steps)
     finally:
         env.close()
 
@@ -101,41 +107,81 @@ def record_env(make: Callable[[], Any], actions: np.ndarray, steps: int, seed: i
 
     try:
         mujoco.mj_step = recording_step  # the sim calls mujoco.mj_step: record every call
-        _drive(env, actions, steps, seed)
+        env.reset(seed=seed)
+        _run_steps(env, actions, 0, steps)
     finally:
         mujoco.mj_step = real_step
         env.close()
     return rec
 
 
+class Replay:
+    """Bare ``mj_step`` over a record's states (one MjData per recorded model)."""
+
+    def __init__(self, rec: PhysicsRecord) -> None:
+        self.rec = rec
+        self.datas = [mujoco.MjData(m) for m in rec.models]
+
+    def run(self, start: int = 0, stop: int | None = None) -> dict[str, Any]:
+        """Replay calls ``start``..``stop``: seconds inside mj_step only (wall and thread CPU)
+        and how many replayed steps reproduced the recorded next qpos exactly."""
+        rec = self.rec
+        stop = len(rec) if stop is None else stop
+        spent = cpu = 0.0
+        exact = 0
+        for i in range(start, stop):
+            j = rec.model_index[i]
+            m, d = rec.models[j], self.datas[j]
+            m.opt.timestep = rec.timesteps[i]
+            mujoco.mj_setState(m, d, rec.states[i], STATE)
+            c, t = time.thread_time(), time.perf_counter()
+            mujoco.mj_step(m, d, nstep=rec.nsteps[i])
+            spent += time.perf_counter() - t
+            cpu += time.thread_time() - c
+            exact += bool(np.array_equal(d.qpos, rec.qpos_after[i]))
+        return {"seconds": spent, "cpu_seconds": cpu, "calls": stop - start, "exact": exact,
+                "physics_steps": int(sum(rec.nsteps[start:stop]))}
+
+
 def replay_rate(rec: PhysicsRecord) -> dict[str, Any]:
-    """Bare ``mj_step`` over the recorded states: seconds inside mj_step only, and how many
-    replayed steps reproduced the recorded next qpos exactly."""
-    datas = [mujoco.MjData(m) for m in rec.models]
-    spent, exact = 0.0, 0
-    for i, s in enumerate(rec.states):
-        j = rec.model_index[i]
-        m, d = rec.models[j], datas[j]
-        m.opt.timestep = rec.timesteps[i]
-        mujoco.mj_setState(m, d, s, STATE)
-        t = time.perf_counter()
-        mujoco.mj_step(m, d, nstep=rec.nsteps[i])
-        spent += time.perf_counter() - t
-        exact += bool(np.array_equal(d.qpos, rec.qpos_after[i]))
-    return {"seconds": spent, "calls": len(rec), "exact": exact,
-            "physics_steps": int(sum(rec.nsteps))}
+    """The whole record replayed once (see ``Replay.run``)."""
+    return Replay(rec).run()
 
 
 def same_work_ratio(make: Callable[[], Any], actions: np.ndarray, steps: int, seed: int = 0,
                     repeats: int = 3) -> dict[str, Any]:
-    """Env time vs bare mj_step time on the same trajectory (best of ``repeats`` each).
+    """Env time vs bare mj_step time on the same trajectory.
 
-    Returns env and ceiling control steps/s, their ratio, and the replay's exactness."""
-    env_s = min(run_env(make, actions, steps, seed) for _ in range(max(1, repeats)))
+    Each repeat steps a fresh env and replays the recorded physics in alternating turns of
+    ``CHUNK`` control steps. Returns the best env and ceiling control steps/s, the median over
+    repeats of the per-repeat ratio (replay time / env time) in wall time (``ratio``) and in
+    thread CPU time (``cpu_ratio``: not inflated by time the thread was descheduled), and the
+    replay's exactness."""
     rec = record_env(make, actions, steps, seed)
-    reps = [replay_rate(rec) for _ in range(max(1, repeats))]
-    raw_s = min(r["seconds"] for r in reps)
+    n = len(rec)  # one mj_step call per env step (resets do not step)
+    replay = Replay(rec)
+    runs = []
+    for _ in range(max(1, repeats)):
+        env = make()
+        tot = np.zeros(4)  # env wall, env cpu, replay wall, replay cpu
+        exact = 0
+        try:
+            env.reset(seed=seed)
+            for a in range(0, steps, CHUNK):
+                b = min(steps, a + CHUNK)
+                tot[:2] += _run_steps(env, actions, a, b)
+                r = replay.run(min(a, n), min(b, n))
+                tot[2:] += (r["seconds"], r["cpu_seconds"])
+                exact += r["exact"]
+        finally:
+            env.close()
+        runs.append((tot, exact))
+    env_s = min(t[0] for t, _ in runs)
+    raw_s = min(t[2] for t, _ in runs)
     return {"steps": steps, "env_rate": steps / env_s, "ceiling_rate": steps / raw_s,
-            "ratio": raw_s / env_s, "mj_step_calls": reps[0]["calls"],
-            "replay_exact": reps[0]["exact"], "models": len(rec.models),
-            "physics_steps_per_s": reps[0]["physics_steps"] / raw_s}
+            "ratio": float(np.median([t[2] / t[0] for t, _ in runs])),
+            "cpu_ratio": float(np.median([t[3] / max(t[1], 1e-9) for t, _ in runs])),
+            "ratios": [float(t[2] / t[0]) for t, _ in runs],
+            "mj_step_calls": n, "replay_exact": min(x for _, x in runs),
+            "models": len(rec.models),
+            "physics_steps_per_s": int(sum(rec.nsteps)) / raw_s}

@@ -1,8 +1,8 @@
 """Minimal training env (gymnasium API) on the SAME cores the ROS graph runs.
 
 ``DexCubeEnv`` steps ``HandCubeSim`` (render=False), judges with ``TrialTracker``, decodes actions
-with ``ActionDecoder`` and builds observations with ``policy_observation`` — the code the sim node
-and the policy node use. Fingertips are the sim's fingertip sites, which equal what the policy
+with ``ActionDecoder`` and builds observations with ``policy_observation_values`` (what
+``policy_observation`` computes) — the code the sim node and the policy node use. Fingertips are the sim's fingertip sites, which equal what the policy
 node's ``HandKinematics`` computes from the joint angles bit for bit (tested).
 
 ``TaskConfig`` holds the task (Dactyl defaults) and opts into domain randomization
@@ -31,7 +31,7 @@ import numpy as np
 from gymnasium import spaces
 
 from dex_common.actions import ActionDecoder
-from dex_common.observations import obs_dim, policy_obs_layout, policy_observation
+from dex_common.observations import obs_dim, policy_obs_layout, policy_observation_values
 from dex_common.trial import TrialConfig, TrialTracker
 from dex_description.registry import HandSpec, get_hand
 from dex_sim.kinematics import HandKinematics
@@ -173,6 +173,7 @@ class DexCubeEnv(gym.Env):
         self.decoder = dec(self.hand_spec, bins=t.bins, max_delta=t.max_delta, ema=t.ema)
         self._act_matrix = self.hand_spec.actuation_matrix()
         self._rng = np.random.default_rng(seed)
+        self._seeds: list[int] = []  # episode seeds not yet used (reset without a seed)
         if randomizer is not None:
             self.randomizer: DomainRandomizer | None = randomizer(self.sim)
         elif t.enabled:
@@ -180,7 +181,7 @@ class DexCubeEnv(gym.Env):
         else:
             self.randomizer = None
         self.ranges: dict[str, tuple[float, float]] = dict(t.ranges)  # ADR: set_ranges
-        self._step_rng = np.random.default_rng(0)  # reseeded per episode from its seed
+        self._step_rng = np.random.default_rng(0)  # per episode: the reset's generator
         self.last_draw: Any = None
         self.obs_layout = policy_obs_layout(self.hand_spec) + (
             [("cube_quat", 4)] if t.obs_cube_orientation else [])
@@ -196,19 +197,24 @@ class DexCubeEnv(gym.Env):
         self.observation_space = spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
         self.episode_seed: int | None = None
         self.last_event: Any = None
-        self._true_obs: np.ndarray | None = None
+        self._true_values: list[float] | None = None  # the noise-free policy observation
+        self._goal_seen: np.ndarray | None = None
+        self._goal_list: list[float] = []
 
     # ---- gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None,
               options: dict | None = None) -> tuple[np.ndarray, dict]:
         """Reset physics and the trial with ``seed`` (drawn from the env's rng when None)."""
         if seed is None:
-            seed = int(self._rng.integers(0, 2**31 - 1))
+            if not self._seeds:  # drawn 64 at a time: one Generator call per 64 episodes
+                self._seeds = self._rng.integers(0, 2**31 - 1, size=64).tolist()[::-1]
+            seed = self._seeds.pop()
         self.episode_seed = int(seed)
-        self.sim.reset(self.episode_seed)
+        rng = self.sim.reset(self.episode_seed)
         if self.randomizer is not None:
-            # Randomization draws come from the episode seed only: reset(seed) reproduces them.
-            self._step_rng = np.random.default_rng([self.episode_seed, 0xD5])
+            # Randomization draws continue the reset's generator (seeded by the episode seed
+            # only): reset(seed) reproduces them.
+            self._step_rng = rng
             ranges = self.ranges
             if options and options.get("ranges"):
                 ranges = {**ranges, **options["ranges"]}
@@ -219,9 +225,9 @@ class DexCubeEnv(gym.Env):
         self.tracker.start(self.episode_seed, stamp=self.sim.time)
         # Decoder starts from the measured actuator positions, as the policy node does.
         self.decoder.reset(self.current_actuator_positions())
-        self.last_event, pos, quat = self._judge()
-        obs = self._observe(pos, quat)
-        return obs, self._info(self.last_event, quat)
+        self.last_event, pose = self._judge()
+        obs = self._observe(pose)
+        return obs, self._info(self.last_event, pose[3:])
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply one bin index per actuator (decoded by ``ActionDecoder``) for one control period."""
@@ -248,64 +254,77 @@ class DexCubeEnv(gym.Env):
             extra = 0.0
         sim.set_targets_trusted(targets)
         sim.step_control(extra)
-        ev, pos, quat = self._judge()
+        ev, pose = self._judge()
         self.last_event = ev
         ended = ev.ended
         timeout = ended and ev.end_reason == "timeout"
-        obs = self._observe(pos, quat)
-        return obs, ev.reward, ended and not timeout, timeout, self._info(ev, quat)
+        obs = self._observe(pose)
+        return obs, ev.reward, ended and not timeout, timeout, self._info(ev, pose[3:])
 
     # ---- helpers -------------------------------------------------------------------------------
     def current_actuator_positions(self) -> np.ndarray:
         """Actuator-space positions (A @ q; coupled J0 = J1 + J2) from the joint angles."""
         return self._act_matrix @ self.sim.joint_positions()
 
-    def _judge(self) -> tuple[Any, np.ndarray, np.ndarray]:
-        """(trial event, cube position, cube quaternion) of the current state."""
-        pos, quat = self.sim.cube_pose()
-        return self.tracker.step(self.sim.time, pos, quat), pos, quat
+    def _judge(self) -> tuple[Any, list[float]]:
+        """(trial event, cube pose as 7 floats: position, unit quaternion) of the current state.
+        The pose is the env's own physics state, so the tracker's input checks are skipped."""
+        pose = self.sim.cube_pose_values()
+        return self.tracker.step_trusted(self.sim.time, pose[2], pose[3:]), pose
 
-    def _observe(self, pos: np.ndarray, quat: np.ndarray) -> np.ndarray:
-        """The policy observation; with randomization the noisy one (the true one is kept for
-        the value observation).
+    def _observe(self, pose: list[float]) -> np.ndarray:
+        """The policy observation; with randomization the noisy one (the true values are kept
+        for the value observation).
 
         Fingertips are the sim's fingertip sites, which ``step_control`` / ``reset`` leave
         computed from the current joint angles: the same numbers ``HandKinematics`` (the policy
         node's forward kinematics) gives, bit for bit (tested), without a second FK pass."""
-        tips = self.sim.fingertip_positions()
-        goal = self.tracker.goal
+        tips = self.sim.fingertip_positions().ravel().tolist()
+        pos, quat = pose[:3], pose[3:]
+        goal = self._goal_values()
+        true = self._true_values = policy_observation_values(tips, pos, quat, goal)
         r = self.randomizer
-        # Own physics state (finite: the tracker has just checked the cube pose): unchecked.
-        true = self._true_obs = policy_observation(tips, pos, quat, goal, self.hand_spec,
-                                                   checked=False)
         if r is None or not r._obs_on:
-            if self.task.obs_cube_orientation:
-                return np.concatenate([true, quat.astype(np.float32)])
-            return true
-        ntips, npos, nquat = r.observe(tips, pos, quat, self._step_rng)
-        obs = policy_observation(ntips, npos, nquat, goal, self.hand_spec, checked=False)
+            vals = true
+        else:
+            tips, pos, quat = r.observe_values(tips, pos, quat, self._step_rng)
+            vals = policy_observation_values(tips, pos, quat, goal)
         if self.task.obs_cube_orientation:
-            obs = np.concatenate([obs, nquat.astype(np.float32)])
-        return obs
+            vals = vals + quat
+        # One float64 → float32 rounding per value, as policy_observation does.
+        return np.array(vals, dtype=np.float32)
+
+    def _goal_values(self) -> list[float]:
+        ev = self.tracker.last_event
+        goal = ev.goal if ev is not None else self.tracker.goal  # (raises before a reset)
+        if goal is not self._goal_seen:  # a new goal: convert once
+            self._goal_seen, self._goal_list = goal, goal.tolist()
+        return self._goal_list
 
     def value_observation(self, policy_obs: np.ndarray | None = None,
-                          cube_quat: np.ndarray | None = None) -> np.ndarray:
+                          cube_quat: np.ndarray | list[float] | None = None) -> np.ndarray:
         """Asymmetric critic input from the TRUE (noise-free) state. ``policy_obs`` is used only
         when no true observation has been computed yet (kept for callers passing it)."""
-        base = self._true_obs if self._true_obs is not None else policy_obs[:self._policy_dim]
         sim = self.sim
+        if self._true_values is not None:
+            base = self._true_values
+        else:
+            base = np.asarray(policy_obs)[:self._policy_dim].astype(np.float64).tolist()
         if cube_quat is None:
-            cube_quat = sim.cube_pose()[1]
-        v = sim.idx.cube_qvel
-        return np.concatenate([base, cube_quat, self.tracker.goal, sim.joint_positions(),
-                               sim.joint_velocities(), sim.data.qvel[v:v + 6]]
-                              ).astype(np.float32)
+            cube_quat = sim.cube_pose_values()[3:]
+        elif not isinstance(cube_quat, list):
+            cube_quat = np.asarray(cube_quat, dtype=np.float64).tolist()
+        d, ix = sim.data, sim.idx
+        c = ix.cube_qvel
+        return np.array(base + cube_quat + self._goal_values() + d.qpos[ix.qpos_adr].tolist()
+                        + d.qvel[ix.qvel_adr].tolist() + d.qvel[c:c + 6].tolist(),
+                        dtype=np.float32)
 
     def set_ranges(self, ranges: Mapping[str, tuple[float, float]]) -> None:
         """Randomization ranges for the following episodes (ADR); validated now."""
         self.ranges = check_ranges(ranges)
 
-    def _info(self, ev: Any, cube_quat: np.ndarray | None = None) -> dict:
+    def _info(self, ev: Any, cube_quat: list[float] | None = None) -> dict:
         return {
             "value_obs": self.value_observation(cube_quat=cube_quat),
             "state": ev.state,

@@ -22,7 +22,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dex_common.rotations import quat_mul  # noqa: E402
+from dex_common.rotations import _qmul, _qnormalize  # noqa: E402
 from dex_description.paths import scene_xml  # noqa: E402
 from dex_description.registry import HandSpec, get_hand  # noqa: E402
 from dex_hardware.safety import CommandGuard, default_targets  # noqa: E402
@@ -97,17 +97,17 @@ def default_joint_positions(spec: HandSpec, actuator_targets: np.ndarray) -> np.
 
 # The 6 rotations that put each cube face up (w, x, y, z); composed with a random yaw they give
 # a uniformly random "resting on a face" orientation.
-_S = np.sqrt(0.5)
-_FACE_UP = np.array(
-    [
-        [1.0, 0.0, 0.0, 0.0],  # +z up
-        [0.0, 1.0, 0.0, 0.0],  # -z up (180 deg about x)
-        [_S, _S, 0.0, 0.0],  # 90 deg about x
-        [_S, -_S, 0.0, 0.0],  # -90 deg about x
-        [_S, 0.0, _S, 0.0],  # 90 deg about y
-        [_S, 0.0, -_S, 0.0],  # -90 deg about y
-    ]
+_S = math.sqrt(0.5)
+_FACE_UP = (
+    [1.0, 0.0, 0.0, 0.0],  # +z up
+    [0.0, 1.0, 0.0, 0.0],  # -z up (180 deg about x)
+    [_S, _S, 0.0, 0.0],  # 90 deg about x
+    [_S, -_S, 0.0, 0.0],  # -90 deg about x
+    [_S, 0.0, _S, 0.0],  # 90 deg about y
+    [_S, 0.0, -_S, 0.0],  # -90 deg about y
 )
+# Everything mj_step reads (time, qpos, qvel, warm start, ctrl, applied forces, mocap poses).
+_INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
 class HandCubeSim:
@@ -134,6 +134,7 @@ class HandCubeSim:
         self._render_enabled = render
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self.seed: int | None = None
+        self._home = self._home_state()
         self.reset(0)
         self._steps = 0
 
@@ -149,32 +150,44 @@ class HandCubeSim:
         return self.time_ns * 1e-9
 
     # ---- control --------------------------------------------------------------------------
-    def reset(self, seed: int) -> None:
+    def reset(self, seed: int) -> np.random.Generator:
         """Default hand pose, cube above the palm with seeded jitter and a random face up/yaw.
 
+        Returns the episode's generator (``default_rng(seed)``, after the reset's own draws);
+        the training env draws its randomization from it, so one seed fixes the whole episode.
         The clock advances by one control period, so the first state after a reset has a stamp
         strictly newer than anything published before it (the policy waits for that).
         """
         self.seed = int(seed)
         rng = np.random.default_rng(self.seed)
         m, d, ix = self.model, self.data, self.idx
-        mujoco.mj_resetData(m, d)
-        d.qpos[ix.qpos_adr] = self._default_qpos
+        # The home state (default hand pose and targets, zero velocities, forces and warm start)
+        # as mj_resetData + those writes would leave it, in one copy.
+        mujoco.mj_setState(m, d, self._home, _INTEGRATION)
         self.guard.reset(self._default_targets)
-        d.ctrl[ix.actuator_ids] = self._default_targets
-        pos = np.asarray(self.spec.cube.rest_pos, float).copy()
-        pos[:2] += rng.uniform(-CUBE_POS_JITTER, CUBE_POS_JITTER, size=2)
-        yaw = rng.uniform(0.0, 2.0 * np.pi)
-        q_yaw = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
-        quat = quat_mul(q_yaw, _FACE_UP[rng.integers(len(_FACE_UP))])
-        d.qpos[ix.cube_qpos : ix.cube_qpos + 3] = pos
-        d.qpos[ix.cube_qpos + 3 : ix.cube_qpos + 7] = quat / np.linalg.norm(quat)
-        d.qvel[ix.cube_qvel : ix.cube_qvel + 6] = 0.0
+        jx, jy, yaw, face = rng.random(4).tolist()
+        x, y, z = self.spec.cube.rest_pos
+        yaw *= math.pi  # half angle: the yaw is uniform in [0, 2 pi)
+        quat = _qnormalize(_qmul([math.cos(yaw), 0.0, 0.0, math.sin(yaw)],
+                                 _FACE_UP[int(face * len(_FACE_UP))]))
+        c = ix.cube_qpos
+        d.qpos[c:c + 7] = [x + CUBE_POS_JITTER * (2.0 * jx - 1.0),
+                           y + CUBE_POS_JITTER * (2.0 * jy - 1.0), z, *quat]
         # Positions only (fingertip sites, renders): the next mj_step computes everything else
         # itself, from the same state, so trajectories are unchanged (tested) at a third of
         # mj_forward's cost.
         mujoco.mj_kinematics(m, d)
         self._steps += self.substeps
+        return rng
+
+    def _home_state(self) -> np.ndarray:
+        m, d, ix = self.model, self.data, self.idx
+        mujoco.mj_resetData(m, d)
+        d.qpos[ix.qpos_adr] = self._default_qpos
+        d.ctrl[ix.actuator_ids] = self._default_targets
+        state = np.empty(mujoco.mj_stateSize(m, _INTEGRATION))
+        mujoco.mj_getState(m, d, state, _INTEGRATION)
+        return state
 
     def set_targets(self, targets: Sequence[float] | np.ndarray) -> tuple[bool, np.ndarray, str]:
         """Validate (CommandGuard: length, finite, clamp to limits) and apply actuator targets.
@@ -228,12 +241,17 @@ class HandCubeSim:
 
     def cube_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """(position (3,) m world, unit quaternion (4,) w,x,y,z)."""
-        # Scalar math on 7 floats (called several times per control step): same operations and
-        # order as q / np.linalg.norm(q), so bit-identical, at a fraction of the numpy overhead.
+        v = self.cube_pose_values()
+        return np.array(v[:3]), np.array(v[3:])
+
+    def cube_pose_values(self) -> list[float]:
+        """``cube_pose`` as 7 floats: x, y, z, unit quaternion w, x, y, z."""
+        # Scalar math on 7 floats (called every control step): same operations and order as
+        # q / np.linalg.norm(q), so bit-identical, at a fraction of the numpy overhead.
         a = self.idx.cube_qpos
         x, y, z, qw, qx, qy, qz = self.data.qpos[a : a + 7].tolist()
         n = math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
-        return np.array((x, y, z)), np.array((qw / n, qx / n, qy / n, qz / n))
+        return [x, y, z, qw / n, qx / n, qy / n, qz / n]
 
     def cube_velocity(self) -> tuple[np.ndarray, np.ndarray]:
         """(linear (3,) m/s world frame, angular (3,) rad/s cube-local frame) — MuJoCo free joint."""

@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -134,7 +135,7 @@ RANDOMIZATIONS: tuple[RandParam, ...] = (
 PARAMS: dict[str, RandParam] = {p.name: p for p in RANDOMIZATIONS}
 GROUPS: tuple[str, ...] = ("physics", "observation", "action", "unmodeled", "timing")
 FORCE_DECAY = 0.99  # per control step (D Table 8)
-STEP_BLOCK = 64  # per-step variates drawn this many steps at a time (one Generator call)
+STEP_BLOCK = 64  # per-step values are drawn and computed this many steps at a time, per hook
 MIN_JOINT_RANGE = 0.02  # rad: a randomized joint keeps at least this much travel
 _DISTS = ("uniform", "loguniform", "normal", "bernoulli", "event")
 
@@ -253,6 +254,21 @@ def _axis_angle_quats(z: np.ndarray, sigma: float, out: np.ndarray) -> None:
     out[:, 1:] = axis / np.maximum(n, 1e-12) * np.sin(half)
 
 
+@dataclass
+class _SamplePlan:
+    """``DomainRandomizer.sample``'s transform for one set of ranges (built once, reused)."""
+
+    ranges: dict[str, tuple[float, float]]
+    u_lo: np.ndarray  # per standard uniform: value = u_lo + u_span * u (log space if in u_log)
+    u_span: np.ndarray
+    z_mean: np.ndarray  # per standard normal: value = z_mean + z_sd * z
+    z_sd: np.ndarray
+    u_log: np.ndarray = field(default_factory=lambda: np.zeros(0, np.intp))
+    fixed: dict[str, np.ndarray | float | None] = field(default_factory=dict)  # not drawn
+    drawn: list[tuple[str, str, int, int]] = field(default_factory=list)  # name, kind, at, n
+    rot_sd: dict[str, float] = field(default_factory=dict)
+
+
 class DomainRandomizer:
     """Applies ``RANDOMIZATIONS`` to one ``HandCubeSim``.
 
@@ -273,6 +289,11 @@ class DomainRandomizer:
             "gainprm": m.actuator_gainprm.copy(), "biasprm": m.actuator_biasprm.copy(),
             "jnt_range": m.jnt_range.copy(), "gravity": m.opt.gravity.copy(),
         }
+        # Views onto the model's own arrays, by nominal key (one binding look-up each, here).
+        attr = {"gainprm": "actuator_gainprm", "biasprm": "actuator_biasprm"}
+        self._model_views = {k: getattr(m, attr.get(k, k)) for k in self.nominal
+                             if k != "gravity"}
+        self._model_views["gravity"] = m.opt.gravity
         self.cube_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, spec.cube.name)
         self.cube_geoms = np.flatnonzero(m.geom_bodyid == self.cube_body)
         # Bodies with mass (not the world, not the mocap goal marker).
@@ -290,6 +311,7 @@ class DomainRandomizer:
         self.draw: EpisodeDraw | None = None
         self._scratch = mujoco.MjData(m)
         self._plan_draws()
+        self._compiled: dict[tuple, _SamplePlan] = {}  # sample(): transforms by ranges
         self._reset_step_state()
 
     # ---- per episode ------------------------------------------------------------------------
@@ -335,108 +357,124 @@ class DomainRandomizer:
                ranges: Mapping[str, tuple[float, float]] | None = None) -> EpisodeDraw:
         """Draw every enabled parameter for one episode (disabled ones stay ``None``).
 
-        Consumes a fixed number of draws of ``rng`` (one block of uniforms, one of normals)."""
-        ranges = check_ranges(ranges) if ranges else {}
+        Consumes a fixed number of draws of ``rng`` (one block of uniforms, one of normals) and
+        transforms each block with one affine map (per-value bounds from ``ranges``)."""
+        try:
+            key = tuple(ranges.items()) if ranges else ()
+            plan = self._compiled.get(key)
+        except TypeError:  # unhashable bounds (lists): the checked copy has float tuples
+            ranges = check_ranges(ranges)
+            key = tuple(ranges.items())
+            plan = self._compiled.get(key)
+        if plan is None:
+            plan = self._compile(check_ranges(ranges) if ranges else {})
+            if len(self._compiled) >= 64:  # ADR moves ranges; keep the recent ones only
+                self._compiled.clear()
+            self._compiled[key] = plan
         u = rng.random(self._n_uniform)
         z = rng.standard_normal(self._n_normal)
-        vals: dict[str, np.ndarray | float | None] = {}
-        enabled = self.enabled
-        for p, k, kind, o in self._plan:
-            if p.name not in enabled:
-                vals[p.name] = None
-                continue
-            lo, hi = ranges[p.name] if p.name in ranges else (p.low, p.high)
-            v: np.ndarray | float
+        lin = plan.u_lo + plan.u_span * u  # uniform values; log of loguniform ones
+        if plan.u_log.size:
+            lin[plan.u_log] = np.exp(lin[plan.u_log])
+        zn = plan.z_mean + plan.z_sd * z
+        vals = dict(plan.fixed)
+        for name, kind, o, k in plan.drawn:
             if kind == "u":
-                x = u[o:o + k]
+                v: np.ndarray | float = lin[o:o + k]
+            elif kind == "b":  # bernoulli: lin holds the probability
+                v = u[o:o + k] < lin[o:o + k]
+            elif kind == "z":
+                v = zn[o:o + k]
+            else:  # "rot": an axis-angle rotation, sd = the range's high
+                q = np.empty((1, 4))
+                _axis_angle_quats(z[o:o + k].reshape(1, 4), plan.rot_sd[name], q)
+                v = q[0]
+            if k == 1 and kind != "b":
+                v = float(v[0])
+            vals[name] = v
+        return EpisodeDraw(vals, plan.ranges)
+
+    def _compile(self, ranges: dict[str, tuple[float, float]]) -> _SamplePlan:
+        """Per-value affine maps of the standard variates for these (checked) ranges."""
+        plan = _SamplePlan(ranges, np.zeros(self._n_uniform), np.zeros(self._n_uniform),
+                           np.zeros(self._n_normal), np.zeros(self._n_normal))
+        log_idx: list[int] = []
+        for p, k, kind, o in self._plan:
+            lo, hi = ranges.get(p.name, (p.low, p.high))
+            if p.name not in self.enabled:
+                plan.fixed[p.name] = None
+            elif kind == "u":
                 if p.dist == "uniform":
-                    v = lo + (hi - lo) * x
+                    plan.u_lo[o:o + k], plan.u_span[o:o + k] = lo, hi - lo
                 elif p.dist == "loguniform":
                     a = math.log(lo)
-                    v = np.exp(a + (math.log(hi) - a) * x)
-                else:  # bernoulli
-                    v = x < lo
+                    plan.u_lo[o:o + k], plan.u_span[o:o + k] = a, math.log(hi) - a
+                    log_idx += range(o, o + k)
+                else:  # bernoulli: the probability, whatever u is
+                    plan.u_lo[o:o + k] = lo
+                plan.drawn.append((p.name, "b" if p.dist == "bernoulli" else "u", o, k))
             elif kind == "z":
-                x = z[o:o + k]
                 if p.name == "obs_cube_rot_noise_episode":
-                    q = np.empty((1, 4))
-                    _axis_angle_quats(x.reshape(1, 4), hi, q)
-                    v = q[0]
+                    plan.rot_sd[p.name] = hi
+                    plan.drawn.append((p.name, "rot", o, k))
                 else:
-                    v = lo + hi * x
+                    plan.z_mean[o:o + k], plan.z_sd[o:o + k] = lo, hi
+                    plan.drawn.append((p.name, "z", o, k))
             elif p.dist == "event":
-                v = np.array([lo, hi])  # (rate, duration): the events are drawn per step
+                plan.fixed[p.name] = np.array([lo, hi])  # (rate, duration): drawn per step
             else:  # a per-step sd: the parameter itself
-                v = float(hi)
-            if isinstance(v, np.ndarray) and v.shape == (1,) and v.dtype != bool:
-                v = float(v[0])
-            vals[p.name] = v
-        return EpisodeDraw(vals, dict(ranges))
+                plan.fixed[p.name] = float(hi)
+        plan.u_log = np.array(log_idx, dtype=np.intp)
+        return plan
 
     def apply(self, draw: EpisodeDraw) -> None:
-        """Write this episode's physics values (each model field once, computed from the nominal
-        values, so draws never compound); reset per-step state.
+        """Write this episode's physics values (each model field from its nominal values, so
+        draws never compound); reset per-step state.
 
         Call after ``sim.reset`` (it reads the reset targets and cube mass)."""
-        m, nom = self.sim.model, self.nominal
+        mv, nom = self._model_views, self.nominal
         self.draw = draw
+        for f, v in mv.items():  # nominal first; the drawn scales then act in place
+            v[:] = nom[f]
         s = draw["cube_size_scale"]
-        ms = draw["body_mass_scale"]
-        mass, inertia = nom["body_mass"], nom["body_inertia"]
-        if s is not None or ms is not None:
-            mass, inertia = mass.copy(), inertia.copy()
         if s is not None:
             g, cb = self.cube_geoms, self.cube_body
-            for field in ("geom_size", "geom_pos", "geom_rbound", "geom_aabb"):
-                v = nom[field].copy()
-                v[g] *= s
-                getattr(m, field)[:] = v
-            mass[cb] *= s**3
-            inertia[cb] *= s**5  # m a^2: s^3 * s^2
-        else:
-            for field in ("geom_size", "geom_pos", "geom_rbound", "geom_aabb"):
-                getattr(m, field)[:] = nom[field]
+            for f in ("geom_size", "geom_pos", "geom_rbound", "geom_aabb"):
+                mv[f][g] *= s
+            mv["body_mass"][cb] *= s**3
+            mv["body_inertia"][cb] *= s**5  # m a^2: s^3 * s^2
+        ms = draw["body_mass_scale"]
         if ms is not None:
             b = self.mass_bodies
-            mass[b] *= ms
-            inertia[b] *= ms[:, None]  # same shape, more mass: inertia scales with it
-        m.body_mass[:] = mass
-        m.body_inertia[:] = inertia
+            mv["body_mass"][b] *= ms
+            mv["body_inertia"][b] *= ms[:, None]  # same shape, more mass: inertia scales with it
         f = draw["friction_scale"]
-        m.geom_friction[:] = nom["geom_friction"] if f is None else nom["geom_friction"] * f[:, None]
+        if f is not None:
+            mv["geom_friction"] *= f[:, None]
         d = draw["joint_damping_scale"]
-        damping = nom["dof_damping"]
         if d is not None:
-            damping = damping.copy()
-            damping[self.hand_dofs] *= d
-        m.dof_damping[:] = damping
+            mv["dof_damping"][self.hand_dofs] *= d
         kp = draw["actuator_kp_scale"]
-        gain, bias = nom["gainprm"], nom["biasprm"]
         if kp is not None:
             a = self.act_ids
-            gain, bias = gain.copy(), bias.copy()
-            gain[a, 0] *= kp
-            bias[a, 1] *= kp
-        m.actuator_gainprm[:] = gain
-        m.actuator_biasprm[:] = bias
+            mv["gainprm"][a, 0] *= kp
+            mv["biasprm"][a, 1] *= kp
         jl = draw["joint_limit_offset"]
-        rng_ = nom["jnt_range"]
         if jl is not None:
             j = self.hand_joints
-            rng_ = rng_.copy()
-            r = rng_[j] + jl.reshape(-1, 2)
+            r = nom["jnt_range"][j] + jl.reshape(-1, 2)
             # Crossed or too-narrow limits: centre a minimal range where the two bounds met.
             narrow = r[:, 1] - r[:, 0] < MIN_JOINT_RANGE
             c = 0.5 * (r[narrow, 0] + r[narrow, 1])
             r[narrow, 0], r[narrow, 1] = c - MIN_JOINT_RANGE / 2, c + MIN_JOINT_RANGE / 2
-            rng_[j] = r
-        m.jnt_range[:] = rng_
+            mv["jnt_range"][j] = r
         gr = draw["gravity_offset"]
-        m.opt.gravity[:] = nom["gravity"] if gr is None else nom["gravity"] + gr
+        if gr is not None:
+            mv["gravity"] += gr
         # Derived constants (dof_M0 — MuJoCo's mass matrix of "simple" bodies such as the free
         # cube —, invweight0, subtree masses) must follow the new masses; on a scratch MjData so
         # the sim's state is untouched. ~45 us per episode.
-        mujoco.mj_setConst(m, self._scratch)
+        mujoco.mj_setConst(self.sim.model, self._scratch)
         self._reset_step_state()
 
     def restore_nominal(self) -> None:
@@ -450,11 +488,9 @@ class DomainRandomizer:
         self._prev_target = targets.copy()  # action delay buffer
         self._backlash_e = targets.copy()  # play-operator state
         self._dropout_left = 0  # control steps the cube reading stays frozen
-        self._frozen: tuple[np.ndarray, np.ndarray] | None = None
+        self._frozen: tuple[list[float], list[float]] | None = None
         self._force = np.zeros(3)
-        # Per-step variates come in blocks (one Generator call per STEP_BLOCK steps and hook);
-        # emptied here so an episode's draws depend on its own generator only.
-        self._blocks: dict[str, list] = {}
+        self._blocks: dict[str, list] = {}  # per-step values by hook (see _next)
         n, nt = self.n_act, self.n_tips
         # ---- actions: t' = clip(t * gain + offset + step_sd * z), then backlash, then delay.
         self._a_step = d["action_noise_step"] if on("action_noise_step") else 0.0
@@ -501,18 +537,56 @@ class DomainRandomizer:
         self._force_sd = float(sig) * float(self.sim.model.body_mass[self.cube_body])
         self._lambda = d["timing_rate"] if on("timing_rate") else None
 
-    def _row(self, key: str, rng: np.random.Generator, normals: int, uniforms: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """This step's (standard normals, uniforms) for one hook, from its current block."""
-        b = self._blocks.get(key)
-        if b is None or b[2] >= STEP_BLOCK:
-            b = self._blocks[key] = [rng.standard_normal((STEP_BLOCK, normals)),
-                                     rng.random((STEP_BLOCK, uniforms)), 0]
-        i = b[2]
-        b[2] = i + 1
-        return b[0][i], b[1][i]
-
     # ---- per step -----------------------------------------------------------------------------
+    # Each hook takes its step's values from a block it builds every STEP_BLOCK steps: one
+    # Generator call and the vector math for 64 steps at once, so a control step costs one row
+    # look-up per hook. Blocks are emptied with the episode, so an episode's draws depend on its
+    # own generator only.
+    def _next(self, key: str, rng: np.random.Generator,
+              build: Callable[[np.random.Generator], Sequence[Any]]) -> Any:
+        b = self._blocks.get(key)
+        if b is None or b[1] >= STEP_BLOCK:
+            b = self._blocks[key] = [build(rng), 0]
+        i = b[1]
+        b[1] = i + 1
+        return b[0][i]
+
+    def _act_block(self, rng: np.random.Generator) -> np.ndarray:
+        """(STEP_BLOCK, n_act): episode offset + per-step noise, added after the gain."""
+        add = self._a_sd * rng.standard_normal((STEP_BLOCK, self.n_act))
+        return add if self._a_offset is None else add + self._a_offset
+
+    def _force_block(self, rng: np.random.Generator) -> list[tuple[np.ndarray, float]]:
+        """(candidate new force (3,), uniform deciding whether it starts) per step."""
+        z = self._force_sd * rng.standard_normal((STEP_BLOCK, 3))
+        return list(zip(z, rng.random(STEP_BLOCK).tolist(), strict=True))
+
+    def _time_block(self, rng: np.random.Generator) -> list[float]:
+        """Extra durations (s): Exp(lambda) by its inverse CDF (u in [0, 1))."""
+        return (-np.log1p(-rng.random(STEP_BLOCK)) / self._lambda).tolist()
+
+    def _obs_block(self, rng: np.random.Generator
+                   ) -> list[tuple[np.ndarray | None, list[float] | None, float]]:
+        """(noise on [tips | cube pos] or None, step rotation quaternion or None, dropout
+        uniform) per step."""
+        nt3 = 3 * self.n_tips
+        z = rng.standard_normal((STEP_BLOCK, nt3 + 7))
+        noise: Any = [None] * STEP_BLOCK
+        if self._obs_noisy_sd or self._obs_offset_on:
+            noise = self._obs_sd * z[:, :nt3 + 3] + self._obs_offset
+        rot: Any = [None] * STEP_BLOCK
+        if self._rot_step:
+            # Rotation by N(0, sd) about a uniformly random axis.
+            axis, angle = z[:, nt3 + 3:nt3 + 6], z[:, nt3 + 6]
+            n = np.linalg.norm(axis, axis=1)
+            n[n == 0.0] = 1.0
+            half = 0.5 * self._rot_step * angle
+            q = np.empty((STEP_BLOCK, 4))
+            q[:, 0] = np.cos(half)
+            q[:, 1:] = axis * (np.sin(half) / n)[:, None]
+            rot = q.tolist()
+        return list(zip(noise, rot, rng.random(STEP_BLOCK).tolist(), strict=True))
+
     def act(self, targets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Actuator targets as the hand receives them: noise, backlash, one-step delay."""
         if not self._act_on:
@@ -520,10 +594,10 @@ class DomainRandomizer:
         t = np.asarray(targets, dtype=np.float64)
         if self._a_gain is not None:
             t = t * self._a_gain
-        if self._a_offset is not None:
-            t = t + self._a_offset
         if self._a_sd is not None:
-            t = t + self._a_sd * self._row("act", rng, self.n_act, 1)[0]
+            t = t + self._next("act", rng, self._act_block)
+        elif self._a_offset is not None:
+            t = t + self._a_offset
         t = np.minimum(np.maximum(t, self.act_lo), self.act_hi)
         if self._backlash is not None:
             e = np.minimum(np.maximum(self._backlash_e, t - self._backlash), t + self._backlash)
@@ -539,53 +613,49 @@ class DomainRandomizer:
         """Random force on the cube for the next control step (decaying)."""
         if self._force_p <= 0.0:
             return
-        z, u = self._row("force", rng, 3, 1)
-        if u[0] < self._force_p:
-            self._force = self._force_sd * z
-        else:
-            self._force = self._force * FORCE_DECAY
+        f, u = self._next("force", rng, self._force_block)
+        self._force = f if u < self._force_p else self._force * FORCE_DECAY
         self.sim.data.xfrc_applied[self.cube_body, :3] = self._force
 
     def step_time(self, rng: np.random.Generator) -> float:
         """Extra duration (s) of the next control step: Exp(lambda), 0 when timing is off."""
         if self._lambda is None:
             return 0.0
-        u = float(self._row("time", rng, 0, 1)[1][0])
-        return -math.log1p(-u) / self._lambda  # inverse CDF of Exp(lambda); u in [0, 1)
+        return self._next("time", rng, self._time_block)
 
     def observe(self, tips: np.ndarray, pos: np.ndarray, quat: np.ndarray,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Noisy (fingertips (n_tips, 3), cube pos, cube quat); inputs are not modified."""
         if not self._obs_on:
             return tips, pos, quat
-        nt3 = 3 * self.n_tips
-        z, u = self._row("obs", rng, nt3 + 7, 1)
-        flat = np.concatenate([np.ravel(tips), pos])
-        if self._obs_noisy_sd:
-            flat = flat + self._obs_sd * z[:nt3 + 3]
-        if self._obs_offset_on:
-            flat = flat + self._obs_offset
-        tips = flat[:nt3].reshape(self.n_tips, 3)
+        t, p, q = self.observe_values(np.ravel(tips).tolist(), np.asarray(pos).tolist(),
+                                      np.asarray(quat, dtype=np.float64).tolist(), rng)
+        return np.array(t).reshape(self.n_tips, 3), np.array(p), np.array(q)
+
+    def observe_values(self, tips: list[float], pos: list[float], quat: list[float],
+                       rng: np.random.Generator) -> tuple[list[float], list[float], list[float]]:
+        """``observe`` on floats (fingertips flat): noisy (tips, cube pos, cube quat)."""
+        if not self._obs_on:
+            return tips, pos, quat
+        noise, rot, u = self._next("obs", rng, self._obs_block)
+        if noise is not None:
+            v = (np.array(tips + pos) + noise).tolist()
+            nt3 = 3 * self.n_tips
+            tips, pos = v[:nt3], v[nt3:]
         if self._dropout_left > 0 and self._frozen is not None:
             self._dropout_left -= 1
-            return tips, self._frozen[0].copy(), self._frozen[1].copy()
-        p = flat[nt3:]
-        q = np.asarray(quat, dtype=np.float64).tolist()
+            return tips, self._frozen[0], self._frozen[1]
+        q = quat
         if self._rot_ep is not None:
             q = _qmul(self._rot_ep, q)
-        if self._rot_step:
-            # Rotation by N(0, sd) about a uniformly random axis (scalar math on 4 numbers).
-            x, y, w, a = z[nt3 + 3:nt3 + 7].tolist()
-            n = math.sqrt(x * x + y * y + w * w) or 1.0
-            h = 0.5 * self._rot_step * a
-            sh = math.sin(h) / n
-            q = _qmul([math.cos(h), x * sh, y * sh, w * sh], q)
-        q = np.array(_qnormalize(q))
-        if self._drop_p > 0 and u[0] < self._drop_p:
+        if rot is not None:
+            q = _qmul(rot, q)
+        q = _qnormalize(q)
+        if self._drop_p > 0 and u < self._drop_p:
             # Dropout starts now: this and the next duration's readings are this one, frozen.
-            self._frozen = (p.copy(), q.copy())
+            self._frozen = (pos, q)  # lists, never modified in place
             self._dropout_left = self._drop_steps - 1
-        return tips, p, q
+        return tips, pos, q
 
 
 def main(argv: list[str] | None = None) -> int:
