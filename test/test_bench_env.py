@@ -136,3 +136,10 @@ def test_merge_probes_pools_the_runs():
     assert m["control_ceiling"]["best"] == 200.0 and m["repeats"] == 3
     assert "error" in bench_env.merge_probes([probe(1.0, 1.0), {"error": "exit 1"}])
     assert "error" in bench_env.merge_probes([])
+
+
+def test_same_work_vec_replays_every_member():
+    r = bench_env.same_work_vec("random", True, 12, 1, 3)
+    assert r["n_envs"] == 3 and r["mj_step_calls"] == 12  # 4 vector steps x 3 members
+    assert r["replay_exact"] == 12 and r["models"] >= 3  # each member its own randomized model
+    assert _rate_ok(r["env_rate"]) and _rate_ok(r["ceiling_rate"]) and r["ratio"] > 0

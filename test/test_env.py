@@ -116,6 +116,36 @@ def test_vector_env_autoreset():
     v.close()
 
 
+def test_vector_env_phases_match_envs_stepped_alone():
+    """VecDexCubeEnv runs commands, physics and outcomes phase by phase across its envs; with
+    full randomization that gives the same bits as stepping each env on its own."""
+    task = TaskConfig(randomize=True)
+    v = VecDexCubeEnv(3, seed=2, task=task)
+    alone = [DexCubeEnv("shadow", seed=2 * 1000 + i, task=task) for i in range(3)]
+    obs, vobs = v.reset()
+    for i, e in enumerate(alone):
+        o, info = e.reset()
+        np.testing.assert_array_equal(obs[i], o)
+        np.testing.assert_array_equal(vobs[i], info["value_obs"])
+    rng = np.random.default_rng(1)
+    ends = 0
+    for _ in range(40):
+        acts = rng.integers(0, 11, size=(3, SPEC.n_actuators))
+        obs, vobs, rew, term, trunc, _ = v.step(acts)
+        for i, e in enumerate(alone):
+            o, r, te, tr, info = e.step(acts[i])
+            assert (r, te, tr) == (rew[i], term[i], trunc[i])
+            if te or tr:
+                ends += 1
+                o, info = e.reset()
+            np.testing.assert_array_equal(obs[i], o)
+            np.testing.assert_array_equal(vobs[i], info["value_obs"])
+    assert ends >= 2  # auto-resets happened along the way
+    v.close()
+    for e in alone:
+        e.close()
+
+
 def test_task_config_defaults_and_errors():
     t = TaskConfig()
     assert (t.success_threshold, t.goals_per_trial, t.goal_timeout_s, t.bins, t.ema) == (

@@ -19,7 +19,8 @@ What is measured (rates are steps per second of wall time, one process unless st
    every mj_step dearer, so each env configuration is also compared with bare ``mj_step``
    replayed from every state that configuration's run recorded (bit-exact replay checked),
    env and replay alternating every 25 control steps: env steps/s and ceiling steps/s (best of
-   the repeats) and their ratio (median over the repeats, wall and CPU time).
+   the repeats) and their ratio (median over the repeats, wall and CPU time). The same for the
+   trainer's ``VecDexCubeEnv`` of ``VEC_ENVS`` members with full randomization.
 3. vs gymnasium-robotics at EQUAL substeps (20 x 2 ms = 40 ms per env step, theirs): OUR
    ``DexCubeEnv`` with ``env.sim.substeps = 20`` — the full step path unchanged (action decode,
    mj_step x 20, mj_kinematics, trial judge/reward, policy and value observations, info) —
@@ -96,12 +97,15 @@ def make_env(randomize: bool = False, substeps: int | None = None, seed: int = 0
     return env
 
 
-def _actions(env: Any, action: str, seed: int = 0) -> np.ndarray:
+def _actions(env: Any, action: str, seed: int = 0, members: int | None = None) -> np.ndarray:
+    """Pre-drawn actions, one row per step (cycled): ``(k, n_actuators)``, or
+    ``(k, members, n_actuators)`` for a vector env."""
     n, bins = env.n_actuators, env.bins
+    shape = (n,) if members is None else (members, n)
     if action == "hold":
-        return np.full((1, n), bins // 2)
+        return np.full((1, *shape), bins // 2)
     if action == "random":
-        return np.random.default_rng(seed).integers(0, bins, size=(1024, n))
+        return np.random.default_rng(seed).integers(0, bins, size=(1024, *shape))
     raise ValueError(f"action must be 'hold' or 'random'; got {action!r}")
 
 
@@ -153,6 +157,7 @@ def env_rate(env: Any, seconds: float, action: str = "hold", seed: int = 0) -> d
             "episodes_ended": episodes, "end_reasons": ends}
 
 
+VEC_ENVS = 8  # members of the vector env measured (the trainer steps a VecDexCubeEnv)
 SAME_WORK = (("env_hold", "hold", False), ("env_random", "random", False),
              ("env_rand_hold", "hold", True), ("env_rand_random", "random", True))
 
@@ -163,6 +168,40 @@ def same_work(action: str, randomize: bool, steps: int, repeats: int) -> dict[st
     acts = _actions(probe, action)
     probe.close()
     return same_work_ratio(lambda: make_env(randomize=randomize), acts, steps, repeats=repeats)
+
+
+class VecAsEnv:
+    """``VecDexCubeEnv`` behind the single-env calls ``dex_sim.ceiling`` makes (``reset``,
+    ``step`` -> 5-tuple); it auto-resets its members itself, so ``step`` never reports an end."""
+
+    def __init__(self, n: int, randomize: bool, seed: int = 0) -> None:
+        from dex_sim.env import TaskConfig, VecDexCubeEnv
+
+        self.vec = VecDexCubeEnv(n, seed=seed, task=TaskConfig(randomize=randomize))
+        self.n_actuators, self.bins = self.vec.envs[0].n_actuators, self.vec.envs[0].bins
+
+    def reset(self, seed: int | None = None) -> tuple[None, dict]:
+        self.vec.reset()  # member seeds are fixed at construction
+        return None, {}
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool, bool, dict]:
+        obs, _, rew, _, _, _ = self.vec.step(actions)
+        return obs, rew, False, False, {}
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+def same_work_vec(action: str, randomize: bool, steps: int, repeats: int, n: int
+                  ) -> dict[str, Any]:
+    """``same_work`` for ``VecDexCubeEnv(n)`` (the trainer's env): ``steps`` env steps in all,
+    ``steps // n`` vector steps; rates are env steps/s (all members)."""
+    probe = make_env()
+    acts = _actions(probe, action, members=n)
+    probe.close()
+    vsteps = max(1, steps // n)
+    r = same_work_ratio(lambda: VecAsEnv(n, randomize), acts, vsteps, repeats=repeats)
+    return {**r, "n_envs": n, "env_rate": r["env_rate"] * n, "ceiling_rate": r["ceiling_rate"] * n}
 
 
 def our_env(seconds: float, repeats: int, action: str, randomize: bool = False,
@@ -373,6 +412,9 @@ def run(seconds: float = 3.0, repeats: int = 3, procs: int | None = None,
     for name, action, rand in SAME_WORK:
         log(f"{name}: same-work ceiling ({steps} steps, replayed)")
         res[f"{name}_same_work"] = same_work(action, rand, steps, repeats)
+    for name, action, rand in SAME_WORK[2:]:
+        log(f"vec{VEC_ENVS}_{name[4:]}: same-work ceiling ({steps} env steps, replayed)")
+        res[f"vec_{name}_same_work"] = same_work_vec(action, rand, steps, repeats, VEC_ENVS)
 
     log("equal substeps (20)")
     raw20 = repeat(lambda: raw_rate(seconds, GYMROB_SUBSTEPS), repeats)
@@ -458,13 +500,17 @@ def format_table(res: dict[str, Any]) -> str:
         row(label, r, note)
     rows.append(("-- vs the ceiling on the SAME trajectory: bare mj_step replayed from every "
                  "recorded state --",))
-    for name, label in (("env_hold", "no rand, hold"), ("env_random", "no rand, random"),
-                        ("env_rand_hold", "full rand, hold"),
-                        ("env_rand_random", "full rand, random")):
+    for name, label in (("env_hold", "env, no rand, hold"),
+                        ("env_random", "env, no rand, random"),
+                        ("env_rand_hold", "env, full rand, hold"),
+                        ("env_rand_random", "env, full rand, random"),
+                        ("vec_env_rand_hold", f"{VEC_ENVS} envs (VecDexCubeEnv), full rand, hold"),
+                        ("vec_env_rand_random",
+                         f"{VEC_ENVS} envs (VecDexCubeEnv), full rand, random")):
         w = res.get(f"{name}_same_work")
         if w is None:
             continue
-        rows.append((f"env, {label}: env | same-work ceiling", _fmt(w["env_rate"]),
+        rows.append((f"{label}: env | same-work ceiling", _fmt(w["env_rate"]),
                      "", _fmt(w["ceiling_rate"]),
                      f"env = {w['ratio']:.1%} of ceiling ({w['cpu_ratio']:.1%} in CPU time; goal "
                      f">= {GOALS['env_vs_ceiling']:.0%}); "

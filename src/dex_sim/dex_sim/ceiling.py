@@ -158,7 +158,10 @@ def same_work_ratio(make: Callable[[], Any], actions: np.ndarray, steps: int, se
     thread CPU time (``cpu_ratio``: not inflated by time the thread was descheduled), and the
     replay's exactness."""
     rec = record_env(make, actions, steps, seed)
-    n = len(rec)  # one mj_step call per env step (resets do not step)
+    n = len(rec)  # mj_step calls: one per env step and env (resets do not step)
+    per = n // steps  # a vector env makes one call per member env
+    if per < 1 or per * steps != n:
+        raise RuntimeError(f"{n} mj_step calls in {steps} steps: not a whole number per step")
     replay = Replay(rec)
     runs = []
     for _ in range(max(1, repeats)):
@@ -170,7 +173,7 @@ def same_work_ratio(make: Callable[[], Any], actions: np.ndarray, steps: int, se
             for a in range(0, steps, CHUNK):
                 b = min(steps, a + CHUNK)
                 tot[:2] += _run_steps(env, actions, a, b)
-                r = replay.run(min(a, n), min(b, n))
+                r = replay.run(a * per, b * per)
                 tot[2:] += (r["seconds"], r["cpu_seconds"])
                 exact += r["exact"]
         finally:

@@ -231,16 +231,23 @@ class DexCubeEnv(gym.Env):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply one bin index per actuator (decoded by ``ActionDecoder``) for one control period."""
-        # The decoder's targets are finite and clipped to the actuator limits: no guard needed.
-        return self._advance(self.decoder.decode(np.asarray(action)), trusted=True)
+        self.sim.step_control(self._command(action))
+        return self._outcome()
 
     def step_targets(self, targets: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply absolute actuator targets (e.g. from ``PolicyRuntime.act``) for one period;
         they pass the sim's ``CommandGuard`` (bad values are held / clamped) as on the node."""
-        return self._advance(targets, trusted=False)
+        self.sim.step_control(self._apply_targets(targets, trusted=False))
+        return self._outcome()
 
-    def _advance(self, targets: np.ndarray, trusted: bool
-                 ) -> tuple[np.ndarray, float, bool, bool, dict]:
+    # A step in three phases — command, physics (``sim.step_control``), outcome — so that
+    # ``VecDexCubeEnv`` can run each phase across all its envs in turn.
+    def _command(self, action: np.ndarray) -> float:
+        """Decode ``action`` and apply it; returns the control step's extra duration (s)."""
+        # The decoder's targets are finite and clipped to the actuator limits: no guard needed.
+        return self._apply_targets(self.decoder.decode(np.asarray(action)), trusted=True)
+
+    def _apply_targets(self, targets: np.ndarray, trusted: bool) -> float:
         sim, r = self.sim, self.randomizer
         if not trusted:
             # The guard first, so action noise / backlash / delay never see a NaN command.
@@ -253,7 +260,10 @@ class DexCubeEnv(gym.Env):
         else:
             extra = 0.0
         sim.set_targets_trusted(targets)
-        sim.step_control(extra)
+        return extra
+
+    def _outcome(self) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Judge and observe the state the physics step left."""
         ev, pose = self._judge()
         self.last_event = ev
         ended = ev.ended
@@ -369,9 +379,17 @@ class VecDexCubeEnv:
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                  np.ndarray, list[dict]]:
+        # Phase by phase across the envs (all commands, all physics, all outcomes), not env by
+        # env: Python runs several times slower right after mj_step (caches and branch
+        # predictors full of physics), so the second and later envs of a phase run warm. Same
+        # results as stepping each env in turn: the envs share nothing.
+        envs = self.envs
+        extras = [env._command(a) for env, a in zip(envs, actions, strict=True)]
+        for env, extra in zip(envs, extras, strict=True):
+            env.sim.step_control(extra)
         obs, vobs, rew, term, trunc, infos = [], [], [], [], [], []
-        for i, (env, a) in enumerate(zip(self.envs, actions, strict=True)):
-            o, r, te, tr, info = env.step(a)
+        for i, env in enumerate(envs):
+            o, r, te, tr, info = env._outcome()
             if te or tr:
                 # Keep the final value obs: PPO bootstraps V(final) on truncation (timeout).
                 info = dict(info, final=True, final_value_obs=info["value_obs"])
