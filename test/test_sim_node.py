@@ -234,6 +234,36 @@ def test_realtime_mode_steps_on_wall_clock_and_holds_bad_command():
     assert proc.returncode == 0 and "Traceback" not in out, out
 
 
+def test_lockstep_waits_for_wait_nodes():
+    """A node named in wait_nodes that is not on the graph yet holds the first set back (the
+    matching rule cannot wait for a peer it does not know); it is sent once that node shows up
+    with a subscription."""
+    domain = str(120 + random.randrange(40))
+    env = dict(os.environ, ROS_DOMAIN_ID=domain, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dex_sim.node", "--ros-args", "-p", "mode:=lockstep",
+         "-p", "publish_images:=false", "-p", "wait_nodes:=late_observer"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ctx, executor = _ros(int(domain))
+    try:
+        node = rclpy.create_node("dex_sim_wait_test", context=ctx)
+        lis = Listener(node, executor)
+        # Everything the default rule waits for is here; the named node is not.
+        assert not lis.spin_until(lambda: lis.stamps("/clock"), 4.0), "sent before late_observer"
+        late = rclpy.create_node("late_observer", context=ctx)
+        late.create_subscription(JointState, "/joint_states", lambda m: None, QOS)
+        executor.add_node(late)
+        assert lis.spin_until(lambda: lis.stamps("/clock"), 20.0), _drain(proc)
+        late.destroy_node()
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=15)[0]
+    assert "Traceback" not in out, out
+
+
 def test_bad_mode_is_a_clear_error():
     env = dict(os.environ, ROS_DOMAIN_ID=str(200 + random.randrange(30)),
                ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")

@@ -92,6 +92,12 @@ def start_staged(group: ProcessGroup, watcher: object, spin: object, timeout: fl
     policy, so the monitor and the recorder must already be matched or trial 0 goes unseen.
     Returns problems (empty when ready)."""
     sim_names = [s.name for s in group.specs if s.package == "dex_sim"]
+    # The watcher (monitor, test tap) must see trial 0 too: the sim waits for it as well.
+    for spec in group.specs:
+        if spec.name in sim_names and hasattr(watcher, "get_name"):
+            waits = [n for n in str(spec.parameters.get("wait_nodes", "")).split(",") if n]
+            if watcher.get_name() not in waits:
+                spec.parameters["wait_nodes"] = ",".join([*waits, watcher.get_name()])
     group.start([s.name for s in group.specs if s.name not in sim_names])
     checks = readiness_checks(group.specs)
     deadline = time.monotonic() + timeout

@@ -282,6 +282,8 @@ def sim_graph(
     nodes.append(NodeSpec("dex_policy", "policy_node", "dex_policy.node", "dex_policy", pp))
     if record_dir:
         nodes.append(_recorder(record_dir, record_topics(hand, pose_source), use_sim_time))
+    # Lockstep's first set waits until the sim has discovered every other node of the graph.
+    nodes[0].parameters["wait_nodes"] = ",".join(n.name for n in nodes[1:])
     return _apply_extra(nodes, extra)
 
 

@@ -63,6 +63,10 @@ UNMATCHED_PEER_WAIT_S = 5.0
 # recorder, a monitor) need a moment to be discovered at all; once they are in the graph, the
 # known-peer rule above waits for them to match.
 DISCOVERY_SETTLE_S = 1.0
+# Longest wait (wall s) for the ``wait_nodes`` to be discovered; then lockstep starts anyway and
+# reports an error on /diagnostics.
+WAIT_NODES_MAX_S = 30.0
+
 
 class ParameterError(ValueError):
     """A parameter the node cannot run with."""
@@ -86,6 +90,11 @@ class SimNode(Node):
         # Which peers lockstep waits for before its first set (see _wait_topics): "auto",
         # "all", "" / "none", or a comma-separated topic list.
         self.wait_topics_param = self.declare_parameter("wait_topics", "auto").value
+        # Nodes (comma-separated names) lockstep waits to have discovered, with their
+        # subscriptions, before its first set: a peer the graph does not list yet cannot be
+        # waited for by the matching rule, and DDS discovery of a busy peer can take seconds.
+        self.wait_nodes = [n.strip() for n in str(
+            self.declare_parameter("wait_nodes", "").value).split(",") if n.strip()]
         self.diag = DiagnosticsPublisher(self, hardware_id=f"dex_sim/{self.hand}")
         self._validate_params()
         self.resend_s = float(self.resend_s)
@@ -140,6 +149,7 @@ class SimNode(Node):
         self._published_once = False
         self._awaiting = False  # lockstep: a set is out and we wait for its command
         self._waiting_since = time.monotonic()
+        self._nodes_found_at: float | None = None  # when every wait_nodes entry was discovered
         self._missing: list[str] = []
         self._last_tick: float | None = None
 
@@ -298,6 +308,15 @@ class SimNode(Node):
             out.append(cmd.topic_name)
         return out
 
+    def _undiscovered_nodes(self) -> list[str]:
+        """``wait_nodes`` not yet on this node's graph, or listed without any subscription."""
+        known = {name: ns for name, ns in self.get_node_names_and_namespaces()}
+        out = []
+        for n in self.wait_nodes:
+            if n not in known or not self.get_subscriber_names_and_types_by_node(n, known[n]):
+                out.append(n)
+        return out
+
     def _check_ready(self) -> None:
         if self._published_once:
             self._wait_timer.cancel()
@@ -307,16 +326,29 @@ class SimNode(Node):
         except ParameterError as e:
             self._diag_error(str(e))
             missing = []  # a bad wait list must not hang the sim: start anyway
+        now = time.monotonic()
+        waited = now - self._waiting_since
+        if self.wait_nodes and self._nodes_found_at is None:
+            absent = self._undiscovered_nodes()
+            if not absent:
+                self._nodes_found_at = now
+            elif waited < WAIT_NODES_MAX_S:
+                missing += [f"(node {n})" for n in absent]
+            else:
+                self._nodes_found_at = now
+                self._diag_error(f"lockstep: starting without {absent}: not discovered in "
+                                 f"{WAIT_NODES_MAX_S:g} s (wait_nodes)")
         # Every peer the ROS graph already knows about (a recorder, a monitor) must be matched
-        # too, or it misses the first sets of trial 0. Capped: an endpoint that never matches
-        # (e.g. incompatible QoS) must not hang the sim.
-        if time.monotonic() - self._waiting_since < UNMATCHED_PEER_WAIT_S:
+        # too, or it misses the first sets of trial 0. Capped (from when the awaited nodes were
+        # found): an endpoint that never matches (e.g. incompatible QoS) must not hang the sim.
+        found = self._nodes_found_at if self._nodes_found_at is not None else self._waiting_since
+        if now - found < UNMATCHED_PEER_WAIT_S:
             missing += [n for n in self._unmatched_known_peers() if n not in missing]
-        if time.monotonic() - self._waiting_since < DISCOVERY_SETTLE_S:
+        if waited < DISCOVERY_SETTLE_S:
             missing.append("(discovery settling)")
         self._missing = missing
         if missing:
-            if time.monotonic() - self._waiting_since > 5.0:
+            if waited > 5.0:
                 self.get_logger().info(f"lockstep: waiting for peers on {missing}",
                                        throttle_duration_sec=5.0)
             return
