@@ -178,7 +178,6 @@ class VecAsEnv:
         from dex_sim.env import TaskConfig, VecDexCubeEnv
 
         self.vec = VecDexCubeEnv(n, seed=seed, task=TaskConfig(randomize=randomize))
-        self.n_actuators, self.bins = self.vec.envs[0].n_actuators, self.vec.envs[0].bins
 
     def reset(self, seed: int | None = None) -> tuple[None, dict]:
         self.vec.reset()  # member seeds are fixed at construction

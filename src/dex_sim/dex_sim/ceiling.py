@@ -70,21 +70,10 @@ def _run_steps(env: Any, actions: np.ndarray, start: int, stop: int) -> tuple[fl
     return time.perf_counter() - t0, time.thread_time() - c0
 
 
-def run_env(make: Callable[[], Any], actions: np.ndarray, steps: int, seed: int
-            ) -> tuple[float, float]:
-    """(wall, thread CPU) seconds for ``steps`` env steps (actions cycled, auto-reset) on a
-    fresh env reset with ``seed``."""
-    env = make()
-    try:
-        env.reset(seed=seed)
-        return _run_steps(env, actions, 0, steps)
-    finally:
-        env.close()
-
-
 def record_env(make: Callable[[], Any], actions: np.ndarray, steps: int, seed: int
                ) -> PhysicsRecord:
-    """The same run as ``run_env(make, actions, steps, seed)``, recording every ``mj_step``."""
+    """Step a fresh env from ``make`` (reset with ``seed``, ``steps`` steps of ``actions``,
+    cycled, auto-reset), recording every ``mj_step`` call."""
     rec = PhysicsRecord()
     env = make()
     real_step = mujoco.mj_step
