@@ -17,6 +17,14 @@ import pytest
 from dex_description.registry import HandSpec
 
 
+def reset_home(model: mujoco.MjModel) -> mujoco.MjData:
+    """Fresh data at the scene's ``home`` keyframe, forward-computed."""
+    data = mujoco.MjData(model)
+    mujoco.mj_resetDataKeyframe(model, data, model.key("home").id)
+    mujoco.mj_forward(model, data)
+    return data
+
+
 def face_pixels(img: np.ndarray) -> int:
     """Pixels of any cube face colour: one or two channels high, the rest low."""
     f = img.astype(int)

@@ -38,13 +38,6 @@ def urdf() -> ET.Element:
     return ET.parse(paths.urdf_path("shadow")).getroot()
 
 
-def _reset_home(model: mujoco.MjModel) -> mujoco.MjData:
-    data = mujoco.MjData(model)
-    mujoco.mj_resetDataKeyframe(model, data, model.key("home").id)
-    mujoco.mj_forward(model, data)
-    return data
-
-
 # ---- structure ---------------------------------------------------------------------------------
 def test_generated_files_are_up_to_date() -> None:
     assert generate.main(["--check"]) == 0, "run `python -m dex_description.generate`"
@@ -117,7 +110,7 @@ def test_actuators_match_registry(model: mujoco.MjModel) -> None:
 
 
 def test_fingertip_sites_at_distal_tips(model: mujoco.MjModel) -> None:
-    data = _reset_home(model)
+    data = hand_checks.reset_home(model)
     palm = data.xpos[model.body(HAND.palm_body).id]
     for name in HAND.fingertip_sites:
         sid = model.site(name).id
@@ -135,7 +128,7 @@ def test_fingertip_sites_at_distal_tips(model: mujoco.MjModel) -> None:
 
 
 def test_cameras_cube_goal_floor(model: mujoco.MjModel) -> None:
-    data = _reset_home(model)
+    data = hand_checks.reset_home(model)
     for cam in HAND.cameras:
         c = model.camera(cam.name)
         np.testing.assert_allclose(c.pos, cam.pos, atol=1e-6)
@@ -173,7 +166,7 @@ def test_keyframe_is_the_default_pose(model: mujoco.MjModel) -> None:
 
 # ---- physics -----------------------------------------------------------------------------------
 def test_cube_settles_on_palm_at_default_pose(model: mujoco.MjModel) -> None:
-    data = _reset_home(model)
+    data = hand_checks.reset_home(model)
     cid = model.body(HAND.cube.name).id
     palm = model.body(HAND.palm_body).id
     palm_top = data.xpos[palm][2] + generate.PALM_HALF_T
@@ -197,7 +190,7 @@ def test_each_actuator_tracks_a_step_within_one_control_period(model: mujoco.MjM
     lo, hi = HAND.actuator_limits()
     amat = HAND.actuation_matrix()
     for k, act in enumerate(HAND.actuators):
-        data = _reset_home(model)
+        data = hand_checks.reset_home(model)
         data.qpos[NJ + 2] = -0.2  # cube out of the way: we test the joint servos
         for _ in range(25):
             mujoco.mj_step(model, data)
@@ -216,7 +209,7 @@ def test_each_actuator_tracks_a_step_within_one_control_period(model: mujoco.MjM
 
 # ---- rendering ---------------------------------------------------------------------------------
 def test_each_camera_sees_the_cube_but_not_the_goal(model: mujoco.MjModel) -> None:
-    hand_checks.assert_cameras_see_cube_not_goal(model, _reset_home(model), HAND, [0.0, 0.6, -0.24])
+    hand_checks.assert_cameras_see_cube_not_goal(model, hand_checks.reset_home(model), HAND, [0.0, 0.6, -0.24])
 
 
 # ---- URDF and RViz -----------------------------------------------------------------------------

@@ -44,13 +44,6 @@ def urdf() -> ET.Element:
     return ET.parse(paths.urdf_path("leap")).getroot()
 
 
-def _reset_home(model: mujoco.MjModel) -> mujoco.MjData:
-    data = mujoco.MjData(model)
-    mujoco.mj_resetDataKeyframe(model, data, model.key("home").id)
-    mujoco.mj_forward(model, data)
-    return data
-
-
 # ---- registry ----------------------------------------------------------------------------------
 def test_shadow_facts_unchanged_and_leap_distinct() -> None:
     assert get_hand("shadow").facts_hash() == SHADOW_FACTS_HASH
@@ -107,7 +100,7 @@ def test_joints_and_actuators_match_registry(model: mujoco.MjModel) -> None:
 
 
 def test_fingertips_keyframe_and_cube(model: mujoco.MjModel) -> None:
-    data = _reset_home(model)
+    data = hand_checks.reset_home(model)
     for name in HAND.fingertip_sites:
         body = model.body(model.site(name).bodyid[0])
         assert body.name.endswith("_ds") and body.id not in model.body_parentid  # a leaf
@@ -135,7 +128,7 @@ def test_fingertips_keyframe_and_cube(model: mujoco.MjModel) -> None:
 
 # ---- physics -----------------------------------------------------------------------------------
 def test_cube_settles_on_palm_at_default_pose(model: mujoco.MjModel) -> None:
-    data = _reset_home(model)
+    data = hand_checks.reset_home(model)
     cid = model.body(HAND.cube.name).id
     palm_top = generate.LEAP_PALM_Z + generate.LEAP_PALM_HALF[2]
     hx, hy = generate.LEAP_PALM_HALF[:2]
@@ -155,7 +148,7 @@ def test_cube_settles_on_palm_at_default_pose(model: mujoco.MjModel) -> None:
 def test_each_actuator_tracks_a_step_within_one_control_period(model: mujoco.MjModel) -> None:
     lo, hi = HAND.actuator_limits()
     for k, act in enumerate(HAND.actuators):
-        data = _reset_home(model)
+        data = hand_checks.reset_home(model)
         data.qpos[NJ + 2] = -0.2  # cube out of the way: we test the joint servos
         mujoco.mj_step(model, data, nstep=25)
         before = data.qpos[k]
@@ -169,7 +162,7 @@ def test_each_actuator_tracks_a_step_within_one_control_period(model: mujoco.MjM
 
 # ---- rendering ---------------------------------------------------------------------------------
 def test_each_camera_sees_the_cube_but_not_the_goal(model: mujoco.MjModel) -> None:
-    hand_checks.assert_cameras_see_cube_not_goal(model, _reset_home(model), HAND, [0.0, 0.8, -0.24])
+    hand_checks.assert_cameras_see_cube_not_goal(model, hand_checks.reset_home(model), HAND, [0.0, 0.8, -0.24])
 
 
 # ---- URDF --------------------------------------------------------------------------------------
