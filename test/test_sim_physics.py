@@ -189,3 +189,75 @@ def test_goal_marker(sim):
     np.testing.assert_allclose(sim.data.mocap_quat[sim.idx.goal_mocap], q)
     with pytest.raises(ValueError):
         sim.set_goal_marker([np.nan, 0, 0, 0])
+
+
+def _contact_set(m, d) -> dict[tuple[str, str], tuple]:
+    """Contacts by (geom, geom) name pair -> (count, dim, friction, solref, solimp)."""
+    out: dict[tuple[str, str], list] = {}
+    for c in d.contact[: d.ncon]:
+        key = tuple(sorted(m.geom(int(g)).name for g in c.geom))
+        out.setdefault(key, []).append(
+            (c.dim, *np.round(c.friction, 9), *np.round(c.solref, 9), *np.round(c.solimp, 9)))
+    return {k: (len(v), *sorted(v)[0]) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("hand", ["shadow", "leap"])
+def test_explicit_contact_pairs_match_the_automatic_mechanism(hand):
+    """The shipped scene lists every collision as a <pair> (no broad phase); on states from
+    drops and random flailing, MuJoCo's contype/conaffinity mechanism on the same scene finds
+    exactly the same contacts with the same parameters (so also: the hand never reaches the
+    floor, which the pairs leave out). Friction randomization reaches the pairs too."""
+    import mujoco
+
+    from dex_description.generate import build_mjcf
+    from dex_sim.randomization import DomainRandomizer
+
+    spec = get_hand(hand)
+    s = HandCubeSim(hand, render=False)
+    auto = mujoco.MjModel.from_xml_string(build_mjcf(spec, contacts="auto"))
+    da = mujoco.MjData(auto)
+    assert s.model.npair > len(spec.joint_names) // 2 and auto.npair == 0
+    assert s.model.opt.jacobian == mujoco.mjtJacobian.mjJAC_SPARSE
+    lo, hi = spec.actuator_limits()
+    rng = np.random.default_rng(0)
+    seen: set[tuple[str, str]] = set()
+    for seed in range(6):
+        s.reset(seed)
+        for _ in range(12):
+            s.set_targets(rng.uniform(lo, hi))
+            s.step_control()
+            da.qpos[:], da.qvel[:], da.ctrl[:] = s.data.qpos, s.data.qvel, s.data.ctrl
+            mujoco.mj_forward(auto, da)
+            mujoco.mj_forward(s.model, s.data)
+            got, want = _contact_set(s.model, s.data), _contact_set(auto, da)
+            assert got == want
+            seen |= set(got)
+    # A dropped cube landing on the floor.
+    floor = s.model.geom("floor").pos[2]
+    for d in (s.data, da):
+        d.qpos[s.idx.cube_qpos + 2] = floor + 0.99 * spec.cube.size / 2
+    mujoco.mj_forward(auto, da)
+    mujoco.mj_forward(s.model, s.data)
+    assert _contact_set(s.model, s.data) == _contact_set(auto, da)
+    seen |= set(_contact_set(s.model, s.data))
+    assert ("cube_collision", "floor") in seen and len(seen) >= 4  # fingers, palm, floor
+    # Friction randomization: each pair's coefficients follow its geoms' (the larger one).
+    r = DomainRandomizer(s, {"physics"})
+    s.reset(0)
+    r.apply(r.sample(np.random.default_rng(3)))
+    m = s.model
+    f = m.geom_friction
+    want = np.maximum(f[m.pair_geom1], f[m.pair_geom2])[:, [0, 0, 1, 2, 2]]
+    np.testing.assert_array_equal(m.pair_friction, want)
+    assert np.ptp(m.pair_friction[:, 0]) > 0.1
+    for _ in range(10):  # the cube settles onto the palm
+        s.step_control()
+        if s.data.ncon:
+            break
+    assert s.data.ncon > 0
+    pairs = [(int(a), int(b)) for a, b in zip(m.pair_geom1, m.pair_geom2, strict=True)]
+    for c in s.data.contact[: s.data.ncon]:  # what the solver uses
+        p = pairs.index((int(c.geom[0]), int(c.geom[1])))
+        np.testing.assert_allclose(c.friction, want[p])
+    r.restore_nominal()
+    np.testing.assert_array_equal(m.pair_friction[:, 0], 1.0)

@@ -32,9 +32,9 @@ What is measured (rates are steps per second of wall time, one process unless st
 4. scaling: N processes (``--procs``, default cpu count) each stepping its own env (hold, no
    randomization) vs 1 process, and ``mujoco.rollout`` with N threads vs 1 (physics only).
 5. ``--scene-variants``: the env of 3. on edited copies of our scene (``SCENE_VARIANTS``:
-   gymnasium-robotics' pyramidal friction cones and Euler integrator, one palm box instead of
-   two) — what a cheaper contact model would buy against the same reference. Not shipped
-   settings: each changes the contact physics the default models were trained on.
+   gymnasium-robotics' pyramidal friction cones, then also its Euler integrator) — what a
+   cheaper contact model would buy against the same reference. Not shipped settings: each
+   changes the contact physics the default models were trained on.
 """
 
 from __future__ import annotations
@@ -215,12 +215,10 @@ def our_env(seconds: float, repeats: int, action: str, randomize: bool = False,
 # ---- scene variants ----------------------------------------------------------------------------
 _PYRAMIDAL = ('cone="elliptic"', 'cone="pyramidal"')
 _EULER = ('integrator="implicitfast"', 'integrator="Euler"')
-_ONE_PALM_BOX = ('<geom name="palm_g1" class="hand"', '<geom name="palm_g1" class="hand" contype="0"')
 # name -> MJCF text edits (old, new) applied to the generated scene, each must match.
 SCENE_VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "pyramidal cones": (_PYRAMIDAL,),
     "pyramidal + Euler": (_PYRAMIDAL, _EULER),
-    "pyramidal + Euler + one palm box": (_PYRAMIDAL, _EULER, _ONE_PALM_BOX),
 }
 
 

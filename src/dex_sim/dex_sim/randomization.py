@@ -294,6 +294,10 @@ class DomainRandomizer:
         self._model_views = {k: getattr(m, attr.get(k, k)) for k in self.nominal
                              if k != "gravity"}
         self._model_views["gravity"] = m.opt.gravity
+        # Explicit contact pairs (the generated scenes list every collision) carry their own
+        # friction: it follows the two geoms' (MuJoCo's rule: the larger of each coefficient).
+        self._pair_geoms = (m.pair_geom1.copy(), m.pair_geom2.copy())
+        self._pair_friction = m.pair_friction
         self.cube_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, spec.cube.name)
         self.cube_geoms = np.flatnonzero(m.geom_bodyid == self.cube_body)
         # Bodies with mass (not the world, not the mocap goal marker).
@@ -451,6 +455,10 @@ class DomainRandomizer:
         f = draw["friction_scale"]
         if f is not None:
             mv["geom_friction"] *= f[:, None]
+        if len(self._pair_geoms[0]):
+            gf = mv["geom_friction"]
+            pf = np.maximum(gf[self._pair_geoms[0]], gf[self._pair_geoms[1]])
+            self._pair_friction[:] = pf[:, [0, 0, 1, 2, 2]]  # slide, slide, spin, roll, roll
         d = draw["joint_damping_scale"]
         if d is not None:
             mv["dof_damping"][self.hand_dofs] *= d
