@@ -107,13 +107,20 @@ def test_scene_variants_change_the_model_and_restore_the_loader():
 
     plain = physics.load_model
     base = physics.HandCubeSim(render=False).model
-    with bench_env.scene_variant(bench_env.SCENE_VARIANTS["pyramidal + Euler"]):
+    with bench_env.scene_variant(*bench_env.SCENE_VARIANTS["pyramidal + Euler"]):
         m = physics.HandCubeSim(render=False).model
     assert physics.load_model is plain
     assert base.opt.cone == mujoco.mjtCone.mjCONE_ELLIPTIC
     assert m.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL
     assert m.opt.integrator == mujoco.mjtIntegrator.mjINT_EULER
     assert m.npair == base.npair  # contacts as shipped
+    with bench_env.scene_variant(*bench_env.SCENE_VARIANTS["broad-phase contacts"]):
+        auto = physics.HandCubeSim(render=False).model
+    assert auto.npair == 0 and base.npair > 0 and auto.opt.jacobian == base.opt.jacobian
+    with bench_env.scene_variant(*bench_env.SCENE_VARIANTS["dense Jacobian (MuJoCo's auto)"]):
+        dense = physics.HandCubeSim(render=False).model
+    assert dense.opt.jacobian == mujoco.mjtJacobian.mjJAC_AUTO
+    assert base.opt.jacobian == mujoco.mjtJacobian.mjJAC_SPARSE
     with pytest.raises(ValueError, match="does not match"):
         with bench_env.scene_variant((("no such text", ""),)):
             pass

@@ -31,10 +31,11 @@ What is measured (rates are steps per second of wall time, one process unless st
    (our hand model vs theirs), so physics cost differs too.
 4. scaling: N processes (``--procs``, default cpu count) each stepping its own env (hold, no
    randomization) vs 1 process, and ``mujoco.rollout`` with N threads vs 1 (physics only).
-5. ``--scene-variants``: the env of 3. on edited copies of our scene (``SCENE_VARIANTS``:
-   gymnasium-robotics' pyramidal friction cones, then also its Euler integrator) — what a
-   cheaper contact model would buy against the same reference. Not shipped settings: each
-   changes the contact physics the default models were trained on.
+5. ``--scene-variants``: the env of 3. on edited copies of our scene (``SCENE_VARIANTS``):
+   gymnasium-robotics' pyramidal friction cones, then also its Euler integrator — what a
+   cheaper contact model would buy against the same reference (not shipped: each changes the
+   contact physics the default models were trained on) —, and the scene with one shipped
+   speed choice undone (dense constraint Jacobian; broad-phase contacts instead of pairs).
 """
 
 from __future__ import annotations
@@ -213,21 +214,30 @@ def our_env(seconds: float, repeats: int, action: str, randomize: bool = False,
 
 
 # ---- scene variants ----------------------------------------------------------------------------
+Edits = tuple[tuple[str, str], ...]
 _PYRAMIDAL = ('cone="elliptic"', 'cone="pyramidal"')
 _EULER = ('integrator="implicitfast"', 'integrator="Euler"')
-# name -> MJCF text edits (old, new) applied to the generated scene, each must match.
-SCENE_VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "pyramidal cones": (_PYRAMIDAL,),
-    "pyramidal + Euler": (_PYRAMIDAL, _EULER),
+_DENSE = (' jacobian="sparse"', "")
+# name -> (MJCF text edits (old, new), each must match; contacts: build_mjcf's mode). The first
+# two are gymnasium-robotics' cheaper contact model; the last two undo one shipped choice each.
+SCENE_VARIANTS: dict[str, tuple[Edits, str]] = {
+    "pyramidal cones": ((_PYRAMIDAL,), "pairs"),
+    "pyramidal + Euler": ((_PYRAMIDAL, _EULER), "pairs"),
+    "dense Jacobian (MuJoCo's auto)": ((_DENSE,), "pairs"),
+    "broad-phase contacts": ((), "auto"),
 }
 
 
 @contextlib.contextmanager
-def scene_variant(edits: tuple[tuple[str, str], ...], hand: str = "shadow") -> Iterator[None]:
-    """HandCubeSims built inside load the generated scene with ``edits`` applied."""
+def scene_variant(edits: Edits, contacts: str = "pairs", hand: str = "shadow") -> Iterator[None]:
+    """HandCubeSims built inside load the generated scene (``build_mjcf(hand, contacts)``; the
+    shipped file for "pairs") with ``edits`` applied."""
+    from dex_description.generate import build_mjcf
+    from dex_description.registry import get_hand
     from dex_sim import physics
 
-    xml = Path(physics.scene_xml(hand)).read_text()
+    xml = (Path(physics.scene_xml(hand)).read_text() if contacts == "pairs"
+           else build_mjcf(get_hand(hand), contacts))
     for old, new in edits:
         if old not in xml:
             raise ValueError(f"scene variant edit {old!r} does not match the generated MJCF")
@@ -243,8 +253,8 @@ def scene_variant(edits: tuple[tuple[str, str], ...], hand: str = "shadow") -> I
 def variant_rates(seconds: float, repeats: int) -> dict[str, dict[str, Any]]:
     """Env steps/s at gymnasium-robotics' 20 substeps on each ``SCENE_VARIANTS`` scene."""
     out = {}
-    for name, edits in SCENE_VARIANTS.items():
-        with scene_variant(edits):
+    for name, (edits, contacts) in SCENE_VARIANTS.items():
+        with scene_variant(edits, contacts=contacts):
             out[name] = {a: our_env(seconds, repeats, a, substeps=GYMROB_SUBSTEPS)
                          for a in ("hold", "random")}
     return out
@@ -542,7 +552,7 @@ def format_table(res: dict[str, Any]) -> str:
                      ratio(vs["raw_physics"])))
     for name, v in res.get("variants", {}).items():
         for a, theirs in (("hold", "env_zero"), ("random", "env_random")):
-            row(f"ours, {name} (not shipped), {a}", v[a], "" if "error" in g else
+            row(f"ours, variant: {name}, {a}", v[a], "" if "error" in g else
                 "vs theirs " + ratio(_ratio(v[a], g[theirs]), GOALS["vs_gymrob"]))
     p = res["procs"]
     rows.append((f"-- scaling on {res['cpu_count']} cores --",))

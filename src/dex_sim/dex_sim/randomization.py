@@ -73,7 +73,7 @@ RANDOMIZATIONS: tuple[RandParam, ...] = (
     RandParam("body_mass_scale", "physics", "uniform", 0.5, 1.5, "x", "D Table 1",
               "mass (and inertia) scale, per body (hand links and cube)", True, 1.0),
     RandParam("friction_scale", "physics", "uniform", 0.7, 1.3, "x", "D Table 1",
-              "geom friction coefficients scale, per geom", True, 1.0),
+              "geom friction coefficients scale, per geom (contact pairs follow)", True, 1.0),
     RandParam("joint_damping_scale", "physics", "loguniform", 0.3, 3.0, "x", "D Table 1",
               "joint damping scale, per hand joint", True, 1.0),
     RandParam("actuator_kp_scale", "physics", "loguniform", 0.75, 1.5, "x", "D Table 1",
