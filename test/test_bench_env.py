@@ -130,6 +130,23 @@ def test_scene_variants_change_the_model_and_restore_the_loader():
     assert all(_rate_ok(v[a]["best"]) for v in res.values() for a in ("hold", "random"))
 
 
+def test_leap_jacobian_rates_compare_the_shipped_scene_with_sparse():
+    import mujoco
+
+    from dex_sim import physics
+
+    with bench_env.scene_variant(bench_env._LEAP_SPARSE, hand="leap"):
+        m = physics.HandCubeSim("leap", render=False).model
+    assert m.opt.jacobian == mujoco.mjtJacobian.mjJAC_SPARSE
+    assert physics.HandCubeSim("leap", render=False).model.opt.jacobian == \
+        mujoco.mjtJacobian.mjJAC_DENSE
+    res = bench_env.leap_jacobian_rates(0.02, 1)
+    assert set(res) == {"dense (shipped)", "sparse"}
+    assert all(_rate_ok(v[a]["best"]) for v in res.values() for a in ("hold", "random"))
+    table = bench_env.format_table({**bench_env.run(0.02, 1, 1, True, True), "leap_jacobian": res})
+    assert "LEAP env, dense (shipped) Jacobian, hold" in table and "vs sparse" in table
+
+
 def test_merge_probes_pools_the_runs():
     def probe(zero: float, raw: float) -> dict:
         return {"env_id": "X", "n_substeps": 20,

@@ -93,9 +93,10 @@ CONTACT_SOLIMP = (0.95, 0.99, 0.001, 0.5, 2.0)
 MJ_DEFAULT_SOLREF = (0.02, 1.0)
 MJ_DEFAULT_SOLIMP = (0.9, 0.95, 0.001, 0.5, 2.0)
 CUBE_CONDIM = 4  # sliding + torsional friction on the cube
-# Constraint Jacobian per hand, the faster one measured (env steps/s, full randomization, same
-# run): Shadow sparse 693 / 592 vs dense 472 / 362 (hold / random actions) — a tree of five long
-# finger chains; LEAP dense 1,600 / 1,419 vs sparse 1,476 / 1,295. Same physics either way.
+# Constraint Jacobian per hand: the faster one, measured by `dex-sim-bench --scene-variants`
+# (env steps/s, hold / random actions; same physics either way). Shadow, a tree of five long
+# finger chains: sparse 1,533 / 1,172 vs dense 1,429 / 684 (20 substeps). LEAP: dense 1,754 /
+# 1,503 vs sparse 1,580 / 1,371.
 JACOBIAN = {"dex_shadow": "sparse", "dex_leap": "dense"}
 
 # LEAP: Dynamixel XC330 servos in current-based position mode. kp 3 N m/rad is the stiffness the

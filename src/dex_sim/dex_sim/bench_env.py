@@ -35,7 +35,8 @@ What is measured (rates are steps per second of wall time, one process unless st
    gymnasium-robotics' pyramidal friction cones, then also its Euler integrator — what a
    cheaper contact model would buy against the same reference (not shipped: each changes the
    contact physics the default models were trained on) —, and the scene with one shipped
-   speed choice undone (dense constraint Jacobian; broad-phase contacts instead of pairs).
+   speed choice undone (dense constraint Jacobian; broad-phase contacts instead of pairs);
+   also the LEAP env with its shipped dense Jacobian vs the sparse one.
 """
 
 from __future__ import annotations
@@ -260,6 +261,29 @@ def variant_rates(seconds: float, repeats: int) -> dict[str, dict[str, Any]]:
     return out
 
 
+_LEAP_SPARSE = ((' jacobian="dense"', ' jacobian="sparse"'),)
+
+
+def leap_jacobian_rates(seconds: float, repeats: int) -> dict[str, dict[str, Any]]:
+    """LEAP env steps/s (registry substeps, no randomization) with its shipped dense constraint
+    Jacobian and with the sparse one, runs alternating: the check behind
+    ``dex_description.generate.JACOBIAN``."""
+    envs = {}
+    for name, edits in (("dense (shipped)", ()), ("sparse", _LEAP_SPARSE)):
+        with scene_variant(edits, hand="leap"):
+            envs[name] = make_env(hand="leap")
+    runs: dict[str, dict[str, list]] = {n: {"hold": [], "random": []} for n in envs}
+    try:
+        for _ in range(max(1, repeats)):
+            for a in ("hold", "random"):
+                for name, env in envs.items():
+                    runs[name][a].append(env_rate(env, seconds, a))
+    finally:
+        for env in envs.values():
+            env.close()
+    return {n: {a: summarize_runs(r) for a, r in by.items()} for n, by in runs.items()}
+
+
 # ---- scaling -----------------------------------------------------------------------------------
 def _proc_worker(seconds: float, ready: Any, go: Any, out: Any) -> None:
     env = make_env()
@@ -439,6 +463,8 @@ def run(seconds: float = 3.0, repeats: int = 3, procs: int | None = None,
     if scene_variants:
         log("scene variants (20 substeps)")
         res["variants"] = variant_rates(seconds, repeats)
+        log("LEAP: dense vs sparse constraint Jacobian")
+        res["leap_jacobian"] = leap_jacobian_rates(seconds, repeats)
 
     if skip_scaling:
         res["procs"] = res["rollout"] = {"error": "skipped (--skip-scaling)"}
@@ -554,6 +580,12 @@ def format_table(res: dict[str, Any]) -> str:
         for a, theirs in (("hold", "env_zero"), ("random", "env_random")):
             row(f"ours, variant: {name}, {a}", v[a], "" if "error" in g else
                 "vs theirs " + ratio(_ratio(v[a], g[theirs]), GOALS["vs_gymrob"]))
+    lj = res.get("leap_jacobian")
+    if lj:
+        for a in ("hold", "random"):
+            for name, v in lj.items():
+                row(f"LEAP env, {name} Jacobian, {a}", v[a], "" if name == "sparse" else
+                    "vs sparse " + ratio(_ratio(v[a], lj["sparse"][a])))
     p = res["procs"]
     rows.append((f"-- scaling on {res['cpu_count']} cores --",))
     if "error" in p:
