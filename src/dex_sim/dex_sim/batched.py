@@ -28,8 +28,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from dex_sim.physics import HandCubeSim  # noqa: E402
 
-# Per-world buffers. The hand + cube at rest has ~10-20 contacts (elliptic condim-3: 3 rows each)
-# plus active joint limits; these leave ample headroom and overflow is checked, never silent.
+# Per-world buffers. The cube resting in the hand has up to ~13 contacts (condim 4: 4 rows each;
+# 53 constraint rows with the active joint limits, Shadow, 5 seeds x 20 control steps); these
+# leave ample headroom and overflow is checked, never silent.
 DEFAULT_NCONMAX = 64
 DEFAULT_NJMAX = 256
 
