@@ -146,6 +146,61 @@ def test_vector_env_phases_match_envs_stepped_alone():
         e.close()
 
 
+# Per-member ranges (as ADR hands out): effects on in one member are off or zero in another, so
+# rows of one batch carry neutral values next to live ones.
+MEMBER_RANGES = {
+    "all": (True, [{}, {"obs_cube_dropout": (5.0, 0.4), "random_force_prob": (0.5, 0.5),
+                        "backlash": (0.04, 0.05)},
+                   {"action_noise_step": (0.0, 0.0), "random_force_prob": (1e-6, 1e-6),
+                    "obs_cube_rot_noise_step": (0.0, 0.0)}]),
+    # Member 0 ends up with no observation effect at all: its reading is the truth.
+    "mixed_obs": ({"obs_cube_pos_noise_step", "obs_cube_dropout", "backlash", "action_delay"},
+                  [{"obs_cube_pos_noise_step": (0.0, 0.0), "obs_cube_dropout": (0.0, 1.0)},
+                   {"obs_cube_dropout": (4.0, 0.3)}, {"action_delay": (1.0, 1.0)}]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MEMBER_RANGES))
+def test_vector_env_members_with_different_effects_match_envs_alone(case):
+    randomize, ranges = MEMBER_RANGES[case]
+    task = TaskConfig(randomize=randomize, goal_timeout_s=0.8)
+    v = VecDexCubeEnv(3, seed=4, task=task, reset_hook=lambda i, _: {"ranges": ranges[i]})
+    alone = [DexCubeEnv("shadow", seed=4 * 1000 + i, task=task) for i in range(3)]
+    obs, vobs = v.reset()
+    for i, e in enumerate(alone):
+        o, info = e.reset(options={"ranges": ranges[i]})
+        np.testing.assert_array_equal(obs[i], o)
+    if case == "mixed_obs":
+        assert v._batch.effects.obs_on == [False, True, True]
+    rng = np.random.default_rng(5)
+    frozen = ends = 0
+    live, truth0, e1 = [False, False], True, v.envs[1]
+    for _ in range(60):
+        acts = rng.integers(0, 11, size=(3, SPEC.n_actuators))
+        obs, vobs, rew, term, trunc, _ = v.step(acts)
+        frozen += sum(x > 0 for x in v._batch.effects.drop_left)
+        live[0] |= not np.array_equal(e1.sim.actuator_targets(), e1.decoder.targets)
+        live[1] |= not np.array_equal(obs[1], vobs[1][:22])
+        truth0 &= np.array_equal(obs[0], vobs[0][:22])
+        for i, e in enumerate(alone):
+            o, r, te, tr, info = e.step(acts[i])
+            assert (r, te, tr) == (rew[i], term[i], trunc[i])
+            if te or tr:
+                ends += 1
+                o, info = e.reset(options={"ranges": ranges[i]})
+            np.testing.assert_array_equal(obs[i], o)
+            np.testing.assert_array_equal(vobs[i], info["value_obs"])
+    assert ends >= 3 and frozen > 0  # resets and dropouts happened along the way
+    # The effects are live where they are on: member 1's hand got other targets than its
+    # decoder's and read a noisy cube; in "mixed_obs" member 0 always read the truth.
+    assert live == [True, True] and (case != "mixed_obs" or truth0)
+    with pytest.raises(RuntimeError, match="step the vector env"):
+        v.envs[0].step(acts[0])
+    v.close()
+    for e in alone:
+        e.close()
+
+
 def test_task_config_defaults_and_errors():
     t = TaskConfig()
     assert (t.success_threshold, t.goals_per_trial, t.goal_timeout_s, t.bins, t.ema) == (
@@ -310,7 +365,7 @@ def test_bad_command_after_decoded_steps_holds_the_last_applied_one():
     env.step(rng.integers(0, 11, SPEC.n_actuators))
     env.step_targets(np.full(SPEC.n_actuators, np.nan))
     env.step(rng.integers(0, 11, SPEC.n_actuators))
-    r = env.randomizer
-    assert np.all(np.isfinite(r._backlash_e)) and np.all(np.isfinite(r._prev_target))
+    fx = env._batch.effects  # the backlash and delay state the env steps with
+    assert np.all(np.isfinite(fx.play)) and np.all(np.isfinite(fx.prev))
     assert np.all(np.isfinite(env.sim.actuator_targets()))
     env.close()

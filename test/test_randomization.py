@@ -296,7 +296,7 @@ def test_backlash_dead_band(sim):
     r, _ = fresh(sim, {"backlash"}, ranges={"backlash": (0.02, 0.02)})
     rng = np.random.default_rng(0)
     t0 = r.act_mid.copy()
-    r._backlash_e = t0.copy()  # start centred in the band
+    r.effects.play[0] = t0  # start centred in the band
     assert np.array_equal(r.act(t0 + 0.009, rng), t0)  # inside the ±0.01 band: no motion
     np.testing.assert_allclose(r.act(t0 + 0.05, rng), t0 + 0.04)  # drags the band: lags 0.01
     # Reversal: the first 0.02 of travel back is lost.
@@ -319,7 +319,7 @@ def test_random_force_accelerates_cube(sim):
     assert np.std(forces) == pytest.approx(1.0, rel=0.2)  # sigma = 1 m/s^2 x mass
     # Decay 0.99 per control step between events.
     r2, _ = fresh(sim, {"random_force_prob"}, ranges={"random_force_prob": (1e-12, 1e-12)})
-    r2._force = np.array([1.0, 0.0, 0.0])
+    r2.effects.force[0] = [1.0, 0.0, 0.0]
     r2.perturb(rng)
     assert sim.data.xfrc_applied[r2.cube_body, 0] == pytest.approx(0.99)
     probs = [fresh(sim, {"random_force_prob"}, s)[1]["random_force_prob"] for s in range(40)]

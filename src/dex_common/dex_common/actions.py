@@ -69,20 +69,31 @@ class ActionDecoder:
     def smoothed_delta(self) -> np.ndarray:
         return self._smoothed.copy()
 
-    def deltas(self, bin_indices: np.ndarray) -> np.ndarray:
-        """Raw (unsmoothed) deltas, rad, for validated bin indices."""
-        return self.bin_values[self._check_bins(bin_indices)]
+    def deltas(self, bin_indices: np.ndarray, rows: int | None = None) -> np.ndarray:
+        """Raw (unsmoothed) deltas, rad, for validated bin indices: shape (n,), or
+        (rows, n) for ``rows`` decoders stepped together (the vector env)."""
+        return self.bin_values[self._check_bins(bin_indices, rows)]
 
     def decode(self, bin_indices: np.ndarray) -> np.ndarray:
         """One control step: bins -> smoothed delta -> new absolute targets (clipped)."""
         if self._targets is None:
             raise RuntimeError("ActionDecoder.decode called before reset(current_targets)")
-        delta = self.deltas(bin_indices)
-        self._smoothed = self.ema * self._smoothed + (1.0 - self.ema) * delta
-        # maximum/minimum == clip for finite values, without np.clip's Python-level overhead.
-        self._targets = np.minimum(np.maximum(self._targets + self._smoothed, self.lower),
-                                   self.upper)
+        self.step_state(self._smoothed, self._targets, self.deltas(bin_indices))
         return self._targets.copy()
+
+    def step_state(self, smoothed: np.ndarray, targets: np.ndarray, delta: np.ndarray,
+                   bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """The EMA and clipped integration, in place, for one decoder's state or a stack of
+        them (``[rows, n]``, with ``bounds`` = the limits tiled to that shape: numpy is
+        several times slower when it has to broadcast): ``decode`` and the vector env run
+        this same arithmetic."""
+        lower, upper = (self.lower, self.upper) if bounds is None else bounds
+        smoothed *= self.ema
+        smoothed += (1.0 - self.ema) * delta
+        targets += smoothed
+        # maximum/minimum == clip for finite values, without np.clip's Python-level overhead.
+        np.maximum(targets, lower, out=targets)
+        np.minimum(targets, upper, out=targets)
 
     def describe(self) -> dict:
         """The ``dex.action`` contract entry (JSON-able)."""
@@ -95,18 +106,19 @@ class ActionDecoder:
         }
 
     # ------------------------------------------------------------------------------------------
-    def _check_bins(self, bin_indices: np.ndarray) -> np.ndarray:
+    def _check_bins(self, bin_indices: np.ndarray, rows: int | None = None) -> np.ndarray:
         b = np.asarray(bin_indices)
-        if b.shape != (self.n,):
-            raise ValueError(f"bin_indices must have shape ({self.n},); got {b.shape}")
+        shape = (self.n,) if rows is None else (rows, self.n)
+        if b.shape != shape:
+            raise ValueError(f"bin_indices must have shape {shape}; got {b.shape}")
         # Checked as Python numbers: on ~20 values cheaper than numpy reductions (per step).
         if b.dtype.kind == "f":
-            if not all(map(float.is_integer, b.tolist())):  # False for NaN / inf too
+            if not all(map(float.is_integer, b.ravel().tolist())):  # False for NaN / inf too
                 raise ValueError(f"bin_indices must be whole numbers; got {b.tolist()}")
         elif b.dtype.kind not in "iu":
             raise ValueError(f"bin_indices must be integers; got dtype {b.dtype}")
         bi = b.astype(np.int64)
-        v = bi.tolist()
+        v = bi.ravel().tolist()
         if min(v) < 0 or max(v) >= self.bins:
-            raise ValueError(f"bin_indices must be in [0, {self.bins}); got {v}")
+            raise ValueError(f"bin_indices must be in [0, {self.bins}); got {bi.tolist()}")
         return bi

@@ -70,23 +70,27 @@ def _as_quat(q: np.ndarray, name: str = "q") -> np.ndarray:
     return a
 
 
+# The Hamilton product as 16 signed products a[i] * b[j], four per output component in the
+# order the scalar formulas in ``_qmul`` add them: summing each four left to right (numpy's
+# reduction over 4 values) gives the same bits, in six array operations for any number of rows.
+_MUL_I = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3])
+_MUL_J = np.array([0, 1, 2, 3, 1, 0, 3, 2, 2, 3, 0, 1, 3, 2, 1, 0])
+_MUL_SIGN = np.array([1.0, -1, -1, -1, 1, 1, 1, -1, 1, -1, 1, 1, 1, 1, -1, 1])
+
+
+def _qmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``_qmul`` of [..., 4] float64 arrays (broadcast), unchecked."""
+    p = a[..., _MUL_I] * b[..., _MUL_J] * _MUL_SIGN
+    return p.reshape(*p.shape[:-1], 4, 4).sum(axis=-1)
+
+
 def quat_mul(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
     """Hamilton product q1 ⊗ q2 (apply q2 first, then q1)."""
     a = _as_quat(q1, "q1")
     b = _as_quat(q2, "q2")
     if a.shape == (4,) and b.shape == (4,):  # the common single case: scalar math
         return np.array(_qmul(a.tolist(), b.tolist()))
-    w1, x1, y1, z1 = np.moveaxis(a, -1, 0)
-    w2, x2, y2, z2 = np.moveaxis(b, -1, 0)
-    return np.stack(
-        [
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        ],
-        axis=-1,
-    )
+    return _qmul_rows(a, b)
 
 
 def quat_conj(q: np.ndarray) -> np.ndarray:

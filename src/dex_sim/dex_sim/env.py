@@ -2,8 +2,10 @@
 
 ``DexCubeEnv`` steps ``HandCubeSim`` (render=False), judges with ``TrialTracker``, decodes actions
 with ``ActionDecoder`` and builds observations with ``policy_observation_values`` (what
-``policy_observation`` computes) — the code the sim node and the policy node use. Fingertips are the sim's fingertip sites, which equal what the policy
-node's ``HandKinematics`` computes from the joint angles bit for bit (tested).
+``policy_observation`` computes) — the code the sim node and the policy node use. Fingertips are
+the sim's fingertip sites, which equal what the policy node's ``HandKinematics`` computes from
+the joint angles bit for bit (tested). The step itself runs in ``dex_sim.phases`` (commands,
+physics, outcomes), for one env or for all members of a ``VecDexCubeEnv`` at once.
 
 ``TaskConfig`` holds the task (Dactyl defaults) and opts into domain randomization
 (``dex_sim.randomization``; off by default, so ``DexCubeEnv()`` behaves as before). With it on,
@@ -31,10 +33,11 @@ import numpy as np
 from gymnasium import spaces
 
 from dex_common.actions import ActionDecoder
-from dex_common.observations import obs_dim, policy_obs_layout, policy_observation_values
+from dex_common.observations import policy_obs_layout
 from dex_common.trial import TrialConfig, TrialTracker
 from dex_description.registry import HandSpec, get_hand
 from dex_sim.kinematics import HandKinematics
+from dex_sim.phases import PhasedStep
 from dex_sim.physics import HandCubeSim
 from dex_sim.randomization import DomainRandomizer, check_ranges, resolve_enabled
 
@@ -138,10 +141,11 @@ class ContinuousActionDecoder(ActionDecoder):
     """``ActionDecoder`` with continuous actions: a in [-1, 1] -> delta = a * max_delta (rad),
     then the same EMA and clipping (``decode`` is inherited, so the conventions are shared)."""
 
-    def deltas(self, action: np.ndarray) -> np.ndarray:
+    def deltas(self, action: np.ndarray, rows: int | None = None) -> np.ndarray:
         a = np.asarray(action, dtype=np.float64)
-        if a.shape != (self.n,):
-            raise ValueError(f"action must have shape ({self.n},); got {a.shape}")
+        shape = (self.n,) if rows is None else (rows, self.n)
+        if a.shape != shape:
+            raise ValueError(f"action must have shape {shape}; got {a.shape}")
         if not np.all(np.isfinite(a)) or np.any(np.abs(a) > 1.0):
             raise ValueError(f"continuous actions must be finite and in [-1, 1]; got {a.tolist()}")
         return a * self.max_delta
@@ -186,7 +190,6 @@ class DexCubeEnv(gym.Env):
         self.obs_layout = policy_obs_layout(self.hand_spec) + (
             [("cube_quat", 4)] if t.obs_cube_orientation else [])
         self.obs_dim = sum(n for _, n in self.obs_layout)
-        self._policy_dim = obs_dim(self.hand_spec)
         self.value_dim = value_obs_dim(self.hand_spec)
         self.n_actuators, self.bins = self.hand_spec.n_actuators, self.decoder.bins
         if t.discrete:
@@ -197,9 +200,9 @@ class DexCubeEnv(gym.Env):
         self.observation_space = spaces.Box(-np.inf, np.inf, (self.obs_dim,), np.float32)
         self.episode_seed: int | None = None
         self.last_event: Any = None
-        self._true_values: list[float] | None = None  # the noise-free policy observation
-        self._goal_seen: np.ndarray | None = None
-        self._goal_list: list[float] = []
+        # The step runs in a batch (``dex_sim.phases``): of this env alone, or of all members
+        # of a VecDexCubeEnv (which rebinds ``_batch`` / ``_row``).
+        self._batch, self._row = PhasedStep([self]), 0
 
     # ---- gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None,
@@ -225,110 +228,43 @@ class DexCubeEnv(gym.Env):
         self.tracker.start(self.episode_seed, stamp=self.sim.time)
         # Decoder starts from the measured actuator positions, as the policy node does.
         self.decoder.reset(self.current_actuator_positions())
-        self.last_event, pose = self._judge()
-        obs = self._observe(pose)
-        return obs, self._info(self.last_event, pose[3:])
+        batch, row = self._batch, self._row
+        batch.bind(row)
+        obs, _, _, _, _, infos = batch.outcomes(only=row)
+        return obs[0], infos[0]
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply one bin index per actuator (decoded by ``ActionDecoder``) for one control period."""
-        self.sim.step_control(self._command(action))
-        return self._outcome()
+        batch = self._solo()
+        batch.physics(batch.commands(np.asarray(action)[None]))
+        return self._outcome(batch)
 
     def step_targets(self, targets: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply absolute actuator targets (e.g. from ``PolicyRuntime.act``) for one period;
         they pass the sim's ``CommandGuard`` (bad values are held / clamped) as on the node."""
-        self.sim.step_control(self._apply_targets(targets, trusted=False))
-        return self._outcome()
+        batch = self._solo()
+        # The guard first, so action noise / backlash / delay never see a NaN command.
+        batch.physics(batch.apply(self.sim.guard.check(targets)[1][None]))
+        return self._outcome(batch)
 
-    # A step in three phases — command, physics (``sim.step_control``), outcome — so that
-    # ``VecDexCubeEnv`` can run each phase across all its envs in turn.
-    def _command(self, action: np.ndarray) -> float:
-        """Decode ``action`` and apply it; returns the control step's extra duration (s)."""
-        # The decoder's targets are finite and clipped to the actuator limits: no guard needed.
-        return self._apply_targets(self.decoder.decode(np.asarray(action)), trusted=True)
+    def _solo(self) -> PhasedStep:
+        """This env's own batch (a VecDexCubeEnv member is stepped by its vector env, whose
+        batch holds the member's decoder and effects state)."""
+        if self._batch.n != 1:
+            raise RuntimeError("this env is a member of a VecDexCubeEnv: step the vector env")
+        if self.episode_seed is None:
+            raise RuntimeError("DexCubeEnv.step called before reset()")
+        return self._batch
 
-    def _apply_targets(self, targets: np.ndarray, trusted: bool) -> float:
-        sim, r = self.sim, self.randomizer
-        if not trusted:
-            # The guard first, so action noise / backlash / delay never see a NaN command.
-            targets = sim.guard.check(targets)[1]
-        if r is not None:
-            rng = self._step_rng
-            targets = r.act(targets, rng)  # finite in, clipped out
-            r.perturb(rng)
-            extra = r.step_time(rng)
-        else:
-            extra = 0.0
-        sim.set_targets_trusted(targets)
-        return extra
-
-    def _outcome(self) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Judge and observe the state the physics step left."""
-        ev, pose = self._judge()
-        self.last_event = ev
-        ended = ev.ended
-        timeout = ended and ev.end_reason == "timeout"
-        obs = self._observe(pose)
-        return obs, ev.reward, ended and not timeout, timeout, self._info(ev, pose[3:])
+    @staticmethod
+    def _outcome(batch: PhasedStep) -> tuple[np.ndarray, float, bool, bool, dict]:
+        obs, _, rew, term, trunc, infos = batch.outcomes()
+        return obs[0], rew[0], term[0], trunc[0], infos[0]
 
     # ---- helpers -------------------------------------------------------------------------------
     def current_actuator_positions(self) -> np.ndarray:
         """Actuator-space positions (A @ q; coupled J0 = J1 + J2) from the joint angles."""
         return self._act_matrix @ self.sim.joint_positions()
-
-    def _judge(self) -> tuple[Any, list[float]]:
-        """(trial event, cube pose as 7 floats: position, unit quaternion) of the current state.
-        The pose is the env's own physics state, so the tracker's input checks are skipped."""
-        pose = self.sim.cube_pose_values()
-        return self.tracker.step_trusted(self.sim.time, pose[2], pose[3:]), pose
-
-    def _observe(self, pose: list[float]) -> np.ndarray:
-        """The policy observation; with randomization the noisy one (the true values are kept
-        for the value observation).
-
-        Fingertips are the sim's fingertip sites, which ``step_control`` / ``reset`` leave
-        computed from the current joint angles: the same numbers ``HandKinematics`` (the policy
-        node's forward kinematics) gives, bit for bit (tested), without a second FK pass."""
-        tips = self.sim.fingertip_positions().ravel().tolist()
-        pos, quat = pose[:3], pose[3:]
-        goal = self._goal_values()
-        true = self._true_values = policy_observation_values(tips, pos, quat, goal)
-        r = self.randomizer
-        if r is None or not r._obs_on:
-            vals = true
-        else:
-            tips, pos, quat = r.observe_values(tips, pos, quat, self._step_rng)
-            vals = policy_observation_values(tips, pos, quat, goal)
-        if self.task.obs_cube_orientation:
-            vals = vals + quat
-        # One float64 → float32 rounding per value, as policy_observation does.
-        return np.array(vals, dtype=np.float32)
-
-    def _goal_values(self) -> list[float]:
-        ev = self.tracker.last_event
-        goal = ev.goal if ev is not None else self.tracker.goal  # (raises before a reset)
-        if goal is not self._goal_seen:  # a new goal: convert once
-            self._goal_seen, self._goal_list = goal, goal.tolist()
-        return self._goal_list
-
-    def value_observation(self, policy_obs: np.ndarray | None = None,
-                          cube_quat: np.ndarray | list[float] | None = None) -> np.ndarray:
-        """Asymmetric critic input from the TRUE (noise-free) state. ``policy_obs`` is used only
-        when no true observation has been computed yet (kept for callers passing it)."""
-        sim = self.sim
-        if self._true_values is not None:
-            base = self._true_values
-        else:
-            base = np.asarray(policy_obs)[:self._policy_dim].astype(np.float64).tolist()
-        if cube_quat is None:
-            cube_quat = sim.cube_pose_values()[3:]
-        elif not isinstance(cube_quat, list):
-            cube_quat = np.asarray(cube_quat, dtype=np.float64).tolist()
-        d, ix = sim.data, sim.idx
-        c = ix.cube_qvel
-        return np.array(base + cube_quat + self._goal_values() + d.qpos[ix.qpos_adr].tolist()
-                        + d.qvel[ix.qvel_adr].tolist() + d.qvel[c:c + 6].tolist(),
-                        dtype=np.float32)
 
     def set_ranges(self, ranges: Mapping[str, tuple[float, float]]) -> None:
         """Randomization ranges for the following episodes (ADR); validated now."""
@@ -365,9 +301,13 @@ class VecDexCubeEnv:
                  task: TaskConfig | None = None, reset_hook: ResetHook | None = None) -> None:
         if n < 1:
             raise ValueError(f"need at least one env; got {n}")
+        task = task if task is not None else TaskConfig()
         self.envs = [DexCubeEnv(hand, seed=seed * 1000 + i, task=task) for i in range(n)]
         self.n = n
         self.reset_hook = reset_hook
+        self._batch = PhasedStep(self.envs)
+        for i, env in enumerate(self.envs):
+            env._batch, env._row = self._batch, i
 
     def _reset_one(self, i: int, finished: dict | None) -> tuple[np.ndarray, dict]:
         opts = self.reset_hook(i, finished) if self.reset_hook is not None else None
@@ -379,30 +319,22 @@ class VecDexCubeEnv:
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                  np.ndarray, list[dict]]:
-        # Phase by phase across the envs (all commands, all physics, all outcomes), not env by
-        # env: Python runs several times slower right after mj_step (caches and branch
-        # predictors full of physics), so the second and later envs of a phase run warm. Same
-        # results as stepping each env in turn: the envs share nothing.
-        envs = self.envs
-        extras = [env._command(a) for env, a in zip(envs, actions, strict=True)]
-        for env, extra in zip(envs, extras, strict=True):
-            env.sim.step_control(extra)
-        obs, vobs, rew, term, trunc, infos = [], [], [], [], [], []
-        for i, env in enumerate(envs):
-            o, r, te, tr, info = env._outcome()
-            if te or tr:
+        """One control step of every env: each phase (commands, physics, outcomes; see
+        ``dex_sim.phases``) across all members in turn. An env whose episode ended is reset and
+        its row holds the new episode's first observations. Every member's numbers are the
+        bits it gets stepped alone (tested)."""
+        if any(e.episode_seed is None for e in self.envs):
+            raise RuntimeError("VecDexCubeEnv.step called before reset()")
+        batch = self._batch
+        batch.physics(batch.commands(np.asarray(actions)))
+        obs, vobs, rew, term, trunc, infos = batch.outcomes()
+        for i in range(self.n):
+            if term[i] or trunc[i]:
                 # Keep the final value obs: PPO bootstraps V(final) on truncation (timeout).
-                info = dict(info, final=True, final_value_obs=info["value_obs"])
-                o, reset_info = self._reset_one(i, info)
-                info["value_obs"] = reset_info["value_obs"]
-            obs.append(o)
-            vobs.append(info["value_obs"])
-            rew.append(r)
-            term.append(te)
-            trunc.append(tr)
-            infos.append(info)
-        return (np.stack(obs), np.stack(vobs), np.array(rew, np.float32), np.array(term),
-                np.array(trunc), infos)
+                info = infos[i] = dict(infos[i], final=True, final_value_obs=vobs[i].copy())
+                obs[i], reset_info = self._reset_one(i, info)
+                vobs[i] = info["value_obs"] = reset_info["value_obs"]
+        return obs, vobs, np.array(rew, np.float32), np.array(term), np.array(trunc), infos
 
     def close(self) -> None:
         for e in self.envs:

@@ -40,14 +40,14 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import mujoco
 import numpy as np
 
-from dex_common.rotations import _qmul, _qnormalize
+from dex_sim.effects import StepEffects
 from dex_sim.physics import HandCubeSim
 
 
@@ -134,7 +134,6 @@ RANDOMIZATIONS: tuple[RandParam, ...] = (
 
 PARAMS: dict[str, RandParam] = {p.name: p for p in RANDOMIZATIONS}
 GROUPS: tuple[str, ...] = ("physics", "observation", "action", "unmodeled", "timing")
-FORCE_DECAY = 0.99  # per control step (D Table 8)
 STEP_BLOCK = 64  # per-step values are drawn and computed this many steps at a time, per hook
 MIN_JOINT_RANGE = 0.02  # rad: a randomized joint keeps at least this much travel
 _DISTS = ("uniform", "loguniform", "normal", "bernoulli", "event")
@@ -314,6 +313,7 @@ class DomainRandomizer:
         self.control_period = sim.control_period
         self.draw: EpisodeDraw | None = None
         self._scratch = mujoco.MjData(m)
+        self._zero_act = np.zeros(self.n_act)  # additive action noise when it is off
         self._plan_draws()
         self._compiled: dict[tuple, _SamplePlan] = {}  # sample(): transforms by ranges
         self._reset_step_state()
@@ -490,31 +490,32 @@ class DomainRandomizer:
         self.draw = None
 
     def _reset_step_state(self) -> None:
+        """This episode's per-step effects: constants into ``effects`` (one row, neutral where
+        an effect is off) and the flags that say which per-step draws each hook makes."""
         d = self.draw
         on = (lambda n: d is not None and d[n] is not None)  # noqa: E731
+        fx = self.effects = StepEffects.neutral(1, self.n_act)
         targets = self.sim.actuator_targets()
-        self._prev_target = targets.copy()  # action delay buffer
-        self._backlash_e = targets.copy()  # play-operator state
-        self._dropout_left = 0  # control steps the cube reading stays frozen
-        self._frozen: tuple[list[float], list[float]] | None = None
-        self._force = np.zeros(3)
+        fx.prev[0] = targets  # action delay: the previous step's target
+        fx.play[0] = targets  # backlash play-operator state
         self._blocks: dict[str, list] = {}  # per-step values by hook (see _next)
         n, nt = self.n_act, self.n_tips
         # ---- actions: t' = clip(t * gain + offset + step_sd * z), then backlash, then delay.
         self._a_step = d["action_noise_step"] if on("action_noise_step") else 0.0
         mult = d["action_noise_mult"] if on("action_noise_mult") else None
         corr = d["action_noise_episode"] if on("action_noise_episode") else None
-        self._a_gain = None if mult is None else 1.0 + mult
         offset = np.zeros(n) if corr is None else self.act_half * corr
         if mult is not None:
-            offset = offset + self.act_mid * (1.0 - self._a_gain)  # mid + (t - mid)(1 + m)
+            fx.gain[0] = 1.0 + mult
+            offset = offset + self.act_mid * (1.0 - fx.gain[0])  # mid + (t - mid)(1 + m)
         self._a_offset = offset if (mult is not None or corr is not None) else None
         self._a_sd = self.act_half * self._a_step if self._a_step else None
-        self._backlash = d["backlash"] / 2 if on("backlash") else None
-        self._delay = d["action_delay"] if on("action_delay") else None
-        self._act_on = (self._a_gain is not None or self._a_offset is not None
-                        or self._a_sd is not None or self._backlash is not None
-                        or self._delay is not None)
+        if on("backlash"):
+            fx.backlash[0] = d["backlash"] / 2
+        if on("action_delay"):
+            fx.delay[0] = d["action_delay"]
+        self._act_on = (mult is not None or self._a_offset is not None
+                        or self._a_sd is not None or on("backlash") or on("action_delay"))
         # ---- observations: [tips (3 nt) | cube pos (3)] += sd * z + episode offset; the cube
         # orientation is rotated by the episode rotation, then by a per-step one.
         tip_step = d["obs_fingertip_noise_step"] if on("obs_fingertip_noise_step") else 0.0
@@ -523,23 +524,22 @@ class DomainRandomizer:
         pos_ep = d["obs_cube_pos_noise_episode"] if on("obs_cube_pos_noise_episode") else None
         self._obs_sd = np.concatenate([np.full(3 * nt, float(tip_step)),
                                        np.full(3, float(pos_step))])
-        self._obs_noisy_sd = bool(tip_step or pos_step)
+        self._obs_noisy = bool(tip_step or pos_step) or tip_ep is not None or pos_ep is not None
         self._obs_offset = np.concatenate([np.zeros(3 * nt) if tip_ep is None else tip_ep,
                                            np.zeros(3) if pos_ep is None else pos_ep])
-        self._obs_offset_on = tip_ep is not None or pos_ep is not None
-        self._rot_ep = (d["obs_cube_rot_noise_episode"].tolist()
-                        if on("obs_cube_rot_noise_episode") else None)
+        if on("obs_cube_rot_noise_episode"):
+            fx.rot_episode[0] = d["obs_cube_rot_noise_episode"].tolist()
         self._rot_step = d["obs_cube_rot_noise_step"] if on("obs_cube_rot_noise_step") else 0.0
         if on("obs_cube_dropout"):
             rate, dur = d["obs_cube_dropout"]
-            self._drop_p = float(rate) * self.control_period
-            self._drop_steps = max(1, round(float(dur) / self.control_period))
-        else:
-            self._drop_p, self._drop_steps = 0.0, 0
-        self._obs_on = (self._obs_noisy_sd or self._obs_offset_on or self._rot_ep is not None
-                        or self._rot_step > 0 or self._drop_p > 0)
+            fx.drop_p[0] = float(rate) * self.control_period
+            fx.drop_steps[0] = int(max(1, round(float(dur) / self.control_period)))
+        self._obs_on = (self._obs_noisy or on("obs_cube_rot_noise_episode")
+                        or self._rot_step > 0 or fx.drop_p[0] > 0)
+        fx.obs_on[0] = self._obs_on
         # ---- unmodeled effects and timing
         self._force_p = d["random_force_prob"] if on("random_force_prob") else 0.0
+        fx.force_p[0] = self._force_p
         sig = d["random_force_sigma"] if on("random_force_sigma") else PARAMS[
             "random_force_sigma"].high
         self._force_sd = float(sig) * float(self.sim.model.body_mass[self.cube_body])
@@ -549,9 +549,11 @@ class DomainRandomizer:
     # Each hook takes its step's values from a block it builds every STEP_BLOCK steps: one
     # Generator call and the vector math for 64 steps at once, so a control step costs one row
     # look-up per hook. Blocks are emptied with the episode, so an episode's draws depend on its
-    # own generator only.
+    # own generator only. The vector env calls the same ``*_draw`` hooks per member, in the same
+    # order (act, force, time; observation after the physics), and applies ``effects`` to all
+    # members at once.
     def _next(self, key: str, rng: np.random.Generator,
-              build: Callable[[np.random.Generator], Sequence[Any]]) -> Any:
+              build: Callable[[np.random.Generator], Any]) -> Any:
         b = self._blocks.get(key)
         if b is None or b[1] >= STEP_BLOCK:
             b = self._blocks[key] = [build(rng), 0]
@@ -559,71 +561,72 @@ class DomainRandomizer:
         b[1] = i + 1
         return b[0][i]
 
+    def act_draw(self, rng: np.random.Generator) -> np.ndarray:
+        """This step's additive action noise [n_act] (episode offset + step noise; zeros when
+        off). Draws only while the episode has per-step action noise."""
+        if self._a_sd is not None:
+            return self._next("act", rng, self._act_block)
+        return self._a_offset if self._a_offset is not None else self._zero_act
+
+    def force_draw(self, rng: np.random.Generator) -> list[float]:
+        """(candidate new force (3), uniform deciding whether it starts) for this step; call
+        only while the episode has random forces (``_force_p`` > 0)."""
+        return self._next("force", rng, self._force_block)
+
+    def obs_draw(self, rng: np.random.Generator) -> list[float]:
+        """This step's [additive noise (3 tips + 3) | rotation (4) | dropout uniform]; call only
+        while the episode has observation effects (``_obs_on``)."""
+        return self._next("obs", rng, self._obs_block)
+
     def _act_block(self, rng: np.random.Generator) -> np.ndarray:
         """(STEP_BLOCK, n_act): episode offset + per-step noise, added after the gain."""
         add = self._a_sd * rng.standard_normal((STEP_BLOCK, self.n_act))
         return add if self._a_offset is None else add + self._a_offset
 
-    def _force_block(self, rng: np.random.Generator) -> list[tuple[np.ndarray, float]]:
-        """(candidate new force (3,), uniform deciding whether it starts) per step."""
+    def _force_block(self, rng: np.random.Generator) -> list[list[float]]:
+        """STEP_BLOCK rows of [candidate new force (3), the uniform deciding whether it
+        starts]."""
         z = self._force_sd * rng.standard_normal((STEP_BLOCK, 3))
-        return list(zip(z, rng.random(STEP_BLOCK).tolist(), strict=True))
+        return np.column_stack([z, rng.random(STEP_BLOCK)]).tolist()
 
     def _time_block(self, rng: np.random.Generator) -> list[float]:
         """Extra durations (s): Exp(lambda) by its inverse CDF (u in [0, 1))."""
         return (-np.log1p(-rng.random(STEP_BLOCK)) / self._lambda).tolist()
 
-    def _obs_block(self, rng: np.random.Generator
-                   ) -> list[tuple[np.ndarray | None, list[float] | None, float]]:
-        """(noise on [tips | cube pos] or None, step rotation quaternion or None, dropout
-        uniform) per step."""
+    def _obs_block(self, rng: np.random.Generator) -> list[list[float]]:
+        """STEP_BLOCK rows of [additive noise on tips | cube pos (zeros when off), step rotation
+        quaternion (identity when off), dropout uniform] (floats: used as Python floats)."""
         nt3 = 3 * self.n_tips
         z = rng.standard_normal((STEP_BLOCK, nt3 + 7))
-        noise: Any = [None] * STEP_BLOCK
-        if self._obs_noisy_sd or self._obs_offset_on:
-            noise = self._obs_sd * z[:, :nt3 + 3] + self._obs_offset
-        rot: Any = [None] * STEP_BLOCK
+        out = np.zeros((STEP_BLOCK, nt3 + 8))
+        if self._obs_noisy:
+            out[:, :nt3 + 3] = self._obs_sd * z[:, :nt3 + 3] + self._obs_offset
         if self._rot_step:
             # Rotation by N(0, sd) about a uniformly random axis.
             axis, angle = z[:, nt3 + 3:nt3 + 6], z[:, nt3 + 6]
             n = np.linalg.norm(axis, axis=1)
             n[n == 0.0] = 1.0
             half = 0.5 * self._rot_step * angle
-            q = np.empty((STEP_BLOCK, 4))
-            q[:, 0] = np.cos(half)
-            q[:, 1:] = axis * (np.sin(half) / n)[:, None]
-            rot = q.tolist()
-        return list(zip(noise, rot, rng.random(STEP_BLOCK).tolist(), strict=True))
+            out[:, nt3 + 3] = np.cos(half)
+            out[:, nt3 + 4:nt3 + 7] = axis * (np.sin(half) / n)[:, None]
+        else:
+            out[:, nt3 + 3] = 1.0
+        out[:, -1] = rng.random(STEP_BLOCK)
+        return out.tolist()
 
     def act(self, targets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Actuator targets as the hand receives them: noise, backlash, one-step delay."""
         if not self._act_on:
             return targets
-        t = np.asarray(targets, dtype=np.float64)
-        if self._a_gain is not None:
-            t = t * self._a_gain
-        if self._a_sd is not None:
-            t = t + self._next("act", rng, self._act_block)
-        elif self._a_offset is not None:
-            t = t + self._a_offset
-        t = np.minimum(np.maximum(t, self.act_lo), self.act_hi)
-        if self._backlash is not None:
-            e = np.minimum(np.maximum(self._backlash_e, t - self._backlash), t + self._backlash)
-            self._backlash_e = e
-            t = e.copy()
-        if self._delay is not None:
-            out = np.where(self._delay, self._prev_target, t)
-            self._prev_target = t
-            return out
-        return t
+        t = np.asarray(targets, dtype=np.float64)[None]
+        return self.effects.act(t, self.act_draw(rng)[None], self.act_lo, self.act_hi)[0]
 
     def perturb(self, rng: np.random.Generator) -> None:
         """Random force on the cube for the next control step (decaying)."""
         if self._force_p <= 0.0:
             return
-        f, u = self._next("force", rng, self._force_block)
-        self._force = f if u < self._force_p else self._force * FORCE_DECAY
-        self.sim.data.xfrc_applied[self.cube_body, :3] = self._force
+        self.sim.data.xfrc_applied[self.cube_body, :3] = self.effects.push(0,
+                                                                           self.force_draw(rng))
 
     def step_time(self, rng: np.random.Generator) -> float:
         """Extra duration (s) of the next control step: Exp(lambda), 0 when timing is off."""
@@ -636,34 +639,10 @@ class DomainRandomizer:
         """Noisy (fingertips (n_tips, 3), cube pos, cube quat); inputs are not modified."""
         if not self._obs_on:
             return tips, pos, quat
-        t, p, q = self.observe_values(np.ravel(tips).tolist(), np.asarray(pos).tolist(),
-                                      np.asarray(quat, dtype=np.float64).tolist(), rng)
-        return np.array(t).reshape(self.n_tips, 3), np.array(p), np.array(q)
-
-    def observe_values(self, tips: list[float], pos: list[float], quat: list[float],
-                       rng: np.random.Generator) -> tuple[list[float], list[float], list[float]]:
-        """``observe`` on floats (fingertips flat): noisy (tips, cube pos, cube quat)."""
-        if not self._obs_on:
-            return tips, pos, quat
-        noise, rot, u = self._next("obs", rng, self._obs_block)
-        if noise is not None:
-            v = (np.array(tips + pos) + noise).tolist()
-            nt3 = 3 * self.n_tips
-            tips, pos = v[:nt3], v[nt3:]
-        if self._dropout_left > 0 and self._frozen is not None:
-            self._dropout_left -= 1
-            return tips, self._frozen[0], self._frozen[1]
-        q = quat
-        if self._rot_ep is not None:
-            q = _qmul(self._rot_ep, q)
-        if rot is not None:
-            q = _qmul(rot, q)
-        q = _qnormalize(q)
-        if self._drop_p > 0 and u < self._drop_p:
-            # Dropout starts now: this and the next duration's readings are this one, frozen.
-            self._frozen = (pos, q)  # lists, never modified in place
-            self._dropout_left = self._drop_steps - 1
-        return tips, pos, q
+        tp = np.ravel(tips).tolist() + np.ravel(pos).tolist()
+        q = np.asarray(quat, dtype=np.float64).tolist()
+        tp, q = self.effects.observe(0, tp, q, self.obs_draw(rng))
+        return np.array(tp[:-3]).reshape(self.n_tips, 3), np.array(tp[-3:]), np.array(q)
 
 
 def main(argv: list[str] | None = None) -> int:
