@@ -121,6 +121,10 @@ def test_scene_variants_change_the_model_and_restore_the_loader():
         dense = physics.HandCubeSim(render=False).model
     assert dense.opt.jacobian == mujoco.mjtJacobian.mjJAC_AUTO
     assert base.opt.jacobian == mujoco.mjtJacobian.mjJAC_SPARSE
+    island = mujoco.mjtDisableBit.mjDSBL_ISLAND
+    with bench_env.scene_variant(*bench_env.SCENE_VARIANTS["constraint islands (MuJoCo's default)"]):
+        assert not physics.HandCubeSim(render=False).model.opt.disableflags & island
+    assert base.opt.disableflags & island
     with pytest.raises(ValueError, match="does not match"):
         with bench_env.scene_variant((("no such text", ""),)):
             pass
@@ -130,21 +134,25 @@ def test_scene_variants_change_the_model_and_restore_the_loader():
     assert all(_rate_ok(v[a]["best"]) for v in res.values() for a in ("hold", "random"))
 
 
-def test_leap_jacobian_rates_compare_the_shipped_scene_with_sparse():
+def test_leap_scene_rates_compare_the_shipped_scene_with_each_choice_undone():
     import mujoco
 
     from dex_sim import physics
 
-    with bench_env.scene_variant(bench_env._LEAP_SPARSE, hand="leap"):
+    shipped = physics.HandCubeSim("leap", render=False).model
+    assert shipped.opt.jacobian == mujoco.mjtJacobian.mjJAC_DENSE
+    assert not shipped.opt.disableflags & mujoco.mjtDisableBit.mjDSBL_ISLAND
+    with bench_env.scene_variant(bench_env.LEAP_VARIANTS["sparse Jacobian"], hand="leap"):
         m = physics.HandCubeSim("leap", render=False).model
     assert m.opt.jacobian == mujoco.mjtJacobian.mjJAC_SPARSE
-    assert physics.HandCubeSim("leap", render=False).model.opt.jacobian == \
-        mujoco.mjtJacobian.mjJAC_DENSE
-    res = bench_env.leap_jacobian_rates(0.02, 1)
-    assert set(res) == {"dense (shipped)", "sparse"}
+    with bench_env.scene_variant(bench_env.LEAP_VARIANTS["islands off"], hand="leap"):
+        m = physics.HandCubeSim("leap", render=False).model
+    assert m.opt.disableflags & mujoco.mjtDisableBit.mjDSBL_ISLAND
+    res = bench_env.leap_scene_rates(0.02, 1)
+    assert set(res) == {"shipped", *bench_env.LEAP_VARIANTS}
     assert all(_rate_ok(v[a]["best"]) for v in res.values() for a in ("hold", "random"))
-    table = bench_env.format_table({**bench_env.run(0.02, 1, 1, True, True), "leap_jacobian": res})
-    assert "LEAP env, dense (shipped) Jacobian, hold" in table and "vs sparse" in table
+    table = bench_env.format_table({**bench_env.run(0.02, 1, 1, True, True), "leap_scene": res})
+    assert "LEAP env, shipped scene, hold" in table and "vs islands off" in table
 
 
 def test_merge_probes_pools_the_runs():

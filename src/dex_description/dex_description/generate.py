@@ -98,6 +98,12 @@ CUBE_CONDIM = 4  # sliding + torsional friction on the cube
 # finger chains: sparse 1,533 / 1,172 vs dense 1,429 / 684 (20 substeps). LEAP: dense 1,754 /
 # 1,503 vs sparse 1,580 / 1,371.
 JACOBIAN = {"dex_shadow": "sparse", "dex_leap": "dense"}
+# Constraint islands (MuJoCo solves each connected group of constraints on its own), per hand by
+# the same measurement (env steps/s, full randomization, hold / random): the Shadow scene runs
+# 1.05x / 1.03x faster with them off (one island most of the time: the bookkeeping is pure
+# cost), LEAP 1.08x / 1.06x slower. The solver's answer is the same problem's (trajectories
+# agree to ~1e-7 rad over 300 control steps, solver tolerance), not the same bits.
+ISLANDS = {"dex_shadow": False, "dex_leap": True}
 
 # LEAP: Dynamixel XC330 servos in current-based position mode. kp 3 N m/rad is the stiffness the
 # published LEAP model uses; the force limit approximates the servos' capped torque.
@@ -482,13 +488,15 @@ def build_mjcf(hand: HandSpec, contacts: str = "pairs") -> str:
     ``contacts="pairs"`` (shipped) lists every colliding geom pair explicitly (``contact_pairs``);
     ``"auto"`` leaves them to MuJoCo's contype/conaffinity filter and broad phase instead: the
     same contacts with the same parameters (tested), dearer per ``mj_step`` (measured by
-    ``dex-sim-bench --scene-variants``, as is the Jacobian choice, ``JACOBIAN``)."""
+    ``dex-sim-bench --scene-variants``, as are the Jacobian and island choices, ``JACOBIAN``,
+    ``ISLANDS``)."""
     if contacts not in ("pairs", "auto"):
         raise ValueError(f"contacts must be 'pairs' or 'auto', not {contacts!r}")
     on = contacts == "auto"
     hand_col = 'contype="1" conaffinity="0"' if on else 'contype="0" conaffinity="0"'
     both_col = 'contype="1" conaffinity="1"' if on else 'contype="0" conaffinity="0"'
     jacobian = JACOBIAN.get(hand.name, "auto")
+    islands = "" if ISLANDS.get(hand.name, True) else ' island="disable"'
     tree = hand_tree(hand)
     half = hand.cube.size / 2.0
     vis = max([640] + [c.width for c in hand.cameras])
@@ -503,7 +511,7 @@ def build_mjcf(hand: HandSpec, contacts: str = "pairs") -> str:
         '  <compiler angle="radian" autolimits="true"/>',
         f'  <option timestep="{_f(hand.timestep)}" integrator="implicitfast" cone="elliptic" '
         f'impratio="10" iterations="30" ls_iterations="50" jacobian="{jacobian}">',
-        '    <flag warmstart="enable"/>',
+        f'    <flag warmstart="enable"{islands}/>',
         "  </option>",
         "  <visual>",
         f'    <global offwidth="{vis}" offheight="{vis_h}"/>',

@@ -36,7 +36,8 @@ What is measured (rates are steps per second of wall time, one process unless st
    cheaper contact model would buy against the same reference (not shipped: each changes the
    contact physics the default models were trained on) —, and the scene with one shipped
    speed choice undone (dense constraint Jacobian; broad-phase contacts instead of pairs);
-   also the LEAP env with its shipped dense Jacobian vs the sparse one.
+   also the LEAP env on its shipped scene vs each of its shipped choices undone (sparse
+   Jacobian, constraint islands off).
 """
 
 from __future__ import annotations
@@ -219,12 +220,14 @@ Edits = tuple[tuple[str, str], ...]
 _PYRAMIDAL = ('cone="elliptic"', 'cone="pyramidal"')
 _EULER = ('integrator="implicitfast"', 'integrator="Euler"')
 _DENSE = (' jacobian="sparse"', "")
+_ISLANDS = (' island="disable"', "")
 # name -> (MJCF text edits (old, new), each must match; contacts: build_mjcf's mode). The first
-# two are gymnasium-robotics' cheaper contact model; the last two undo one shipped choice each.
+# two are gymnasium-robotics' cheaper contact model; the others undo one shipped choice each.
 SCENE_VARIANTS: dict[str, tuple[Edits, str]] = {
     "pyramidal cones": ((_PYRAMIDAL,), "pairs"),
     "pyramidal + Euler": ((_PYRAMIDAL, _EULER), "pairs"),
     "dense Jacobian (MuJoCo's auto)": ((_DENSE,), "pairs"),
+    "constraint islands (MuJoCo's default)": ((_ISLANDS,), "pairs"),
     "broad-phase contacts": ((), "auto"),
 }
 
@@ -261,15 +264,19 @@ def variant_rates(seconds: float, repeats: int) -> dict[str, dict[str, Any]]:
     return out
 
 
-_LEAP_SPARSE = ((' jacobian="dense"', ' jacobian="sparse"'),)
+# The LEAP scene's shipped choices, each undone (``generate.JACOBIAN``, ``generate.ISLANDS``).
+LEAP_VARIANTS: dict[str, Edits] = {
+    "sparse Jacobian": ((' jacobian="dense"', ' jacobian="sparse"'),),
+    "islands off": (('<flag warmstart="enable"/>', '<flag warmstart="enable" island="disable"/>'),),
+}
 
 
-def leap_jacobian_rates(seconds: float, repeats: int) -> dict[str, dict[str, Any]]:
-    """LEAP env steps/s (registry substeps, no randomization) with its shipped dense constraint
-    Jacobian and with the sparse one, runs alternating: the check behind
-    ``dex_description.generate.JACOBIAN``."""
+def leap_scene_rates(seconds: float, repeats: int) -> dict[str, dict[str, Any]]:
+    """LEAP env steps/s (registry substeps, no randomization) on its shipped scene and with
+    each shipped choice undone (``LEAP_VARIANTS``), runs alternating: the check behind
+    ``dex_description.generate.JACOBIAN`` / ``ISLANDS`` for LEAP."""
     envs = {}
-    for name, edits in (("dense (shipped)", ()), ("sparse", _LEAP_SPARSE)):
+    for name, edits in (("shipped", ()), *LEAP_VARIANTS.items()):
         with scene_variant(edits, hand="leap"):
             envs[name] = make_env(hand="leap")
     runs: dict[str, dict[str, list]] = {n: {"hold": [], "random": []} for n in envs}
@@ -464,7 +471,7 @@ def run(seconds: float = 3.0, repeats: int = 3, procs: int | None = None,
         log("scene variants (20 substeps)")
         res["variants"] = variant_rates(seconds, repeats)
         log("LEAP: dense vs sparse constraint Jacobian")
-        res["leap_jacobian"] = leap_jacobian_rates(seconds, repeats)
+        res["leap_scene"] = leap_scene_rates(seconds, repeats)
 
     if skip_scaling:
         res["procs"] = res["rollout"] = {"error": "skipped (--skip-scaling)"}
@@ -580,12 +587,13 @@ def format_table(res: dict[str, Any]) -> str:
         for a, theirs in (("hold", "env_zero"), ("random", "env_random")):
             row(f"ours, variant: {name}, {a}", v[a], "" if "error" in g else
                 "vs theirs " + ratio(_ratio(v[a], g[theirs]), GOALS["vs_gymrob"]))
-    lj = res.get("leap_jacobian")
-    if lj:
+    ls = res.get("leap_scene")
+    if ls:
         for a in ("hold", "random"):
-            for name, v in lj.items():
-                row(f"LEAP env, {name} Jacobian, {a}", v[a], "" if name == "sparse" else
-                    "vs sparse " + ratio(_ratio(v[a], lj["sparse"][a])))
+            for name, v in ls.items():
+                row(f"LEAP env, {name} scene, {a}", v[a], "" if name != "shipped" else
+                    "; ".join(f"vs {k} " + ratio(_ratio(v[a], ls[k][a]))
+                              for k in ls if k != "shipped"))
     p = res["procs"]
     rows.append((f"-- scaling on {res['cpu_count']} cores --",))
     if "error" in p:
