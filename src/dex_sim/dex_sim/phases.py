@@ -54,6 +54,13 @@ class PhasedStep:
         self._goal_seen: list[Any] = [None] * n  # each row's goal array ...
         self._goal_lists: list[list[float]] = [[]] * n  # ... as floats
         self.cube_quat_obs = e0.task.obs_cube_orientation
+        # Per row, what each step reads (looked up once: MjData's arrays are views that live as
+        # long as the MjData); the episode's randomizer generator is refreshed by ``bind``.
+        self._state = [(e, e.sim, e.tracker, e.sim.data.qpos, e.sim.data.qvel,
+                        e.sim.data.site_xpos) for e in self.envs]
+        self._draws: list[tuple[Any, Any, np.ndarray]] = [
+            (e.randomizer, e._step_rng, e.sim.data.xfrc_applied[self.cube_body])
+            for e in self.envs] if self.randomized else []
 
     def bind(self, i: int) -> None:
         """Env ``i`` has just been reset: its decoder and effects state join row ``i``."""
@@ -63,6 +70,7 @@ class PhasedStep:
         dec._smoothed, dec._targets = self.smoothed[i], self.targets[i]  # views: one state
         if env.randomizer is not None:
             self.effects.copy_row(i, env.randomizer.effects)
+            self._draws[i] = (env.randomizer, env._step_rng, self._draws[i][2])
         self._goal_seen[i] = None
 
     # ---- 1. commands ------------------------------------------------------------------------
@@ -82,14 +90,13 @@ class PhasedStep:
             for sim, t in zip(sims, targets.copy(), strict=True):
                 sim.set_targets_trusted(t)
             return [0.0] * self.n
-        add, fx, body = self.add, self.effects, self.cube_body
+        add, fx = self.add, self.effects
         extras = []
         # Each env's draws in its own order (actions, force, timing), from its own generator.
-        for i, env in enumerate(self.envs):
-            r, rng = env.randomizer, env._step_rng
+        for i, (r, rng, xfrc) in enumerate(self._draws):
             add[i] = r.act_draw(rng)
             if r._force_p > 0.0:
-                sims[i].data.xfrc_applied[body, :3] = fx.push(i, r.force_draw(rng))
+                xfrc[:3] = fx.push(i, r.force_draw(rng))
             extras.append(r.step_time(rng))
         targets = fx.act(targets, add, *self.bounds)  # a new array
         for sim, t in zip(sims, targets, strict=True):
@@ -112,23 +119,20 @@ class PhasedStep:
         Fingertips are the sim's fingertip sites, which ``step_control`` / ``reset`` leave
         computed from the current joint angles: the numbers ``HandKinematics`` (the policy
         node's forward kinematics) gives, bit for bit (tested), without a second FK pass."""
-        envs = self.envs if only is None else [self.envs[only]]
+        rows = self._state if only is None else [self._state[only]]
         first = 0 if only is None else only
         fx, site_ids, cube_quat_obs = self.effects, self.site_ids, self.cube_quat_obs
         goal_seen, goal_lists = self._goal_seen, self._goal_lists
         qpos_adr, qvel_adr, cv = self.qpos_adr, self.qvel_adr, self.cube_qvel
         obs, values, rew, term, trunc, events = [], [], [], [], [], []
-        for j, env in enumerate(envs):
-            i = first + j
-            sim = env.sim
-            d = sim.data
+        for i, (env, sim, tracker, qp, qv, sites) in enumerate(rows, first):
             pose = sim.cube_pose_values()
             pos, quat = pose[:3], pose[3:]
-            ev = env.last_event = env.tracker.step_trusted(sim.time, pos[2], quat)
+            ev = env.last_event = tracker.step_trusted(sim.time, pos[2], quat)
             if ev.goal is not goal_seen[i]:  # a new goal: convert once
                 goal_seen[i], goal_lists[i] = ev.goal, ev.goal.tolist()
             goal = goal_lists[i]
-            tips = d.site_xpos[site_ids].ravel().tolist()
+            tips = sites[site_ids].ravel().tolist()
             true = policy_observation_values(tips, pos, quat, goal)
             r = env.randomizer
             if r is not None and fx.obs_on[i]:
@@ -137,9 +141,8 @@ class PhasedStep:
             else:
                 vals, q = true, quat
             obs.append(vals + q if cube_quat_obs else vals)
-            qvel = d.qvel
-            values.append(true + quat + goal + d.qpos[qpos_adr].tolist()
-                          + qvel[qvel_adr].tolist() + qvel[cv:cv + 6].tolist())
+            values.append(true + quat + goal + qp[qpos_adr].tolist() + qv[qvel_adr].tolist()
+                          + qv[cv:cv + 6].tolist())
             timeout = ev.end_reason == "timeout"
             rew.append(ev.reward)
             term.append(ev.ended and not timeout)
@@ -148,6 +151,6 @@ class PhasedStep:
         # One float64 -> float32 rounding per value (as policy_observation does).
         obs32, value32 = np.array(obs, dtype=np.float32), np.array(values, dtype=np.float32)
         infos = [{"value_obs": value32[j], "state": ev.state, "successes": ev.successes,
-                  "end_reason": ev.end_reason, "seed": env.episode_seed}
-                 for j, (env, ev) in enumerate(zip(envs, events, strict=True))]
+                  "end_reason": ev.end_reason, "seed": row[0].episode_seed}
+                 for j, (row, ev) in enumerate(zip(rows, events, strict=True))]
         return obs32, value32, rew, term, trunc, infos
