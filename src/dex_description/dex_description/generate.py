@@ -99,10 +99,10 @@ CUBE_CONDIM = 4  # sliding + torsional friction on the cube
 # 1,503 vs sparse 1,580 / 1,371.
 JACOBIAN = {"dex_shadow": "sparse", "dex_leap": "dense"}
 # Constraint islands (MuJoCo solves each connected group of constraints on its own), per hand by
-# the same measurement (env steps/s, full randomization, hold / random): the Shadow scene runs
-# 1.05x / 1.03x faster with them off (one island most of the time: the bookkeeping is pure
-# cost), LEAP 1.08x / 1.06x slower. The solver's answer is the same problem's (trajectories
-# agree to ~1e-7 rad over 300 control steps, solver tolerance), not the same bits.
+# the same measurement: the Shadow env runs 1.10x / 1.03x faster with them off (hold / random,
+# 20 substeps; hand and cube are one island most of the time, so the bookkeeping is pure cost),
+# the LEAP env 1.08x / 1.07x faster with them on. Either way the solver answers the same problem
+# (trajectories agree to ~1e-7 rad over 300 control steps), not with the same bits.
 ISLANDS = {"dex_shadow": False, "dex_leap": True}
 
 # LEAP: Dynamixel XC330 servos in current-based position mode. kp 3 N m/rad is the stiffness the
