@@ -84,8 +84,11 @@ def test_run_table_and_json(tmp_path, capsys):
         assert _rate_ok(res[key]["best"]), key
     assert "ratio_to_ceiling" in res["env_hold"]
     assert res["gymrob"]["error"].startswith("skipped")
+    gv = res["gym_vector"]
+    assert _rate_ok(gv["DexCubeVectorEnv"]["best"]) and _rate_ok(gv["SyncVectorEnv"]["best"])
     table = bench_env.format_table(res)
     assert "control ceiling" in table and "load average" in table and "skipped" in table
+    assert "DexCubeVectorEnv" in table and "vs SyncVectorEnv" in table
     json.dumps(res)  # JSON-able as written by --json
     out = tmp_path / "b.json"
     assert bench_env.main(["--seconds", "0.02", "--repeats", "1", "--skip-gymrob",

@@ -8,6 +8,7 @@ from dex_common.trial import DROP_PENALTY
 from dex_description.registry import get_hand
 from dex_sim.env import (
     DexCubeEnv,
+    DexCubeVectorEnv,
     TaskConfig,
     VecDexCubeEnv,
     env_steps_per_second,
@@ -268,6 +269,56 @@ def test_gymnasium_sync_vector_env():
     v.close()
     with pytest.raises(ValueError):
         make_vec_env(0)
+
+
+def test_gymnasium_vector_env_is_the_batched_step_with_same_step_autoreset():
+    import gymnasium as gym
+
+    task = TaskConfig(randomize=True, goal_timeout_s=0.8)
+    v = DexCubeVectorEnv(3, seed=2, task=task)
+    assert isinstance(v, gym.vector.VectorEnv)
+    assert v.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+    assert v.observation_space.shape == (3, 22) and v.action_space.shape == (3, SPEC.n_actuators)
+    alone = [DexCubeEnv("shadow", seed=2 * 1000 + i, task=task) for i in range(3)]
+    obs, info = v.reset(seed=11)
+    for i, e in enumerate(alone):
+        o, inf = e.reset(seed=11 + i)
+        np.testing.assert_array_equal(obs[i], o)
+        np.testing.assert_array_equal(info["value_obs"][i], inf["value_obs"])
+        assert info["seed"][i] == 11 + i and info["_seed"][i]
+    rng = np.random.default_rng(3)
+    ends = 0
+    for _ in range(30):
+        acts = rng.integers(0, 11, size=(3, SPEC.n_actuators))
+        obs, rew, term, trunc, info = v.step(acts)
+        assert obs.shape == (3, 22) and rew.dtype == np.float32
+        for i, e in enumerate(alone):
+            o, r, te, tr, inf = e.step(acts[i])
+            assert (r, te, tr) == (rew[i], term[i], trunc[i])
+            if te or tr:  # same step: the final obs in infos, the new episode's obs returned
+                ends += 1
+                assert info["_final_obs"][i] and info["final_info"]["_end_reason"][i]
+                np.testing.assert_array_equal(info["final_obs"][i], o)
+                np.testing.assert_array_equal(info["final_info"]["value_obs"][i],
+                                              inf["value_obs"])
+                assert info["final_info"]["end_reason"][i] == inf["end_reason"]
+                o, inf = e.reset()
+            elif "final_obs" in info:
+                assert not info["_final_obs"][i] and info["final_obs"][i] is None
+            np.testing.assert_array_equal(obs[i], o)
+            np.testing.assert_array_equal(info["value_obs"][i], inf["value_obs"])
+    assert ends >= 3
+    # reset(seed) reproduces; bad arguments are refused clearly.
+    again = DexCubeVectorEnv(3, seed=2, task=task)
+    np.testing.assert_array_equal(again.reset(seed=11)[0], v.reset(seed=11)[0])
+    with pytest.raises(ValueError, match="options"):
+        v.reset(options={"ranges": {}})
+    with pytest.raises(ValueError, match="at least one env"):
+        DexCubeVectorEnv(0)
+    with pytest.raises(ValueError, match="need 3 seeds"):
+        v.vec.reset(seed=[1, 2])
+    for e in (v, again, *alone):
+        e.close()
 
 
 def test_env_steps_per_second_helper():

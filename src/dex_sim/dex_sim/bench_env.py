@@ -206,6 +206,39 @@ def same_work_vec(action: str, randomize: bool, steps: int, repeats: int, n: int
     return {**r, "n_envs": n, "env_rate": r["env_rate"] * n, "ceiling_rate": r["ceiling_rate"] * n}
 
 
+def gym_vector_rates(seconds: float, repeats: int, n: int = VEC_ENVS) -> dict[str, Any]:
+    """Env steps/s (all members) of ``n`` envs, full randomization, random actions, under
+    gymnasium's vector API: ``DexCubeVectorEnv`` (the batched step) vs ``make_vec_env``'s
+    ``SyncVectorEnv`` of the same envs (stepped one by one), runs alternating."""
+    from dex_sim.env import DexCubeVectorEnv, TaskConfig, make_vec_env
+
+    task = TaskConfig(randomize=True)
+    envs = {"DexCubeVectorEnv": DexCubeVectorEnv(n, task=task),
+            "SyncVectorEnv": make_vec_env(n, task=task)}
+    probe = make_env()
+    acts = _actions(probe, "random", members=n)
+    probe.close()
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in envs}
+    try:
+        for _ in range(max(1, repeats)):
+            for name, v in envs.items():
+                v.reset(seed=0)
+                i = 0
+                c0, t0 = time.thread_time(), time.perf_counter()
+                while time.perf_counter() - t0 < seconds:
+                    v.step(acts[i % len(acts)])
+                    i += 1
+                dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
+                runs[name].append({"rate": i * n / dt, "cpu_rate": i * n / max(cpu, 1e-9)})
+    finally:
+        for v in envs.values():
+            v.close()
+    out: dict[str, Any] = {k: summarize_runs(r) for k, r in runs.items()}
+    out["n_envs"] = n
+    out["speedup"] = _ratio(out["DexCubeVectorEnv"], out["SyncVectorEnv"])
+    return out
+
+
 def our_env(seconds: float, repeats: int, action: str, randomize: bool = False,
             substeps: int | None = None) -> dict[str, Any]:
     env = make_env(randomize=randomize, substeps=substeps)
@@ -453,6 +486,8 @@ def run(seconds: float = 3.0, repeats: int = 3, procs: int | None = None,
     for name, action, rand in SAME_WORK[2:]:
         log(f"vec{VEC_ENVS}_{name[4:]}: same-work ceiling ({steps} env steps, replayed)")
         res[f"vec_{name}_same_work"] = same_work_vec(action, rand, steps, repeats, VEC_ENVS)
+    log(f"gymnasium vector API, {VEC_ENVS} envs: DexCubeVectorEnv vs SyncVectorEnv")
+    res["gym_vector"] = gym_vector_rates(seconds, repeats)
 
     log("equal substeps (20)")
     raw20 = repeat(lambda: raw_rate(seconds, GYMROB_SUBSTEPS), repeats)
@@ -556,6 +591,12 @@ def format_table(res: dict[str, Any]) -> str:
                      f">= {GOALS['env_vs_ceiling']:.0%}); "
                      f"replay exact {w['replay_exact']}/{w['mj_step_calls']}, "
                      f"{w['models']} model(s)"))
+    gv = res.get("gym_vector")
+    if gv:
+        label = f"gymnasium vector API, {gv['n_envs']} envs, full rand, random"
+        row(f"{label}: DexCubeVectorEnv", gv["DexCubeVectorEnv"],
+            "vs SyncVectorEnv " + ratio(gv["speedup"]))
+        row(f"{label}: SyncVectorEnv", gv["SyncVectorEnv"])
     rows.append(("-- equal substeps: 20 x 2 ms = 40 ms per env step --",))
     row("ours: raw mj_step, physics steps/s", res["raw20"])
     row("ours: control ceiling = raw / 20", res["ceiling20"])

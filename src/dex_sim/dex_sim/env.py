@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,7 +287,8 @@ ResetHook = Callable[[int, dict | None], dict | None]
 
 
 class VecDexCubeEnv:
-    """``n`` envs stepped in a loop, auto-reset on episode end (final info in ``info["final"]``).
+    """``n`` envs stepped together, auto-reset on episode end (the finished episode's last info,
+    with ``final=True``, ``final_obs`` and ``final_value_obs``, replaces that env's info).
 
     Arrays are stacked: obs [n, obs_dim], value_obs [n, V], rewards/terminated/truncated [n].
     Episode seeds come from each env's own rng (env i seeded with ``seed * 1000 + i``).
@@ -309,12 +310,16 @@ class VecDexCubeEnv:
         for i, env in enumerate(self.envs):
             env._batch, env._row = self._batch, i
 
-    def _reset_one(self, i: int, finished: dict | None) -> tuple[np.ndarray, dict]:
+    def _reset_one(self, i: int, finished: dict | None, seed: int | None = None
+                   ) -> tuple[np.ndarray, dict]:
         opts = self.reset_hook(i, finished) if self.reset_hook is not None else None
-        return self.envs[i].reset(options=opts)
+        return self.envs[i].reset(seed=seed, options=opts)
 
-    def reset(self) -> tuple[np.ndarray, np.ndarray]:
-        out = [self._reset_one(i, None) for i in range(self.n)]
+    def reset(self, seed: int | Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Reset every env: (obs [n, D], value obs [n, V]). ``seed``: episode seeds ``seed + i``
+        (an int) or one per env (a sequence); None = each env draws its own."""
+        seeds = _member_seeds(seed, self.n)
+        out = [self._reset_one(i, None, seeds[i]) for i in range(self.n)]
         return (np.stack([o for o, _ in out]), np.stack([i["value_obs"] for _, i in out]))
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
@@ -330,8 +335,9 @@ class VecDexCubeEnv:
         obs, vobs, rew, term, trunc, infos = batch.outcomes()
         for i in range(self.n):
             if term[i] or trunc[i]:
-                # Keep the final value obs: PPO bootstraps V(final) on truncation (timeout).
-                info = infos[i] = dict(infos[i], final=True, final_value_obs=vobs[i].copy())
+                # Keep the final observations: PPO bootstraps V(final) on truncation (timeout).
+                info = infos[i] = dict(infos[i], final=True, final_obs=obs[i].copy(),
+                                       final_value_obs=vobs[i].copy())
                 obs[i], reset_info = self._reset_one(i, info)
                 vobs[i] = info["value_obs"] = reset_info["value_obs"]
         return obs, vobs, np.array(rew, np.float32), np.array(term), np.array(trunc), infos
@@ -339,6 +345,92 @@ class VecDexCubeEnv:
     def close(self) -> None:
         for e in self.envs:
             e.close()
+
+
+def _member_seeds(seed: int | Sequence[int] | None, n: int) -> list[int | None]:
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return [int(seed) + i for i in range(n)]
+    seeds = [int(x) for x in seed]
+    if len(seeds) != n:
+        raise ValueError(f"need {n} seeds (one per env); got {len(seeds)}")
+    return seeds
+
+
+class DexCubeVectorEnv(gym.vector.VectorEnv):
+    """``VecDexCubeEnv`` (the batched step the trainer uses) behind gymnasium's ``VectorEnv`` API.
+
+    Autoreset is gymnasium's ``SAME_STEP`` mode (``metadata["autoreset_mode"]``): an env whose
+    episode ended is reset within the same ``step``, which returns the new episode's first
+    observation; the finished episode's last observation and info are in
+    ``infos["final_obs"]`` / ``infos["final_info"]`` (masks ``_final_obs`` / ``_final_info``).
+    ``infos`` holds per env ``value_obs`` [n, V] (the asymmetric critic input), ``successes``,
+    ``state``, ``end_reason`` and ``seed``, each with gymnasium's ``_key`` mask. Env i is the
+    DexCubeEnv seeded ``seed * 1000 + i`` (as ``make_vec_env``); ``reset(seed=s)`` starts env i's
+    episode with seed ``s + i``. ``make_vec_env`` gives the same envs in a plain
+    ``SyncVectorEnv`` (next-step autoreset), stepped one by one."""
+
+    metadata: dict[str, Any] = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP,
+                                "render_modes": []}
+    _KEYS = ("successes", "state", "end_reason", "seed")
+
+    def __init__(self, n: int, hand: str = "shadow", seed: int = 0,
+                 task: TaskConfig | None = None) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"need at least one env; got {n!r}")
+        self.vec = VecDexCubeEnv(n, hand, seed=seed, task=task)
+        e0 = self.vec.envs[0]
+        self.num_envs = n
+        self.single_observation_space = e0.observation_space
+        self.single_action_space = e0.action_space
+        self.observation_space = gym.vector.utils.batch_space(e0.observation_space, n)
+        self.action_space = gym.vector.utils.batch_space(e0.action_space, n)
+        self._all = np.ones(n, dtype=bool)
+
+    def reset(self, *, seed: int | None = None,
+              options: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        if options:
+            raise ValueError("DexCubeVectorEnv.reset takes no options (per-episode randomization "
+                             "ranges: VecDexCubeEnv's reset_hook)")
+        obs, vobs = self.vec.reset(seed)
+        return obs, self._infos(vobs, [e.last_event for e in self.vec.envs],
+                                [e.episode_seed for e in self.vec.envs])
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                 dict[str, Any]]:
+        obs, vobs, rew, term, trunc, infos = self.vec.step(actions)
+        out = self._infos(vobs, infos)
+        ended = term | trunc
+        if ended.any():
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            final_vobs = np.zeros_like(vobs)
+            for i in np.flatnonzero(ended):
+                final_obs[i], final_vobs[i] = infos[i]["final_obs"], infos[i]["final_value_obs"]
+            out["final_obs"], out["_final_obs"] = final_obs, ended
+            out["final_info"] = self._infos(final_vobs, infos, mask=ended)
+            out["_final_info"] = ended
+        return obs, rew, term, trunc, out
+
+    def _infos(self, vobs: np.ndarray, infos: Sequence[Any], seeds: Sequence[Any] | None = None,
+               mask: np.ndarray | None = None) -> dict[str, Any]:
+        """gymnasium's dict-of-arrays infos from per-env infos (dicts or TrialEvents)."""
+        m = self._all if mask is None else mask
+        if seeds is not None:  # after reset: TrialEvents
+            cols = {"successes": [ev.successes for ev in infos],
+                    "state": [ev.state for ev in infos],
+                    "end_reason": [ev.end_reason for ev in infos], "seed": list(seeds)}
+        else:
+            cols = {k: [inf[k] for inf in infos] for k in self._KEYS}
+        out: dict[str, Any] = {"value_obs": vobs, "_value_obs": m}
+        for k, v in cols.items():
+            out[k] = np.array(v, dtype=np.int64 if k in ("successes", "seed") else object)
+            out["_" + k] = m
+        return out
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.vec.close()
 
 
 def make_vec_env(n: int, hand: str = "shadow", seed: int = 0, task: TaskConfig | None = None,
