@@ -271,9 +271,12 @@ class _SamplePlan:
 class DomainRandomizer:
     """Applies ``RANDOMIZATIONS`` to one ``HandCubeSim``.
 
-    Per episode: ``draw = sample(rng, ranges)``; ``apply(draw)`` after ``sim.reset``. Per control
-    step the env calls ``act`` (targets), ``perturb`` (forces), ``step_time`` (extra duration)
-    and ``observe`` (noisy readings). All ids and nominal arrays are captured here once.
+    Per episode: ``draw = sample(rng, ranges)``; ``apply(draw)`` after ``sim.reset``, which also
+    sets up ``effects`` (``dex_sim.effects.StepEffects``, one row). Per control step the env
+    (``dex_sim.phases``) takes this episode's random numbers from ``act_draw``, ``force_draw``,
+    ``step_time`` and ``obs_draw`` and applies them with its batch's ``StepEffects``; ``act``,
+    ``perturb`` and ``observe`` do the same for this one episode (its own ``effects``). All ids
+    and nominal arrays are captured here once.
     """
 
     def __init__(self, sim: HandCubeSim, enabled: bool | Iterable[str] | None = None) -> None:
