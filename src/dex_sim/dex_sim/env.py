@@ -309,6 +309,7 @@ class VecDexCubeEnv:
         self._batch = PhasedStep(self.envs)
         for i, env in enumerate(self.envs):
             env._batch, env._row = self._batch, i
+        self._started = False
 
     def _reset_one(self, i: int, finished: dict | None, seed: int | None = None
                    ) -> tuple[np.ndarray, dict]:
@@ -320,6 +321,7 @@ class VecDexCubeEnv:
         (an int) or one per env (a sequence); None = each env draws its own."""
         seeds = _member_seeds(seed, self.n)
         out = [self._reset_one(i, None, seeds[i]) for i in range(self.n)]
+        self._started = True
         return (np.stack([o for o, _ in out]), np.stack([i["value_obs"] for _, i in out]))
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
@@ -328,7 +330,7 @@ class VecDexCubeEnv:
         ``dex_sim.phases``) across all members in turn. An env whose episode ended is reset and
         its row holds the new episode's first observations. Every member's numbers are the
         bits it gets stepped alone (tested)."""
-        if any(e.episode_seed is None for e in self.envs):
+        if not self._started:
             raise RuntimeError("VecDexCubeEnv.step called before reset()")
         batch = self._batch
         batch.physics(batch.commands(np.asarray(actions)))
