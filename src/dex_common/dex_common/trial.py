@@ -102,7 +102,7 @@ class TrialConfig:
 
 class TrialEvent(NamedTuple):
     """One judged control step (immutable). A named tuple, not a frozen dataclass: the env
-    makes one per env step, and a frozen dataclass costs ~4x as much to build."""
+    makes one per env step, and a frozen dataclass costs ~2x as much to build."""
 
     state: str  # running | success | dropped | timeout | completed
     reward: float
