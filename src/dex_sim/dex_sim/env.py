@@ -270,15 +270,6 @@ class DexCubeEnv(gym.Env):
         """Randomization ranges for the following episodes (ADR); validated now."""
         self.ranges = check_ranges(ranges)
 
-    def _info(self, ev: Any, cube_quat: list[float] | None = None) -> dict:
-        return {
-            "value_obs": self.value_observation(cube_quat=cube_quat),
-            "state": ev.state,
-            "successes": ev.successes,
-            "end_reason": ev.end_reason,
-            "seed": self.episode_seed,
-        }
-
     def close(self) -> None:
         self.sim.close()
 
@@ -319,10 +310,17 @@ class VecDexCubeEnv:
     def reset(self, seed: int | Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Reset every env: (obs [n, D], value obs [n, V]). ``seed``: episode seeds ``seed + i``
         (an int) or one per env (a sequence); None = each env draws its own."""
+        obs, vobs, _ = self.reset_with_infos(seed)
+        return obs, vobs
+
+    def reset_with_infos(self, seed: int | Sequence[int] | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """``reset`` that also returns each env's reset info."""
         seeds = _member_seeds(seed, self.n)
         out = [self._reset_one(i, None, seeds[i]) for i in range(self.n)]
         self._started = True
-        return (np.stack([o for o, _ in out]), np.stack([i["value_obs"] for _, i in out]))
+        infos = [info for _, info in out]
+        return np.stack([o for o, _ in out]), np.stack([i["value_obs"] for i in infos]), infos
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                  np.ndarray, list[dict]]:
@@ -396,9 +394,8 @@ class DexCubeVectorEnv(gym.vector.VectorEnv):
         if options:
             raise ValueError("DexCubeVectorEnv.reset takes no options (per-episode randomization "
                              "ranges: VecDexCubeEnv's reset_hook)")
-        obs, vobs = self.vec.reset(seed)
-        return obs, self._infos(vobs, [e.last_event for e in self.vec.envs],
-                                [e.episode_seed for e in self.vec.envs])
+        obs, vobs, infos = self.vec.reset_with_infos(seed)
+        return obs, self._infos(vobs, infos)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                  dict[str, Any]]:
@@ -415,19 +412,14 @@ class DexCubeVectorEnv(gym.vector.VectorEnv):
             out["_final_info"] = ended
         return obs, rew, term, trunc, out
 
-    def _infos(self, vobs: np.ndarray, infos: Sequence[Any], seeds: Sequence[Any] | None = None,
+    def _infos(self, vobs: np.ndarray, infos: Sequence[dict],
                mask: np.ndarray | None = None) -> dict[str, Any]:
-        """gymnasium's dict-of-arrays infos from per-env infos (dicts or TrialEvents)."""
+        """gymnasium's dict-of-arrays infos from the per-env info dicts."""
         m = self._all if mask is None else mask
-        if seeds is not None:  # after reset: TrialEvents
-            cols = {"successes": [ev.successes for ev in infos],
-                    "state": [ev.state for ev in infos],
-                    "end_reason": [ev.end_reason for ev in infos], "seed": list(seeds)}
-        else:
-            cols = {k: [inf[k] for inf in infos] for k in self._KEYS}
         out: dict[str, Any] = {"value_obs": vobs, "_value_obs": m}
-        for k, v in cols.items():
-            out[k] = np.array(v, dtype=np.int64 if k in ("successes", "seed") else object)
+        for k in self._KEYS:
+            out[k] = np.array([inf[k] for inf in infos],
+                              dtype=np.int64 if k in ("successes", "seed") else object)
             out["_" + k] = m
         return out
 
