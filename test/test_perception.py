@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from dex_common.checkpoints import load_checkpoint
 from dex_common.contract import ModelContractError, read_contract, write_contract
 from dex_description.registry import get_hand
 from dex_perception import dataset as ds
@@ -84,7 +85,7 @@ def test_export_has_contract_and_ort_matches_torch(tiny_model: dict) -> None:
     assert (tiny_model["onnx"].with_suffix(".md")).read_text().count("rotation (deg)") == 1
 
     # Independent check: dynamic batch (3), ORT output == torch output from the checkpoint.
-    ckpt = torch.load(tiny_model["res"]["checkpoint"], weights_only=False)
+    ckpt = load_checkpoint(tiny_model["res"]["checkpoint"])
     net = PoseNet(NetConfig.from_dict(ckpt["net"]))
     net.load_state_dict(ckpt["model"])
     net.eval()

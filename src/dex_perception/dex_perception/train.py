@@ -30,6 +30,7 @@ import onnx
 import torch
 from tqdm import tqdm
 
+from dex_common.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from dex_description.registry import HandSpec, get_hand
 from dex_perception import dataset as ds
 from dex_perception.net import NetConfig, PoseNet, pose_loss, rotation_error_rad
@@ -245,6 +246,11 @@ def train(
     out.parent.mkdir(parents=True, exist_ok=True)
     ckpt_path = Path(checkpoint) if checkpoint else out.with_suffix(".ckpt.pt")
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = None
+    if resume:  # before the (slow) dataset load, so a bad checkpoint fails at once
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
+        ckpt = load_checkpoint(ckpt_path)  # tensors and plain data only: never runs code
     spec = get_hand(cfg.hand)
     torch.set_num_threads(cfg.threads)
     images, pos, quat, meta = ds.load(data)
@@ -254,11 +260,7 @@ def train(
     cfg.net.pos_center = tuple(float(v) for v in spec.cube.rest_pos)
 
     start_epoch, history, train_time = 0, [], 0.0
-    ckpt = None
-    if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if ckpt is not None:
         cfg.net = NetConfig.from_dict(ckpt["net"])
         start_epoch, history, train_time = ckpt["epoch"], ckpt["history"], ckpt["train_time_s"]
 
@@ -308,7 +310,7 @@ def train(
             f"({train_time:.0f} s)",
             flush=True,
         )
-        torch.save(
+        save_checkpoint(
             {"model": model.state_dict(), "opt": opt.state_dict(),
              "epoch": epoch + 1, "history": history, "train_time_s": train_time,
              "net": cfg.net.to_dict(), "train": cfg.to_dict()},
@@ -373,8 +375,11 @@ def main(argv: list[str] | None = None) -> None:
                     input_downsample=args.input_downsample)
     cfg = TrainConfig(hand=args.hand, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, threads=args.threads, val_frac=args.val_frac, net=net)
-    res = train(args.data, args.out, cfg, resume=args.resume, max_minutes=args.max_minutes,
-                checkpoint=args.checkpoint)
+    try:
+        res = train(args.data, args.out, cfg, resume=args.resume, max_minutes=args.max_minutes,
+                    checkpoint=args.checkpoint)
+    except (CheckpointError, FileNotFoundError) as e:
+        ap.error(str(e))
     ev = res["eval"]
     print(f"val position error {ev['position_error_mm']:.2f} mm, rotation error "
           f"{ev['rotation_error_deg']:.2f} deg; provenance {res['provenance']}")

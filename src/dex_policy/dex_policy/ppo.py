@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.distributions import Categorical
 
+from dex_common.checkpoints import load_checkpoint, save_checkpoint
 from dex_common.observations import obs_dim
 from dex_description.registry import get_hand
 from dex_policy.net import PolicyNet, ValueNet
@@ -298,20 +299,16 @@ class PPOTrainer:
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"config": asdict(self.cfg), "policy": self.policy.state_dict(),
-                    "value": self.value.state_dict(), "opt": self.opt.state_dict(),
-                    "iteration": self.iteration, "total_steps": self.total_steps,
-                    "gen": self._gen.get_state(),
-                    "adr": None if self.adr is None else self.adr.state_dict(),
-                    "adr_rng": self.adr_rng.bit_generator.state}, tmp)
-        tmp.replace(path)  # atomic: a crash mid-save never leaves a broken checkpoint
+        save_checkpoint({"config": asdict(self.cfg), "policy": self.policy.state_dict(),
+                         "value": self.value.state_dict(), "opt": self.opt.state_dict(),
+                         "iteration": self.iteration, "total_steps": self.total_steps,
+                         "gen": self._gen.get_state(),
+                         "adr": None if self.adr is None else self.adr.state_dict(),
+                         "adr_rng": self.adr_rng.bit_generator.state}, path)
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> PPOTrainer:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(path)  # tensors and plain data only: never runs code
         cfg = PPOConfig(**{**ck["config"], **overrides})
         tr = cls(cfg)
         tr.policy.load_state_dict(ck["policy"])

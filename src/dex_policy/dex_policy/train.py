@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dex_common.actions import ActionDecoder
+from dex_common.checkpoints import CheckpointError
 from dex_description.registry import get_hand
 from dex_policy.evaluate import evaluate, format_table
 from dex_policy.export import check_ort_matches_torch, export_onnx, policy_contract, write_metadata
@@ -73,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.resume:
         if not ck.is_file():
             p.error(f"--resume: no checkpoint at {ck}")
-        trainer = PPOTrainer.load(ck)
+        try:
+            trainer = PPOTrainer.load(ck)
+        except CheckpointError as e:
+            p.error(f"--resume: {e}")
         print(f"resumed from {ck}: iteration {trainer.iteration}, {trainer.total_steps} steps")
     else:
         cfg = PPOConfig(hand=a.hand, seed=a.seed, n_envs=a.envs, rollout_steps=a.rollout,
