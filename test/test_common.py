@@ -159,6 +159,24 @@ def test_trial_goal_sequence_depends_only_on_seed() -> None:
     np.testing.assert_array_equal(seq_a, seq_b)
 
 
+def test_far90_goals_are_each_at_least_90_degrees_from_the_last() -> None:
+    far = TrialTracker(TrialConfig(goal_rule="far90", goals_per_trial=1000))
+    uni = TrialTracker(TrialConfig(goals_per_trial=1000))
+    assert np.array_equal(far.start(7), uni.start(7))  # the first goal is uniform under both
+    gaps = {"far90": [], "uniform": []}
+    for tr, name in ((far, "far90"), (uni, "uniform")):
+        prev = tr.goal
+        for k in range(200):
+            g = tr.step(0.08 * (k + 1), REST, tr.goal).goal
+            gaps[name].append(rotation_distance(prev, g))
+            prev = g
+    assert min(gaps["far90"]) >= math.pi / 2
+    # Uniform goals come closer than 90 deg about 18% of the time: the rule really changes them.
+    assert 0.08 < np.mean(np.array(gaps["uniform"]) < math.pi / 2) < 0.3
+    with pytest.raises(ValueError, match="goal_rule"):
+        TrialConfig(goal_rule="nearby")
+
+
 def test_trial_drop_ends_with_penalty_and_is_checked_first() -> None:
     tr = TrialTracker(_cfg())
     g = tr.start(1, cube_quat=ID)

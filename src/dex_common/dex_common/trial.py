@@ -1,7 +1,11 @@
 """Trial rules (Dactyl): goals, success, drop, timeout, reward. Shared by the training env, the
 policy node and the evaluator so all three judge a trial identically.
 
-A trial: a sequence of uniformly random goal orientations. Each ``step`` judges the cube pose:
+A trial: a sequence of random goal orientations drawn by the config's ``goal_rule``:
+- ``uniform`` (Dactyl): each goal uniformly random over SO(3);
+- ``far90`` (DROP, arXiv 2409.14562): each new goal uniformly random among orientations at least
+  90° from the previous goal (the first goal uniform).
+Each ``step`` judges the cube pose:
 - **dropped**: cube centre z < ``drop_height`` → trial ends, reward −20 (plus the shaping term);
 - **success**: rotation distance to the goal < ``success_threshold`` → +5, next goal (the
   50th success ends the trial as **completed**);
@@ -33,6 +37,9 @@ DROP_PENALTY = -20.0
 DEFAULT_DROP_MARGIN = 0.05
 
 STATES = ("running", "success", "dropped", "timeout", "completed")
+GOAL_RULES = ("uniform", "far90")
+# far90: minimum rotation from the previous goal (rad).
+FAR_GOAL_MIN_ANGLE = math.pi / 2
 # Stamps are float seconds summed from control periods; allow rounding noise at the timeout edge.
 _TIME_EPS = 1e-6
 
@@ -49,6 +56,7 @@ class TrialConfig:
     goal_timeout_s: float = 8.0  # stamp (sim) seconds per goal
     drop_height: float = field(default_factory=default_drop_height)  # m, cube centre z
     control_period: float = SHADOW.control_period  # s
+    goal_rule: str = "uniform"  # see GOAL_RULES
 
     def __post_init__(self) -> None:
         self.validate()
@@ -91,6 +99,8 @@ class TrialConfig:
         dh = num("drop_height")
         if dh is not None and not -10.0 < dh < 10.0:
             errs.append(f"drop_height must be a plausible world z in m (|z| < 10); got {dh}")
+        if self.goal_rule not in GOAL_RULES:
+            errs.append(f"goal_rule must be one of {', '.join(GOAL_RULES)}; got {self.goal_rule!r}")
         if errs:
             raise ValueError("invalid TrialConfig: " + "; ".join(errs))
 
@@ -166,7 +176,7 @@ class TrialTracker:
             raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
         self.seed = int(seed)
         self._rng = np.random.default_rng(self.seed)
-        self._set_goal(random_quat(self._rng))
+        self._set_goal(random_quat(self._rng))  # the first goal is uniform under every rule
         self._goal_index = 0
         self._successes = 0
         self._steps = 0
@@ -231,7 +241,7 @@ class TrialTracker:
                 state, end_reason = "completed", "completed"
             else:
                 state = "success"
-                self._set_goal(random_quat(self._rng))
+                self._set_goal(self._next_goal())
                 self._goal_index += 1
                 self._goal_start = t
                 self._d_prev = _rotation_distance(q, self._goal_unit)
@@ -251,6 +261,15 @@ class TrialTracker:
         )
         self._last = ev
         return ev
+
+    def _next_goal(self) -> np.ndarray:
+        """The goal after a success, by ``config.goal_rule`` (from the tracker's own rng)."""
+        q = random_quat(self._rng)
+        if self.config.goal_rule == "far90":
+            # Rejection sampling: ~82% of uniform rotations are >= 90 deg from any given one.
+            while _rotation_distance(q.tolist(), self._goal_unit) < FAR_GOAL_MIN_ANGLE:
+                q = random_quat(self._rng)
+        return q
 
     def _set_goal(self, goal: np.ndarray) -> None:
         goal.flags.writeable = False  # shared by the events that pursue it

@@ -1,8 +1,11 @@
-"""Evaluate a policy model in the training env (state mode): ``dex-policy-eval --trials N``.
+"""Evaluate a controller in the training env (state mode): ``dex-policy-eval --trials N``.
 
-Runs ``PolicyRuntime`` (the node's runtime) in ``DexCubeEnv`` for N trials with seeds
-``seed + trial`` (the node uses the same seeds), prints a per-trial table and mean ± sd / median
-consecutive successes, and writes the result as JSON.
+Controllers: the ONNX policy (``--controller onnx``, the node's runtime; default), the sampling-MPC
+teacher (``mpc``), and the floors ``zero`` (hold) and ``random``. Trials use seeds
+``seed + trial`` (the node uses the same seeds). Prints Dactyl's Table-3 format — consecutive
+successes mean ± sd, median, and the sorted per-trial counts — with the trial rules stated (goal
+rule, success threshold, randomization), plus the per-trial table; writes the result as JSON and
+a PNG (histogram, successes per trial).
 """
 
 from __future__ import annotations
@@ -17,48 +20,77 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from dex_policy.runtime import PolicyRuntime, default_model_path
-from dex_sim.env import DexCubeEnv
+from dex_common.trial import GOAL_RULES
+from dex_policy.controllers import (
+    Controller,
+    HoldController,
+    MPCController,
+    OnnxPolicyController,
+    RandomController,
+)
+from dex_policy.mpc import MPCConfig
+from dex_sim.env import DexCubeEnv, TaskConfig
+
+CONTROLLERS = ("onnx", "mpc", "zero", "random")
 
 
-def run_trial(env: DexCubeEnv, runtime: PolicyRuntime, seed: int) -> dict[str, Any]:
+def run_trial(env: DexCubeEnv, controller: Controller, seed: int,
+              max_steps: int | None = None) -> dict[str, Any]:
+    """One trial from ``env.reset(seed)`` until it ends (or ``max_steps``, reported as 'cap')."""
     obs, info = env.reset(seed=seed)
-    runtime.reset(env.current_actuator_positions())
+    controller.reset(env)
     steps = 0
     while True:
-        obs, _, term, trunc, info = env.step_targets(runtime.act(obs))
+        obs, _, term, trunc, info = controller.step(env, obs)
         steps += 1
-        if term or trunc:
+        if term or trunc or (max_steps is not None and steps >= max_steps):
             return {"seed": seed, "successes": info["successes"],
-                    "end_reason": info["end_reason"], "steps": steps}
+                    "end_reason": info["end_reason"] or "cap", "steps": steps}
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     s = np.array([r["successes"] for r in rows], float)
     return {"trials": len(rows), "mean": float(s.mean()) if len(s) else float("nan"),
             "sd": float(s.std()) if len(s) else float("nan"),
             "median": float(np.median(s)) if len(s) else float("nan"),
+            "sorted": sorted(int(v) for v in s),
             "drops": sum(r["end_reason"] == "dropped" for r in rows),
             "timeouts": sum(r["end_reason"] == "timeout" for r in rows),
-            "completed": sum(r["end_reason"] == "completed" for r in rows)}
+            "completed": sum(r["end_reason"] == "completed" for r in rows),
+            "capped": sum(r["end_reason"] == "cap" for r in rows)}
 
 
-def evaluate(model_path: str | Path, hand: str = "shadow", trials: int = 10, seed: int = 0,
-             progress: bool = True, env: DexCubeEnv | None = None) -> dict[str, Any]:
-    """Run ``trials`` trials; returns {"rows": [...], "summary": {...}, ...}."""
+def evaluate(controller: Controller | str | Path, hand: str = "shadow", trials: int = 10,
+             seed: int = 0, progress: bool = True, env: DexCubeEnv | None = None,
+             task: TaskConfig | None = None, max_steps: int | None = None) -> dict[str, Any]:
+    """Run ``trials`` trials of ``controller`` (a Controller, or an ONNX model path); returns
+    {"rows": [...], "summary": {...}, "rules": {...}, ...}."""
     if trials < 1:
         raise ValueError(f"trials must be >= 1; got {trials}")
-    runtime = PolicyRuntime(model_path, hand)
-    env = env or DexCubeEnv(hand)
+    env = env or DexCubeEnv(hand, task=task)
+    if isinstance(controller, (str, Path)):
+        controller = OnnxPolicyController(controller, hand)
     rows = []
     t0 = time.perf_counter()
-    for i in tqdm(range(trials), desc="eval", unit="trial", disable=not progress):
-        rows.append({"trial": i, **run_trial(env, runtime, seed + i)})
+    bar = tqdm(range(trials), desc=f"eval {controller.name}", unit="trial", disable=not progress)
+    for i in bar:
+        rows.append({"trial": i, **run_trial(env, controller, seed + i, max_steps)})
+        s = np.array([r["successes"] for r in rows])
+        bar.set_postfix(mean=f"{s.mean():.1f}", median=f"{np.median(s):.1f}")
     wall = time.perf_counter() - t0
-    return {"model": str(model_path), "model_sha256": runtime.sha256, "hand": hand,
-            "mode": "state", "seed": seed, "rows": rows, "summary": summarize(rows),
-            "wall_s": round(wall, 2), "steps_per_s": round(sum(r["steps"] for r in rows) / wall, 1),
-            "inference": runtime.infer_stats.summary()}
+    steps = sum(r["steps"] for r in rows)
+    t = env.task
+    tc = env.tracker.config
+    return {**controller.describe(), "hand": hand, "mode": "state", "seed": seed,
+            "rules": {"goal_rule": tc.goal_rule, "success_threshold_rad": tc.success_threshold,
+                      "goals_per_trial": tc.goals_per_trial, "goal_timeout_s": tc.goal_timeout_s,
+                      "randomize": sorted(t.enabled), "max_steps": max_steps},
+            "rows": rows, "summary": summarize(rows), "wall_s": round(wall, 2),
+            "steps_per_s": round(steps / wall, 2),
+            "real_time_factor": round(steps * env.hand_spec.control_period / wall, 3),
+            "decision_time": {"p50_ms": round(controller.timing.p50_ms, 2),
+                              "p99_ms": round(controller.timing.p99_ms, 2),
+                              "mean_ms": round(controller.timing.mean_ms, 2)}}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -66,30 +98,108 @@ def format_table(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         lines.append(f"{r['trial']:>5} {r['seed']:>6} {r['successes']:>9} "
                      f"{r['end_reason']:>10} {r['steps']:>6}")
-    s = result["summary"]
+    s, ru = result["summary"], result.get("rules", {})
+    lines.append(
+        f"{result.get('controller', 'onnx')} on {result['hand']}, goals {ru.get('goal_rule')}, "
+        f"success < {ru.get('success_threshold_rad')} rad, randomization "
+        f"{', '.join(ru.get('randomize') or []) or 'none'}")
     lines.append(f"consecutive successes: mean {s['mean']:.2f} ± {s['sd']:.2f} (sd), median "
                  f"{s['median']:.1f} over {s['trials']} trials; drops {s['drops']}, "
-                 f"timeouts {s['timeouts']}, completed {s['completed']}")
+                 f"timeouts {s['timeouts']}, completed {s['completed']}"
+                 + (f", capped {s['capped']}" if s.get("capped") else ""))
+    lines.append(f"sorted: {s['sorted']}")
+    d = result.get("decision_time")
+    if d:
+        lines.append(f"decision time per control step p50 {d['p50_ms']:.1f} ms, p99 "
+                     f"{d['p99_ms']:.1f} ms; real-time factor {result['real_time_factor']:.2f}")
     return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: str | Path) -> Path:
+    """PNG: histogram of consecutive successes and successes per trial (end reason marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    s = np.array([r["successes"] for r in rows])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.hist(s, bins=np.arange(0, max(s.max(), 1) + 2) - 0.5, color="tab:blue")
+    a.axvline(np.median(s), color="k", ls="--", label=f"median {np.median(s):.1f}")
+    a.set_xlabel("consecutive successes")
+    a.set_ylabel("trials")
+    a.legend()
+    colors = {"dropped": "tab:red", "timeout": "tab:orange", "completed": "tab:green",
+              "cap": "tab:gray"}
+    for reason, c in colors.items():
+        idx = [i for i, r in enumerate(rows) if r["end_reason"] == reason]
+        if idx:
+            b.bar(idx, s[idx], color=c, label=reason)
+    b.set_xlabel("trial")
+    b.set_ylabel("successes")
+    b.legend(fontsize=8)
+    ru = result.get("rules", {})
+    fig.suptitle(f"{result.get('controller', 'onnx')} on {result['hand']}: mean "
+                 f"{s.mean():.2f} ± {s.std():.2f}, median {np.median(s):.1f} "
+                 f"({ru.get('goal_rule')} goals, < {ru.get('success_threshold_rad')} rad)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def build_controller(name: str, env: DexCubeEnv, model: str = "", seed: int = 0,
+                     mpc: MPCConfig | None = None) -> Controller:
+    if name == "onnx":
+        from dex_policy.runtime import default_model_path
+
+        return OnnxPolicyController(model or default_model_path(env.hand), env.hand)
+    if name == "mpc":
+        return MPCController(env, mpc)
+    if name == "zero":
+        return HoldController()
+    if name == "random":
+        return RandomController(seed)
+    raise ValueError(f"unknown controller {name!r}; one of {', '.join(CONTROLLERS)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--controller", default="onnx", choices=CONTROLLERS)
     p.add_argument("--model", default="", help="ONNX policy ('' = the package default)")
     p.add_argument("--hand", default="shadow")
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--goal-rule", default="uniform", choices=GOAL_RULES,
+                   help="uniform (Dactyl) or far90 (each goal >= 90 deg from the last, DROP)")
+    p.add_argument("--threshold", type=float, default=0.4, help="success threshold (rad)")
+    p.add_argument("--randomize", default="", help="randomization: '' none, 'all', or names "
+                   "and groups separated by commas (physics, observation, action, ...)")
+    p.add_argument("--max-steps", type=int, default=0, help="cap each trial (0 = no cap)")
+    p.add_argument("--mpc-samples", type=int, default=MPCConfig.n_samples)
+    p.add_argument("--mpc-horizon", type=int, default=MPCConfig.horizon)
     p.add_argument("--json", default="policy_eval.json", help="where to write the result")
+    p.add_argument("--png", default="", help="plot (default: the JSON path with .png)")
     a = p.parse_args(argv)
-    model = a.model or default_model_path(a.hand)
     try:
-        result = evaluate(model, a.hand, a.trials, a.seed)
+        rand: bool | set[str] = (True if a.randomize == "all" else
+                                 {x.strip() for x in a.randomize.split(",") if x.strip()})
+        task = TaskConfig(goal_rule=a.goal_rule, success_threshold=a.threshold,
+                          randomize=rand or False)
+        env = DexCubeEnv(a.hand, task=task)
+        ctrl = build_controller(a.controller, env, a.model, a.seed,
+                                MPCConfig(n_samples=a.mpc_samples, horizon=a.mpc_horizon))
+        result = evaluate(ctrl, a.hand, a.trials, a.seed, env=env,
+                          max_steps=a.max_steps or None)
     except (FileNotFoundError, ValueError, RuntimeError) as e:  # contract errors included
         print(f"dex-policy-eval: {e}", file=sys.stderr)
         return 2
     print(format_table(result))
     Path(a.json).write_text(json.dumps(result, indent=1))
-    print(f"wrote {a.json}")
+    png = plot(result, a.png or Path(a.json).with_suffix(".png"))
+    print(f"wrote {a.json} and {png}")
     return 0
 
 

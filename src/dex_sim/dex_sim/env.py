@@ -34,7 +34,7 @@ from gymnasium import spaces
 
 from dex_common.actions import ActionDecoder
 from dex_common.observations import policy_obs_layout
-from dex_common.trial import TrialConfig, TrialTracker
+from dex_common.trial import GOAL_RULES, TrialConfig, TrialTracker
 from dex_description.registry import HandSpec, get_hand
 from dex_sim.kinematics import HandKinematics
 from dex_sim.phases import PhasedStep
@@ -71,6 +71,7 @@ class TaskConfig:
     success_threshold: float = 0.4  # rad
     goals_per_trial: int = 50
     goal_timeout_s: float = 8.0  # s of sim time per goal
+    goal_rule: str = "uniform"  # dex_common.trial.GOAL_RULES ("far90": >= 90 deg from the last)
     drop_height: float | None = None  # m, cube centre z; None = from the registry cube
     discrete: bool = True  # False: continuous actions in [-1, 1]
     bins: int = 11
@@ -97,6 +98,8 @@ class TaskConfig:
 
         number("success_threshold", 0.0, math.pi)
         number("goal_timeout_s", 0.0, 1e6)
+        if self.goal_rule not in GOAL_RULES:
+            errs.append(f"goal_rule must be one of {', '.join(GOAL_RULES)}; got {self.goal_rule!r}")
         number("max_delta", 0.0, math.pi)
         number("ema", 0.0, 0.999999, lo_open=False)
         if self.drop_height is not None:
@@ -127,7 +130,8 @@ class TaskConfig:
     def trial_config(self, spec: HandSpec) -> TrialConfig:
         kw: dict[str, Any] = {"success_threshold": float(self.success_threshold),
                               "goals_per_trial": int(self.goals_per_trial),
-                              "goal_timeout_s": float(self.goal_timeout_s)}
+                              "goal_timeout_s": float(self.goal_timeout_s),
+                              "goal_rule": self.goal_rule}
         if self.drop_height is not None:
             kw["drop_height"] = float(self.drop_height)
         return TrialConfig.for_hand(spec, **kw)

@@ -1,0 +1,144 @@
+"""Controllers that drive ``DexCubeEnv`` for evaluation and teaching: the ONNX student (the node's
+runtime), the sampling-MPC teacher (privileged: plans from the env's true state and its episode
+model, randomization included), and the floors every result is read against (zero action =
+hold the targets, uniformly random bins).
+
+A controller is ``reset(env)`` at the start of a trial, then ``step(env, obs)`` once per control
+step, which applies its action and returns the env's ``(obs, reward, terminated, truncated,
+info)``. ``timing`` holds the per-step decision time (planning or inference) in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from dex_common.stats import RollingStats
+from dex_policy.mpc import MPCConfig, SamplingPlanner
+from dex_sim.env import DexCubeEnv
+
+StepResult = tuple[np.ndarray, float, bool, bool, dict]
+
+
+class Controller(Protocol):
+    name: str
+    timing: RollingStats
+
+    def reset(self, env: DexCubeEnv) -> None: ...
+
+    def step(self, env: DexCubeEnv, obs: np.ndarray) -> StepResult: ...
+
+    def describe(self) -> dict: ...
+
+
+def bins_of(env: DexCubeEnv, deltas: np.ndarray) -> np.ndarray:
+    """Nearest action bins [n] (ints) of raw per-actuator deltas (rad)."""
+    t = env.task
+    width = 2.0 * t.max_delta / (t.bins - 1)
+    return np.clip(np.rint((np.asarray(deltas) + t.max_delta) / width), 0, t.bins - 1).astype(
+        np.int64)
+
+
+class OnnxPolicyController:
+    """The ONNX student through ``PolicyRuntime`` (the policy node's runtime)."""
+
+    name = "onnx"
+
+    def __init__(self, model_path: str | Path, hand: str) -> None:
+        from dex_policy.runtime import PolicyRuntime
+
+        self.runtime = PolicyRuntime(model_path, hand)
+        self.timing = self.runtime.infer_stats
+
+    def reset(self, env: DexCubeEnv) -> None:
+        self.runtime.reset(env.current_actuator_positions())
+
+    def step(self, env: DexCubeEnv, obs: np.ndarray) -> StepResult:
+        return env.step_targets(self.runtime.act(obs))
+
+    def describe(self) -> dict:
+        return {"controller": self.name, "model": str(self.runtime.model_path),
+                "model_sha256": self.runtime.sha256}
+
+
+class MPCController:
+    """The sampling-MPC teacher acting in the student's action space (nearest bins of its
+    planned deltas), planning from the env's true state with the episode's own model."""
+
+    name = "mpc"
+
+    def __init__(self, env: DexCubeEnv, config: MPCConfig | None = None) -> None:
+        if not env.task.discrete:
+            raise ValueError("MPCController acts in bins: use a TaskConfig with discrete=True")
+        sim = env.sim
+        self.planner = SamplingPlanner(env.hand_spec, sim.model, sim.idx.actuator_ids,
+                                       sim.idx.cube_qpos, sim.idx.cube_qvel,
+                                       max_delta=env.task.max_delta, ema=env.task.ema,
+                                       config=config)
+        self.timing = RollingStats(window=100_000)
+        self.last_bins: np.ndarray | None = None
+
+    def reset(self, env: DexCubeEnv) -> None:
+        self.planner.reset(seed=env.episode_seed)
+        self.planner.set_model(env.sim.model)  # the episode's randomized model (privileged)
+
+    def act(self, env: DexCubeEnv) -> np.ndarray:
+        """The teacher's bins for the env's current state (no step taken)."""
+        d = self.planner.plan(env.sim.data, env.decoder.targets, env.decoder.smoothed_delta,
+                              env.tracker.goal)
+        self.timing.add(self.planner.last_plan_s)
+        self.last_bins = bins_of(env, d)
+        return self.last_bins
+
+    def step(self, env: DexCubeEnv, obs: np.ndarray) -> StepResult:
+        if self.planner.absolute:  # outside the student's action space (comparison only)
+            out = self.planner.plan(env.sim.data, env.sim.actuator_targets(),
+                                    env.decoder.smoothed_delta, env.tracker.goal)
+            self.timing.add(self.planner.last_plan_s)
+            return env.step_targets(out)
+        return env.step(self.act(env))
+
+    def describe(self) -> dict:
+        return {"controller": self.name, "config": self.planner.cfg.to_dict(),
+                "plan_timestep": self.planner.model.opt.timestep,
+                "threads": self.planner.threads}
+
+
+class HoldController:
+    """Zero action: the middle bin every step (the targets stay where they are)."""
+
+    name = "zero"
+
+    def __init__(self) -> None:
+        self.timing = RollingStats()
+
+    def reset(self, env: DexCubeEnv) -> None:
+        self._bins = np.full(env.n_actuators, env.bins // 2, dtype=np.int64)
+
+    def step(self, env: DexCubeEnv, obs: np.ndarray) -> StepResult:
+        return env.step(self._bins)
+
+    def describe(self) -> dict:
+        return {"controller": self.name}
+
+
+class RandomController:
+    """Uniformly random bins from its own seeded generator."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.timing = RollingStats()
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, env: DexCubeEnv) -> None:
+        pass
+
+    def step(self, env: DexCubeEnv, obs: np.ndarray) -> StepResult:
+        return env.step(self._rng.integers(0, env.bins, env.n_actuators))
+
+    def describe(self) -> dict:
+        return {"controller": self.name, "seed": self.seed}

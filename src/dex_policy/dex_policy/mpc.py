@@ -1,0 +1,337 @@
+"""Sampling-based model-predictive control of the hand + cube (pure core: MuJoCo + numpy).
+
+The planner acts in the student's action space: each control step it chooses per-actuator
+relative deltas (rad, within ``±max_delta``), which pass through the same EMA and clipping as
+``ActionDecoder`` — so whatever the teacher does, the LSTM student can in principle reproduce,
+and the teacher's labels are (near-)exact bins of the student's categorical action.
+
+One plan = ``horizon`` control steps of deltas, parameterized by ``knots`` (zero-order hold or
+linear interpolation between knots). Each ``plan`` call:
+1. shifts the previous plan by one control step (warm start);
+2. samples ``n_samples`` candidate plans around it (sample 0 = the shifted plan, sample 1 = hold
+   still; the rest Gaussian knot noise at a few scales), clipped to ``±max_delta``;
+3. rolls all of them out from the true state with ``mujoco.rollout`` (threads = cores) on a
+   planning model (the scene with a coarser timestep, by default);
+4. scores them with ``CubeCost`` and keeps the best (predictive sampling), or refits a Gaussian to
+   the elites for ``cem_iterations`` rounds (cross-entropy method).
+The first control step of the chosen plan is returned.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import mujoco
+import mujoco.rollout
+import numpy as np
+
+from dex_description.registry import HandSpec
+
+ACTION_SPACES = ("targets", "relative", "absolute")
+
+
+@dataclass
+class CostWeights:
+    """Per control step of the horizon (averaged), plus ``terminal`` × the last step."""
+
+    rotation: float = 1.0  # per rad of rotation distance to the goal
+    # per rad between the cube axis that the goal puts up and the world vertical: rewards
+    # rolling the right face up first (the yaw about the vertical is then easy for the fingers)
+    tilt: float = 1.0
+    position: float = 50.0  # per m of cube-centre distance beyond ``position_deadzone`` of rest
+    position_deadzone: float = 0.01  # m
+    fall: float = 2000.0  # per m of cube-centre height below rest − ``fall_margin``
+    fall_margin: float = 0.02  # m
+    velocity: float = 0.0  # per m/s of cube linear speed (0.1 measured worse with tilt)
+    effort: float = 0.0  # per rad² of the mean squared delta (smoothness)
+    terminal: float = 4.0  # weight of the last control step on top of the average
+
+
+@dataclass
+class MPCConfig:
+    planner: str = "ps"  # "ps" predictive sampling | "cem" cross-entropy method
+    # "targets": knots are actuator target destinations, noise scaled by each actuator's range;
+    #   each control step the decoder delta that moves the targets towards the destination
+    #   (within ±max_delta, through the EMA) is applied — exactly what the student can output.
+    # "relative": knots are per-step decoder deltas (noise scaled by max_delta).
+    # "absolute": knots are targets applied directly (outside the student's space; comparison).
+    action_space: str = "targets"
+    n_samples: int = 64
+    horizon: int = 8  # control steps (8 × 80 ms = 0.64 s)
+    knots: int = 4  # decision points over the horizon
+    interpolation: str = "linear"  # "linear" | "zero" (zero-order hold between knots)
+    sigmas: tuple[float, ...] = (0.4, 0.8)  # knot noise, fraction of max_delta (sample groups)
+    plan_timestep: float = 0.004  # s; the sim runs 0.002 (None-equivalent: 0 = the sim's)
+    threads: int = 0  # rollout threads; 0 = all cores
+    cem_iterations: int = 1  # CEM refits (planner "cem"); PS ignores it
+    cem_elites: int = 8
+    seed: int = 0
+    cost: CostWeights = field(default_factory=CostWeights)
+
+    def validate(self) -> None:
+        errs = []
+        if self.planner not in ("ps", "cem"):
+            errs.append(f"planner must be 'ps' or 'cem'; got {self.planner!r}")
+        if self.action_space not in ACTION_SPACES:
+            errs.append(f"action_space must be one of {ACTION_SPACES}; got {self.action_space!r}")
+        if self.interpolation not in ("linear", "zero"):
+            errs.append(f"interpolation must be 'linear' or 'zero'; got {self.interpolation!r}")
+        if self.n_samples < 2:
+            errs.append(f"n_samples must be >= 2; got {self.n_samples}")
+        if self.horizon < 1 or not 1 <= self.knots <= self.horizon:
+            errs.append(f"need 1 <= knots ({self.knots}) <= horizon ({self.horizon})")
+        if not self.sigmas or any(not 0 < s <= 4 for s in self.sigmas):
+            errs.append(f"sigmas must be in (0, 4]; got {self.sigmas}")
+        if self.plan_timestep < 0:
+            errs.append(f"plan_timestep must be >= 0; got {self.plan_timestep}")
+        if self.planner == "cem" and not 2 <= self.cem_elites < self.n_samples:
+            errs.append(f"cem_elites must be in [2, n_samples); got {self.cem_elites}")
+        if errs:
+            raise ValueError("invalid MPCConfig: " + "; ".join(errs))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Rotate vector ``v`` [3] by unit quaternions ``q`` [..., 4] (w, x, y, z)."""
+    w, u = q[..., :1], q[..., 1:]
+    t = 2.0 * np.cross(u, np.broadcast_to(v, u.shape))
+    return v + w * t + np.cross(u, t)
+
+
+def goal_up_axis(goal: np.ndarray) -> np.ndarray:
+    """The cube-frame axis that points up (world +z) when the cube is at ``goal``."""
+    g = np.asarray(goal, float)
+    return rotate(np.array([g[0], -g[1], -g[2], -g[3]]), np.array([0.0, 0.0, 1.0]))
+
+
+def rotation_angles(q: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """Rotation distance (rad) between unit quaternions ``q`` [..., 4] and ``goal`` [4]."""
+    dot = np.abs(q @ goal) / np.linalg.norm(q, axis=-1)
+    return 2.0 * np.arccos(np.minimum(dot, 1.0))
+
+
+class SamplingPlanner:
+    """Plans relative actuator deltas for one hand + cube scene (see module docstring)."""
+
+    def __init__(self, spec: HandSpec, model: mujoco.MjModel, actuator_ids: np.ndarray,
+                 cube_qpos: int, cube_qvel: int, max_delta: float = 0.15, ema: float = 0.3,
+                 config: MPCConfig | None = None) -> None:
+        self.cfg = config if config is not None else MPCConfig()
+        self.cfg.validate()
+        self.spec = spec
+        self.nu_model = model.nu
+        self.act_ids = np.asarray(actuator_ids, dtype=np.intp)
+        self.n = len(self.act_ids)
+        self.max_delta, self.ema = float(max_delta), float(ema)
+        self.lower, self.upper = spec.actuator_limits()
+        self.rest = np.asarray(spec.cube.rest_pos, float)
+        self.absolute = self.cfg.action_space == "absolute"
+        self.destinations = self.cfg.action_space in ("targets", "absolute")  # knots = targets
+        # Noise unit per actuator: max_delta (relative) or the actuator's range (targets).
+        self._unit = ((self.upper - self.lower) if self.destinations
+                      else np.full(len(actuator_ids), float(max_delta)))
+        self._cube_qpos, self._cube_qvel = int(cube_qpos), int(cube_qvel)
+        self._rng = np.random.default_rng(self.cfg.seed)
+        threads = self.cfg.threads or os.cpu_count() or 1
+        self._rollout = mujoco.rollout.Rollout(nthread=threads)
+        self.threads = threads
+        self.set_model(model)
+        self.reset()
+
+    # ---- model and state -----------------------------------------------------------------------
+    def set_model(self, model: mujoco.MjModel) -> None:
+        """Plan with a copy of ``model`` (e.g. the episode's randomized model) at the planning
+        timestep; the control period stays the sim's."""
+        period = self.spec.control_period
+        m = copy.copy(model)
+        dt = self.cfg.plan_timestep or model.opt.timestep
+        self.substeps = max(1, round(period / dt))
+        m.opt.timestep = period / self.substeps
+        self.model = m
+        self._datas = [mujoco.MjData(m) for _ in range(self.threads)]
+        self._nstate = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        # Offsets in the FULLPHYSICS state vector: [time, qpos, qvel, act, ...].
+        self._qpos0, self._qvel0 = 1, 1 + m.nq
+        self._ctrl_base = np.zeros(m.nu)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Forget the plan (new episode): the warm start becomes 'hold still'. ``seed``
+        (e.g. the episode's) restarts the sampling noise from ``(config seed, seed)``, so an
+        episode's plans do not depend on what was planned before it."""
+        if seed is not None:
+            self._rng = np.random.default_rng([self.cfg.seed, int(seed)])
+        self.plan_knots = None if self.destinations else np.zeros((self.cfg.knots, self.n))
+        self._interp = _interp_matrix(self.cfg.knots, self.cfg.horizon, self.cfg.interpolation)
+        self.last_cost = math.nan
+        self.last_plan_s = math.nan
+
+    # ---- planning ------------------------------------------------------------------------------
+    def plan(self, data: mujoco.MjData, targets: np.ndarray, smoothed: np.ndarray,
+             goal: np.ndarray) -> np.ndarray:
+        """One MPC step from the state in ``data`` with the decoder's current ``targets`` and
+        ``smoothed`` delta: returns the raw delta [n] (rad) to apply this control step."""
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        state = np.empty(self._nstate)
+        mujoco.mj_getState(self.model, data, state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+        goal = np.asarray(goal, float) / np.linalg.norm(goal)
+        if self.plan_knots is None:  # destinations: start by holding the current targets
+            self.plan_knots = np.tile(np.asarray(targets, float), (cfg.knots, 1))
+        self._shift()
+        mean = self.plan_knots
+        sig = np.full((cfg.knots, self.n), 1.0)
+        iters = cfg.cem_iterations if cfg.planner == "cem" else 1
+        best_knots, best_cost = mean, math.inf
+        for it in range(iters):
+            knots = self._sample(mean, sig if cfg.planner == "cem" and it > 0 else None, targets)
+            costs = self._evaluate(state, knots, targets, smoothed, goal, data)
+            order = np.argsort(costs)
+            if costs[order[0]] < best_cost:
+                best_cost, best_knots = float(costs[order[0]]), knots[order[0]].copy()
+            if cfg.planner == "cem":
+                elites = knots[order[: cfg.cem_elites]]
+                mean = elites.mean(axis=0)
+                sig = np.maximum(elites.std(axis=0) / self._unit, 0.05)
+        self.plan_knots = best_knots
+        self.last_cost = best_cost
+        self.last_plan_s = time.perf_counter() - t0
+        first = self._interp[0] @ best_knots
+        if self.cfg.action_space == "targets":
+            return self.delta_towards(first, np.asarray(targets, float), np.asarray(smoothed))
+        return first.copy()  # a delta (relative), or targets (absolute)
+
+    def delta_towards(self, destination: np.ndarray, targets: np.ndarray,
+                      smoothed: np.ndarray) -> np.ndarray:
+        """The decoder delta (within ±max_delta) whose EMA step moves ``targets`` as close to
+        ``destination`` as one control step allows (any leading shape)."""
+        d = (destination - targets - self.ema * smoothed) / (1.0 - self.ema)
+        return np.clip(d, -self.max_delta, self.max_delta)
+
+    def _shift(self) -> None:
+        """Warm start: the plan one control step later (last knot held)."""
+        k, h = self.cfg.knots, self.cfg.horizon
+        if k == 1:
+            return
+        steps = self._interp @ self.plan_knots  # [H, n]
+        # Knot times in control steps, shifted by one; resample the old plan there.
+        times = np.linspace(0, h - 1, k) + 1.0
+        idx = np.clip(times, 0, h - 1)
+        lo = np.floor(idx).astype(int)
+        hi = np.minimum(lo + 1, h - 1)
+        w = (idx - lo)[:, None]
+        self.plan_knots = (1 - w) * steps[lo] + w * steps[hi]
+
+    def _sample(self, mean: np.ndarray, sig: np.ndarray | None,
+                targets: np.ndarray) -> np.ndarray:
+        """[N, knots, n] candidate knots: 0 = mean, 1 = hold, rest mean + noise (clipped)."""
+        cfg, n_s = self.cfg, self.cfg.n_samples
+        noise = self._rng.standard_normal((n_s, cfg.knots, self.n))
+        if sig is None:  # sample groups at the configured scales
+            scales = np.repeat(np.asarray(cfg.sigmas), math.ceil(n_s / len(cfg.sigmas)))[:n_s]
+            noise *= scales[:, None, None]
+        else:
+            noise *= sig[None]
+        knots = mean[None] + noise * self._unit
+        knots[0] = mean
+        if self.destinations:
+            knots[1] = targets
+            np.clip(knots, self.lower, self.upper, out=knots)
+        else:
+            knots[1] = 0.0
+            np.clip(knots, -self.max_delta, self.max_delta, out=knots)
+        return knots
+
+    def targets_of(self, knots: np.ndarray, targets: np.ndarray,
+                   smoothed: np.ndarray) -> np.ndarray:
+        """Absolute targets [N, H, n] the decoder would produce from knot plans [N, K, n]
+        (absolute plans: the interpolated knots themselves)."""
+        steps = np.einsum("hk,skn->shn", self._interp, knots)
+        if self.absolute:
+            return steps
+        out = np.empty_like(steps)
+        s = np.broadcast_to(smoothed, steps[:, 0].shape).copy()
+        t = np.broadcast_to(targets, steps[:, 0].shape).copy()
+        for h in range(steps.shape[1]):
+            d = self.delta_towards(steps[:, h], t, s) if self.destinations else steps[:, h]
+            s *= self.ema
+            s += (1.0 - self.ema) * d
+            t += s
+            np.maximum(t, self.lower, out=t)
+            np.minimum(t, self.upper, out=t)
+            out[:, h] = t
+        return out
+
+    def rollout_ends(self, state: np.ndarray, knots: np.ndarray, targets: np.ndarray,
+                     smoothed: np.ndarray, ctrl: np.ndarray,
+                     warmstart: np.ndarray | None = None) -> np.ndarray:
+        """Roll plans [N, K, n] out from a FULLPHYSICS ``state`` (other actuators keep
+        ``ctrl``; ``warmstart``: the solver's qacc_warmstart, as the sim has it); returns the
+        states at the end of each control step [N, H, nstate]."""
+        n_s, h, sub = knots.shape[0], self.cfg.horizon, self.substeps
+        tg = self.targets_of(knots, targets, smoothed)  # [N, H, n]
+        full = np.broadcast_to(np.asarray(ctrl, float), (n_s, h, self.nu_model)).copy()
+        full[:, :, self.act_ids] = tg
+        full = np.repeat(full, sub, axis=1)  # [N, H*sub, nu]: targets held a control period
+        ws = None if warmstart is None else np.asarray(warmstart, float)[None]
+        states, _ = self._rollout.rollout(self.model, self._datas, state[None], full,
+                                          initial_warmstart=ws)
+        return states[:, sub - 1 :: sub]
+
+    def cube_of(self, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cube position [..., 3], quaternion [..., 4] and linear velocity [..., 3] of states."""
+        a = self._qpos0 + self._cube_qpos
+        v = self._qvel0 + self._cube_qvel
+        return ends[..., a : a + 3], ends[..., a + 3 : a + 7], ends[..., v : v + 3]
+
+    def costs(self, ends: np.ndarray, knots: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """Cost [N] of each rollout (``CostWeights``); NaN rollouts cost inf."""
+        c = self.cfg.cost
+        pos, quat, lin = self.cube_of(ends)
+        rot = rotation_angles(quat, goal)
+        dist = np.linalg.norm(pos - self.rest, axis=-1)
+        pos_cost = np.maximum(dist - c.position_deadzone, 0.0)
+        fall = np.maximum((self.rest[2] - c.fall_margin) - pos[..., 2], 0.0)
+        speed = np.linalg.norm(lin, axis=-1)
+        per_step = (c.rotation * rot + c.position * pos_cost + c.fall * fall
+                    + c.velocity * speed)
+        if c.tilt:
+            qn = quat / np.linalg.norm(quat, axis=-1, keepdims=True)
+            up = rotate(qn, goal_up_axis(goal))[..., 2]
+            per_step = per_step + c.tilt * np.arccos(np.clip(up, -1.0, 1.0))
+        total = per_step.mean(axis=1) + c.terminal * per_step[:, -1]
+        if c.effort and not self.destinations:
+            total += c.effort * np.mean(knots ** 2, axis=(1, 2))
+        # A rollout that went unstable (NaN) is never chosen.
+        return np.where(np.isfinite(total), total, np.inf)
+
+    def _evaluate(self, state: np.ndarray, knots: np.ndarray, targets: np.ndarray,
+                  smoothed: np.ndarray, goal: np.ndarray, data: mujoco.MjData) -> np.ndarray:
+        ends = self.rollout_ends(state, knots, targets, smoothed, data.ctrl,
+                                 data.qacc_warmstart)
+        return self.costs(ends, knots, goal)
+
+    def close(self) -> None:
+        self._rollout.close()
+
+
+def _interp_matrix(knots: int, horizon: int, mode: str) -> np.ndarray:
+    """[horizon, knots] weights: per-control-step deltas = W @ knot values."""
+    w = np.zeros((horizon, knots))
+    if knots == 1:
+        w[:, 0] = 1.0
+        return w
+    times = np.linspace(0, horizon - 1, knots)
+    for h in range(horizon):
+        if mode == "zero":
+            w[h, int(np.searchsorted(times, h, side="right") - 1)] = 1.0
+        else:
+            j = min(int(np.searchsorted(times, h, side="right") - 1), knots - 2)
+            f = (h - times[j]) / (times[j + 1] - times[j])
+            w[h, j], w[h, j + 1] = 1.0 - f, f
+    return w
