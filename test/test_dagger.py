@@ -48,9 +48,8 @@ def test_run_collects_shards_trains_and_resumes(tmp_path: Path) -> None:
     # A run killed after collecting part of an iteration resumes with only what is missing.
     (out / "shards" / "it001_ep001.npz").unlink()
     ck = (out / "student.pt").read_bytes()
-    more = _cfg(iterations=3)
     with pytest.raises(ValueError, match="another config"):
-        dagger.run(out, more, resume=True, progress=False)
+        dagger.run(out, _cfg(epochs=3), resume=True, progress=False)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.npz")}
     res = dagger.run(out, cfg, resume=True, progress=False)
     # iteration 1 was complete in the checkpoint: nothing to do; the deleted shard is not needed

@@ -14,7 +14,8 @@
    iteration (``student.pt``, tensors and plain data only).
 3. log one JSON line per iteration (``log.jsonl``): labels so far, beta, teacher/student
    successes per collected episode, loss, bin accuracy, wall time.
-``--export`` writes the ONNX student with its contract at the end (``dex-policy-eval`` runs it).
+``--export`` writes the ONNX student with its contract at the end (``dex-policy-eval`` runs it);
+``--resume --iterations N`` extends a run, or, with N no more than it has done, only exports.
 """
 
 from __future__ import annotations
@@ -207,7 +208,9 @@ def run(out: Path, cfg: DaggerConfig, resume: bool = False, max_minutes: float |
     start_it = 0
     if resume and ck_path.is_file():
         ck = load_checkpoint(ck_path)
-        if DaggerConfig.from_dict(ck["config"]) != cfg:
+        saved = DaggerConfig.from_dict(ck["config"])
+        saved.iterations = cfg.iterations  # a run may be extended (or exported early)
+        if saved != cfg:
             raise ValueError(f"{ck_path} was written with another config: "
                              f"{ck['config']} (resume with the same arguments)")
         net.load_state_dict(ck["net"])

@@ -88,9 +88,11 @@ def evaluate(controller: Controller | str | Path, hand: str = "shadow", trials: 
             "rows": rows, "summary": summarize(rows), "wall_s": round(wall, 2),
             "steps_per_s": round(steps / wall, 2),
             "real_time_factor": round(steps * env.hand_spec.control_period / wall, 3),
+            # None for the floors, which decide nothing worth timing
             "decision_time": {"p50_ms": round(controller.timing.p50_ms, 2),
                               "p99_ms": round(controller.timing.p99_ms, 2),
-                              "mean_ms": round(controller.timing.mean_ms, 2)}}
+                              "mean_ms": round(controller.timing.mean_ms, 2)}
+            if len(controller.timing) else None}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -109,9 +111,9 @@ def format_table(result: dict[str, Any]) -> str:
                  + (f", capped {s['capped']}" if s.get("capped") else ""))
     lines.append(f"sorted: {s['sorted']}")
     d = result.get("decision_time")
-    if d:
-        lines.append(f"decision time per control step p50 {d['p50_ms']:.1f} ms, p99 "
-                     f"{d['p99_ms']:.1f} ms; real-time factor {result['real_time_factor']:.2f}")
+    timing = (f"decision time per control step p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} "
+              f"ms; " if d else "")
+    lines.append(f"{timing}real-time factor {result['real_time_factor']:.2f}")
     return "\n".join(lines)
 
 
@@ -121,6 +123,7 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = result["rows"]
     s = np.array([r["successes"] for r in rows])
@@ -129,6 +132,7 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     a.axvline(np.median(s), color="k", ls="--", label=f"median {np.median(s):.1f}")
     a.set_xlabel("consecutive successes")
     a.set_ylabel("trials")
+    a.yaxis.set_major_locator(MaxNLocator(integer=True))
     a.legend()
     colors = {"dropped": "tab:red", "timeout": "tab:orange", "completed": "tab:green",
               "cap": "tab:gray"}
