@@ -201,6 +201,9 @@ def main(args: list[str] | None = None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except RuntimeError:  # RCLError: SIGINT's shutdown can race the executor's wait set
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         if rclpy.ok():

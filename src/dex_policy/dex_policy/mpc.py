@@ -1,18 +1,22 @@
 """Sampling-based model-predictive control of the hand + cube (pure core: MuJoCo + numpy).
 
-The planner acts in the student's action space: each control step it chooses per-actuator
-relative deltas (rad, within ``±max_delta``), which pass through the same EMA and clipping as
-``ActionDecoder`` — so whatever the teacher does, the LSTM student can in principle reproduce,
-and the teacher's labels are (near-)exact bins of the student's categorical action.
+The planner acts in the student's action space (``action_space="targets"``, the default): its
+decision variables are actuator-target destinations, and each control step it applies the
+decoder delta (rad, within ``±max_delta``, through the same EMA and clipping as
+``ActionDecoder``) that moves the targets towards the destination — so whatever the teacher does,
+the LSTM student can reproduce, and its labels are (near-)exact bins of the student's categorical
+action. ``"relative"`` (knots are the deltas themselves) and ``"absolute"`` (targets applied
+directly, outside the student's space) are kept for comparison; docs/teacher_student.md has the
+measurements.
 
-One plan = ``horizon`` control steps of deltas, parameterized by ``knots`` (zero-order hold or
-linear interpolation between knots). Each ``plan`` call:
+One plan = ``horizon`` control steps, parameterized by ``knots`` (zero-order hold or linear
+interpolation between knots). Each ``plan`` call:
 1. shifts the previous plan by one control step (warm start);
 2. samples ``n_samples`` candidate plans around it (sample 0 = the shifted plan, sample 1 = hold
-   still; the rest Gaussian knot noise at a few scales), clipped to ``±max_delta``;
+   still; the rest Gaussian knot noise at a few scales), clipped to the actuator limits;
 3. rolls all of them out from the true state with ``mujoco.rollout`` (threads = cores) on a
    planning model (the scene with a coarser timestep, by default);
-4. scores them with ``CubeCost`` and keeps the best (predictive sampling), or refits a Gaussian to
+4. scores them (``CostWeights``) and keeps the best (predictive sampling), or refits a Gaussian to
    the elites for ``cem_iterations`` rounds (cross-entropy method).
 The first control step of the chosen plan is returned.
 """
@@ -117,7 +121,7 @@ def rotation_angles(q: np.ndarray, goal: np.ndarray) -> np.ndarray:
 
 
 class SamplingPlanner:
-    """Plans relative actuator deltas for one hand + cube scene (see module docstring)."""
+    """Plans the hand's actuator commands for one hand + cube scene (see module docstring)."""
 
     def __init__(self, spec: HandSpec, model: mujoco.MjModel, actuator_ids: np.ndarray,
                  cube_qpos: int, cube_qvel: int, max_delta: float = 0.15, ema: float = 0.3,
@@ -158,7 +162,6 @@ class SamplingPlanner:
         self._nstate = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS)
         # Offsets in the FULLPHYSICS state vector: [time, qpos, qvel, act, ...].
         self._qpos0, self._qvel0 = 1, 1 + m.nq
-        self._ctrl_base = np.zeros(m.nu)
 
     def reset(self, seed: int | None = None) -> None:
         """Forget the plan (new episode): the warm start becomes 'hold still'. ``seed``
@@ -175,7 +178,8 @@ class SamplingPlanner:
     def plan(self, data: mujoco.MjData, targets: np.ndarray, smoothed: np.ndarray,
              goal: np.ndarray) -> np.ndarray:
         """One MPC step from the state in ``data`` with the decoder's current ``targets`` and
-        ``smoothed`` delta: returns the raw delta [n] (rad) to apply this control step."""
+        ``smoothed`` delta: returns the decoder delta [n] (rad) to apply this control step
+        (absolute targets for ``action_space="absolute"``)."""
         t0 = time.perf_counter()
         cfg = self.cfg
         state = np.empty(self._nstate)
