@@ -1,7 +1,7 @@
 """Training checkpoints: atomic writes, and loads that never run code from the file.
 
-A ``torch.load`` with ``weights_only=False`` unpickles arbitrary objects, so a crafted checkpoint
-passed to ``--resume`` could execute anything. Every checkpoint here holds only tensors and plain
+An unrestricted ``torch.load`` unpickles arbitrary objects, so a crafted checkpoint passed to
+``--resume`` could execute anything. Every checkpoint here holds only tensors and plain
 data (dicts, lists, numbers, strings), which torch's restricted unpickler (``weights_only=True``)
 accepts; anything else is refused with a clear error before any object is built.
 

@@ -79,6 +79,7 @@ class MPCController:
                                        config=config)
         self.timing = RollingStats(window=100_000)
         self.last_bins: np.ndarray | None = None
+        self.last_delta: np.ndarray | None = None  # the planned continuous delta (rad)
 
     def reset(self, env: DexCubeEnv) -> None:
         self.planner.reset(seed=env.episode_seed)
@@ -89,6 +90,7 @@ class MPCController:
         d = self.planner.plan(env.sim.data, env.decoder.targets, env.decoder.smoothed_delta,
                               env.tracker.goal)
         self.timing.add(self.planner.last_plan_s)
+        self.last_delta = d
         self.last_bins = bins_of(env, d)
         return self.last_bins
 

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shlex
@@ -35,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from dex_common.checkpoints import load_checkpoint, save_checkpoint
-from dex_policy.controllers import MPCController, bins_of
+from dex_policy.controllers import MPCController
 from dex_policy.mpc import MPCConfig
 from dex_policy.net import PolicyNet
 from dex_sim.env import DexCubeEnv, TaskConfig
@@ -69,6 +70,10 @@ class DaggerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def hash(self) -> str:
+        """Stable short hash of the config (the model contract's ``dex.config_hash``)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DaggerConfig:
@@ -119,10 +124,8 @@ def collect_episode(env: DexCubeEnv, teacher: MPCController, student: Student | 
     o, lab, dl, by_teacher = [], [], [], []
     info: dict = {}
     for _ in range(max_steps):
-        d = teacher.planner.plan(env.sim.data, env.decoder.targets, env.decoder.smoothed_delta,
-                                 env.tracker.goal)
-        teacher.timing.add(teacher.planner.last_plan_s)
-        t_bins = bins_of(env, d)
+        t_bins = teacher.act(env)
+        d = teacher.last_delta
         use_teacher = student is None or rng.random() < beta
         s_bins = None if student is None else student.act(obs)  # keeps the LSTM state current
         o.append(np.asarray(obs, np.float32))
@@ -240,7 +243,7 @@ def run(out: Path, cfg: DaggerConfig, resume: bool = False, max_minutes: float |
             bar.set_postfix(succ=int(ep["successes"]), end=str(ep["end_reason"]),
                             plan_ms=f"{teacher.timing.p50_ms:.0f}")
         episodes = load_shards(out)
-        this_it = [e for e in episodes if len(e["obs"])][-cfg.episodes:]
+        this_it = episodes[-cfg.episodes:]
         t0 = time.perf_counter()
         stats = train_student(net, opt, episodes, cfg, env.bins, env.task.max_delta, gen)
         save_checkpoint({"config": cfg.to_dict(), "net": net.state_dict(),
@@ -269,8 +272,7 @@ def export_student(net: PolicyNet, cfg: DaggerConfig, path: Path, producer: str,
     env_task = cfg.task()
     decoder = ActionDecoder(cfg.hand, bins=env_task.bins, max_delta=env_task.max_delta,
                             ema=env_task.ema)
-    meta = policy_contract(cfg.hand, decoder, net.hidden, producer,
-                           str(abs(hash(json.dumps(cfg.to_dict(), sort_keys=True)))), {}, compute)
+    meta = policy_contract(cfg.hand, decoder, net.hidden, producer, cfg.hash(), {}, compute)
     export_onnx(net.eval(), path, meta)
     return check_ort_matches_torch(net, path)
 

@@ -145,6 +145,7 @@ class SamplingPlanner:
         threads = self.cfg.threads or os.cpu_count() or 1
         self._rollout = mujoco.rollout.Rollout(nthread=threads)
         self.threads = threads
+        self._interp = _interp_matrix(self.cfg.knots, self.cfg.horizon, self.cfg.interpolation)
         self.set_model(model)
         self.reset()
 
@@ -170,7 +171,6 @@ class SamplingPlanner:
         if seed is not None:
             self._rng = np.random.default_rng([self.cfg.seed, int(seed)])
         self.plan_knots = None if self.destinations else np.zeros((self.cfg.knots, self.n))
-        self._interp = _interp_matrix(self.cfg.knots, self.cfg.horizon, self.cfg.interpolation)
         self.last_cost = math.nan
         self.last_plan_s = math.nan
 
