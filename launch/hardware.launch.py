@@ -15,6 +15,7 @@ ARGS = {
     "trials": ("3", "number of trials the policy runs"),
     "seed": ("0", "seed of the first trial (goal sequence)"),
     "hand": ("shadow", "hand profile in dex_description.registry"),
+    "controller": ("onnx", "onnx (the LSTM policy model) | mpc (the sampling-MPC planner)"),
     "record": ("", "directory for one bag per trial ('' = no recording)"),
     "cameras": ("", "NAME=TOPIC,... driver image topic per registry camera ('' = already named"
                     " /cameras/NAME/image_raw)"),
@@ -36,6 +37,7 @@ def _nodes(context):  # noqa: ANN001 - launch context
         seed=int(arg("seed")),
         record_dir=arg("record") or None,
         camera_remaps=camera_remaps_from_text(arg("cameras"), arg("hand")),
+        controller=arg("controller"),
     )
     return launch_actions(
         specs, arg("hand"), False, truthy(arg("robot_state_publisher")), truthy(arg("rviz"))

@@ -16,6 +16,7 @@ ARGS = {
     "trials": ("3", "number of trials the policy runs"),
     "seed": ("0", "seed of the first trial"),
     "hand": ("shadow", "hand profile in dex_description.registry"),
+    "controller": ("onnx", "onnx (the LSTM policy model) | mpc (the sampling-MPC planner)"),
     "record": ("", "directory for one bag per trial ('' = no recording)"),
     "rviz": ("false", "start RViz with dex_description's config"),
     "robot_state_publisher": ("true", "publish TF from the URDF and /joint_states"),
@@ -39,6 +40,7 @@ def _nodes(context):  # noqa: ANN001 - launch context
         seed=int(arg("seed")),
         record_dir=arg("record") or None,
         use_sim_time=use_sim_time,
+        controller=arg("controller"),
     )
     return launch_actions(
         specs, arg("hand"), use_sim_time, truthy(arg("robot_state_publisher")), truthy(arg("rviz"))

@@ -8,8 +8,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from dex_description.kinematics import HandKinematics  # noqa: E402
 from dex_description.registry import get_hand  # noqa: E402
-from dex_sim.kinematics import HandKinematics  # noqa: E402
 from dex_sim.physics import HandCubeSim  # noqa: E402
 
 SPEC = get_hand("shadow")

@@ -39,6 +39,7 @@ OUTCOME_KEYS = (
     "steps",
     "goal_index",
     "start_stamp",
+    "controller",
     "policy_model_sha256",
     "pose_model_sha256",
     "mode",

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dex_bringup.graph import GraphError, NodeSpec, describe, parse_param, sim_graph
+from dex_bringup.graph import CONTROLLERS, GraphError, NodeSpec, describe, parse_param, sim_graph
 from dex_bringup.procs import DEFAULT_ENV, ProcessGroup
 
 
@@ -62,6 +62,7 @@ def graph_from_args(args: argparse.Namespace, record_dir: str | None) -> list[No
         policy_model=args.policy_model,
         pose_model=args.pose_model,
         extra=_extra(args.param),
+        controller=args.controller,
     )
 
 
@@ -129,6 +130,9 @@ def _add_graph_args(p: argparse.ArgumentParser, trials: int = 3, mode: bool = Tr
     p.add_argument("--source", default="vision", help="vision (CNN pose) | state (ground truth)")
     p.add_argument("--trials", type=int, default=trials)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--controller", default="onnx", choices=CONTROLLERS,
+                   help="onnx: the LSTM policy model; mpc: the sampling-MPC planner (slower "
+                        "than real time on 2 cores: use lockstep)")
     p.add_argument("--policy-model", default=None, help="ONNX policy (default: the packaged one)")
     p.add_argument("--pose-model", default=None, help="ONNX pose model (default: packaged)")
     p.add_argument(

@@ -15,6 +15,9 @@ from dex_description.registry import get_hand
 from dex_perception.runtime import default_model_path as default_pose_model
 
 MODES = ("lockstep", "realtime")
+# What turns synced inputs into commands in the policy node: the ONNX LSTM policy, or the
+# sampling-MPC teacher planning from the same inputs (dex_policy.mpc_runtime).
+CONTROLLERS = ("onnx", "mpc")
 # CLI/launch "source" names -> the policy's pose_source parameter values.
 POSE_SOURCES = {"vision": "vision", "state": "gt", "gt": "gt"}
 
@@ -195,6 +198,12 @@ def _check_mode(mode: str) -> None:
         raise GraphError(f"unknown mode {mode!r}; use one of {list(MODES)}")
 
 
+def _check_controller(controller: str) -> None:
+    if controller not in CONTROLLERS:
+        raise GraphError(f"unknown controller {controller!r}; use one of {list(CONTROLLERS)} "
+                         "(onnx: the LSTM policy model; mpc: the sampling-MPC planner)")
+
+
 def _check_hand(hand: str) -> None:
     try:
         get_hand(hand)
@@ -241,10 +250,12 @@ def sim_graph(
     policy_model: str | None = None,
     pose_model: str | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
+    controller: str = "onnx",
 ) -> list[NodeSpec]:
     """The simulated graph: sim, perception (vision only), policy, recorder (if record_dir)."""
     _check_hand(hand)
     _check_mode(mode)
+    _check_controller(controller)
     source = _pose_source(pose_source)
     if int(num_trials) < 1:
         raise GraphError(f"num_trials must be >= 1, got {num_trials}")
@@ -276,6 +287,8 @@ def sim_graph(
         "seed": int(seed),
         "use_sim_time": use_sim_time,
         "pose_model_path": pose_path,
+        "controller": controller,
+        "realtime": mode == "realtime",
     }
     if policy_model:
         pp["model_path"] = policy_model
@@ -296,6 +309,7 @@ def hardware_graph(
     policy_model: str | None = None,
     pose_model: str | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
+    controller: str = "onnx",
 ) -> list[NodeSpec]:
     """The real-hand graph: perception, policy (vision-judged), recorder. Wall time.
 
@@ -304,6 +318,7 @@ def hardware_graph(
     /cameras/camN/image_raw with ``camera_remaps``). No /clock, no /object/pose_gt.
     """
     _check_hand(hand)
+    _check_controller(controller)
     if int(num_trials) < 1:
         raise GraphError(f"num_trials must be >= 1, got {num_trials}")
     remaps = sorted((camera_remaps or {}).items())
@@ -323,6 +338,8 @@ def hardware_graph(
         "seed": int(seed),
         "use_sim_time": False,
         "pose_model_path": pose_path,
+        "controller": controller,
+        "realtime": True,
     }
     if policy_model:
         policy["model_path"] = policy_model

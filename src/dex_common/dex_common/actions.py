@@ -74,6 +74,13 @@ class ActionDecoder:
         (rows, n) for ``rows`` decoders stepped together (the vector env)."""
         return self.bin_values[self._check_bins(bin_indices, rows)]
 
+    def nearest_bins(self, deltas: np.ndarray) -> np.ndarray:
+        """The bins [..., n] (ints) whose deltas are nearest to raw deltas (rad; clipped to
+        ±max_delta): how a continuous controller (the MPC teacher) speaks this action space."""
+        width = 2.0 * self.max_delta / (self.bins - 1)
+        return np.clip(np.rint((np.asarray(deltas, float) + self.max_delta) / width), 0,
+                       self.bins - 1).astype(np.int64)
+
     def decode(self, bin_indices: np.ndarray) -> np.ndarray:
         """One control step: bins -> smoothed delta -> new absolute targets (clipped)."""
         if self._targets is None:

@@ -35,10 +35,7 @@ class Controller(Protocol):
 
 def bins_of(env: DexCubeEnv, deltas: np.ndarray) -> np.ndarray:
     """Nearest action bins [n] (ints) of raw per-actuator deltas (rad)."""
-    t = env.task
-    width = 2.0 * t.max_delta / (t.bins - 1)
-    return np.clip(np.rint((np.asarray(deltas) + t.max_delta) / width), 0, t.bins - 1).astype(
-        np.int64)
+    return env.decoder.nearest_bins(deltas)
 
 
 class OnnxPolicyController:
@@ -106,6 +103,39 @@ class MPCController:
         return {"controller": self.name, "config": self.planner.cfg.to_dict(),
                 "plan_timestep": self.planner.model.opt.timestep,
                 "threads": self.planner.threads}
+
+
+class MeasuredMPCController:
+    """The MPC as deployed (``MPCRuntime``): plans from measurements only — joint positions and
+    velocities, the cube pose, stamps — on the nominal model, without the sim's hidden state
+    (contacts, solver warm start) or its episode randomization. Compared with ``MPCController``
+    it measures what leaving the privileged state costs (not perception noise: the pose is the
+    sim's)."""
+
+    name = "mpc-measured"
+
+    def __init__(self, env: DexCubeEnv, config: MPCConfig | None = None) -> None:
+        from dex_common.actions import ActionDecoder
+        from dex_policy.mpc_runtime import MPCRuntime
+
+        t = env.task
+        decoder = ActionDecoder(env.hand, bins=t.bins, max_delta=t.max_delta, ema=t.ema)
+        self.runtime = MPCRuntime(env.hand, config, decoder)
+        self.timing = self.runtime.infer_stats
+
+    def reset(self, env: DexCubeEnv) -> None:
+        self.runtime.reset(env.current_actuator_positions(), seed=env.episode_seed)
+
+    def step(self, env: DexCubeEnv, obs: np.ndarray) -> StepResult:
+        from dex_policy.mpc_runtime import Measurement
+
+        sim = env.sim
+        pos, quat = sim.cube_pose()
+        m = Measurement(sim.time, sim.joint_positions(), pos, quat, sim.joint_velocities())
+        return env.step_targets(self.runtime.act_measured(m, env.tracker.goal))
+
+    def describe(self) -> dict:
+        return self.runtime.describe()
 
 
 class HoldController:

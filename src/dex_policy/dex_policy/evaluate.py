@@ -24,6 +24,7 @@ from dex_common.trial import GOAL_RULES
 from dex_policy.controllers import (
     Controller,
     HoldController,
+    MeasuredMPCController,
     MPCController,
     OnnxPolicyController,
     RandomController,
@@ -31,7 +32,7 @@ from dex_policy.controllers import (
 from dex_policy.mpc import MPCConfig
 from dex_sim.env import DexCubeEnv, TaskConfig
 
-CONTROLLERS = ("onnx", "mpc", "zero", "random")
+CONTROLLERS = ("onnx", "mpc", "mpc-measured", "zero", "random")
 
 
 def run_trial(env: DexCubeEnv, controller: Controller, seed: int,
@@ -162,6 +163,8 @@ def build_controller(name: str, env: DexCubeEnv, model: str = "", seed: int = 0,
         return OnnxPolicyController(model or default_model_path(env.hand), env.hand)
     if name == "mpc":
         return MPCController(env, mpc)
+    if name == "mpc-measured":
+        return MeasuredMPCController(env, mpc)
     if name == "zero":
         return HoldController()
     if name == "random":

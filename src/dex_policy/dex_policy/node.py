@@ -1,9 +1,15 @@
-"""The policy node (``python -m dex_policy.node``, node ``dex_policy``): trial logic + policy.
+"""The policy node (``python -m dex_policy.node``, node ``dex_policy``): trial logic + controller.
+
+The controller (parameter ``controller``) is the ONNX LSTM policy (``onnx``, default:
+``PolicyRuntime``) or the sampling-MPC teacher planning from the same inputs (``mpc``:
+``MPCRuntime`` — joint positions/velocities and the cube pose, velocities estimated from stamps,
+on the nominal model). Both turn one synced input set into absolute actuator targets through the
+same ``ActionDecoder``; trials are judged the same whichever runs.
 
 A thin ROS adapter. Per synced input set {/joint_states, object pose(s)} newer than the last one
 handled: validate → fingertips (``HandKinematics``) → ``policy_observation`` →
 ``TrialTracker.step`` → /trial/status, /goal/pose, /goal/marker → (trial not ended)
-``PolicyRuntime.act`` → /hand_position_controller/commands + /policy/action (stamp = input
+controller → /hand_position_controller/commands + /policy/action (stamp = input
 stamp). Each trial starts with /sim/reset(seed + trial_index); sets not newer than the newest
 stamp seen when the reset was requested are ignored. The first reset is requested when the first
 /joint_states arrives (a lockstep sim publishes its first set and then waits, so nothing it
@@ -45,9 +51,11 @@ from dex_common.ros_util import float_to_stamp, stamp_to_float
 from dex_common.stats import RollingStats
 from dex_common.sync import ApproxTimeSynchronizer
 from dex_common.trial import TrialConfig, TrialEvent, TrialTracker
+from dex_description.kinematics import HandKinematics
 from dex_description.registry import get_hand
+from dex_policy.mpc import MPCConfig
+from dex_policy.mpc_runtime import Measurement, MPCRuntime
 from dex_policy.runtime import PolicyRuntime, default_model_path
-from dex_sim.kinematics import HandKinematics
 
 try:
     from rclpy._rclpy_pybind11 import RCLError
@@ -62,6 +70,7 @@ OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.E
 # A pre-reset stamp arriving this long (wall) after the reset request means the request was
 # lost (a lockstep sim re-sends its last set every lockstep_resend_s): request it again.
 RESET_STALE_S = 0.5
+CONTROLLERS = ("onnx", "mpc")
 
 
 class InputError(ValueError):
@@ -94,6 +103,17 @@ def joint_positions_in_order(names: list[str], positions: list[float],
     return q
 
 
+def joint_velocities_or_none(js: JointState, expected: list[str]) -> np.ndarray | None:
+    """Velocities in registry order when the message carries a finite one for every joint
+    (sources may leave ``velocity`` empty); None otherwise."""
+    if len(js.velocity) != len(js.name):
+        return None
+    try:
+        return joint_positions_in_order(list(js.name), list(js.velocity), expected)
+    except InputError:
+        return None
+
+
 def pose_arrays(msg: PoseStamped, what: str) -> tuple[np.ndarray, np.ndarray]:
     p, o = msg.pose.position, msg.pose.orientation
     pos = np.array([p.x, p.y, p.z], float)
@@ -111,7 +131,13 @@ class PolicyNode(Node):
         self.error = ""  # last input error (cleared by a good set)
         self.warning = ""
         self._declare("hand", "shadow")
+        self._declare("controller", "onnx")
+        # Real time: a step slower than the control period is an overrun (WARN on /diagnostics).
+        # Lockstep (the sim waits for each command): slow steps are only counted.
+        self._declare("realtime", False)
         self._declare("model_path", "")
+        self._declare("mpc_samples", MPCConfig.n_samples)
+        self._declare("mpc_horizon", MPCConfig.horizon)
         self._declare("pose_source", "gt")
         self._declare("judge_source", "gt")
         self._declare("num_trials", 0)
@@ -147,7 +173,7 @@ class PolicyNode(Node):
         self.last_measured: np.ndarray | None = None
         self.pending: tuple[float, float] | None = None  # (joint_states stamp, wall time)
         self.last_event: TrialEvent | None = None
-        self.runtime: PolicyRuntime | None = None
+        self.runtime: PolicyRuntime | MPCRuntime | None = None
         self.model_sha = ""
 
         self._configure()
@@ -179,7 +205,15 @@ class PolicyNode(Node):
         self.seed = gp("seed").value
         self.slop = gp("slop").value
         self.input_timeout = gp("input_timeout_s").value
+        self.controller = str(gp("controller").value)
+        self.realtime = gp("realtime").value
         problems = []
+        if not isinstance(self.realtime, bool):
+            problems.append(f"realtime must be true or false; got {self.realtime!r}")
+            self.realtime = False
+        if self.controller not in CONTROLLERS:
+            problems.append(f"controller must be one of {list(CONTROLLERS)}; got "
+                            f"{self.controller!r}")
         if self.pose_source not in POSE_TOPICS:
             problems.append(f"pose_source must be one of {sorted(POSE_TOPICS)}; got "
                             f"{self.pose_source!r}")
@@ -231,6 +265,23 @@ class PolicyNode(Node):
             return
         self.tracker = TrialTracker(self.trial_config)
         self.kin = HandKinematics(self.hand)
+        if self.controller == "mpc":
+            samples, horizon = gp("mpc_samples").value, gp("mpc_horizon").value
+            try:
+                if not all(isinstance(v, int) and not isinstance(v, bool)
+                           for v in (samples, horizon)):
+                    raise ValueError(f"mpc_samples and mpc_horizon must be integers; got "
+                                     f"{samples!r}, {horizon!r}")
+                knots = min(MPCConfig.knots, horizon) if horizon >= 1 else MPCConfig.knots
+                self.runtime = MPCRuntime(self.hand, MPCConfig(n_samples=samples,
+                                                               horizon=horizon, knots=knots))
+                self.model_sha = self.runtime.sha256
+                self.get_logger().info(
+                    f"controller: sampling MPC ({samples} samples, horizon {horizon} control "
+                    f"steps) on the nominal {self.spec.name} model")
+            except (OSError, ValueError, KeyError) as e:
+                self._set_fault(f"bad parameters: MPC controller unusable: {e}")
+            return
         path = str(gp("model_path").value) or str(default_model_path(self.hand))
         try:
             self.runtime = PolicyRuntime(path, self.hand, self.spec.control_period)
@@ -299,7 +350,7 @@ class PolicyNode(Node):
         if self.awaiting_reset:  # first set of the trial
             self.awaiting_reset = False
             self.tracker.start(self.seed + self.trial_index, stamp=stamp)
-            self.runtime.reset(self.act_matrix @ q)
+            self.runtime.reset(self.act_matrix @ q, seed=self.seed + self.trial_index)
         try:
             ev = self.tracker.step(stamp, judge_pos, judge_quat)
             obs = policy_observation(self.kin.fingertips(q), obs_pos, obs_quat, self.tracker.goal,
@@ -313,7 +364,12 @@ class PolicyNode(Node):
             # The command is the latency-critical output: infer and publish it first, then the
             # trial status / goal / marker for this same stamp.
             try:
-                targets = self.runtime.act(obs)
+                if isinstance(self.runtime, MPCRuntime):
+                    m = Measurement(stamp, q, obs_pos, obs_quat,
+                                    joint_velocities_or_none(js, self.joint_names))
+                    targets = self.runtime.act_measured(m, self.tracker.goal)
+                else:
+                    targets = self.runtime.act(obs)
             except (ValueError, RuntimeError) as e:
                 self._input_error(f"policy inference failed: {e}", js.header.stamp)
                 return
@@ -322,8 +378,11 @@ class PolicyNode(Node):
             self.step_stats.add(dt)
             if dt > self.spec.control_period:
                 self.counts["deadline_misses"] += 1
-                self.get_logger().warning(f"deadline miss: step took {dt * 1e3:.1f} ms",
-                                          throttle_duration_sec=1.0)
+                if self.realtime:
+                    self.warning = (f"overrun: a step took {dt * 1e3:.1f} ms, the control "
+                                    f"period is {self.spec.control_period * 1e3:.0f} ms "
+                                    f"({self.counts['deadline_misses']} overruns)")
+                    self.get_logger().warning(self.warning, throttle_duration_sec=1.0)
         self._publish_trial(ev, js.header.stamp)
         if ev.ended:
             self.get_logger().info(
@@ -392,6 +451,7 @@ class PolicyNode(Node):
             "end_reason": ev.end_reason if ev else "",
             "start_stamp": repr(float(self.tracker.start_stamp or 0.0)) if ev else "0.0",
             "steps": str(ev.steps if ev else 0),
+            "controller": self.controller,
             "policy_model_sha256": self.model_sha,
             "pose_model_sha256": self.pose_model_sha,
             "mode": "state" if self.pose_source == "gt" else "vision",
@@ -453,12 +513,13 @@ class PolicyNode(Node):
         else:
             level, msg = OK, "finished" if self.finished else "running"
         vals = {"trial": str(self.trial_index), "finished": str(self.finished).lower(),
-                "model_sha256": self.model_sha,
+                "controller": self.controller, "model_sha256": self.model_sha,
                 "pose_source": self.pose_source, "judge_source": self.judge_source,
                 **{k: str(v) for k, v in self.counts.items()},
                 **self.step_stats.as_strings("step_")}
         if self.runtime is not None:
             vals.update(self.runtime.infer_stats.as_strings("inference_"))
+            vals.update({k: str(v) for k, v in getattr(self.runtime, "stats", {}).items()})
         vals.update({"sync_" + k: str(v) for k, v in self.sync.stats.items()}
                     if hasattr(self, "sync") else {})
         arr = DiagnosticArray()

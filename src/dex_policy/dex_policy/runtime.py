@@ -88,8 +88,9 @@ class PolicyRuntime:
     def targets(self) -> np.ndarray | None:
         return self.decoder.targets
 
-    def reset(self, current_targets: np.ndarray) -> None:
-        """New episode: zero the LSTM state; the decoder starts from ``current_targets``."""
+    def reset(self, current_targets: np.ndarray, seed: int | None = None) -> None:
+        """New episode: zero the LSTM state; the decoder starts from ``current_targets``.
+        (``seed`` is unused: the argmax policy draws nothing; every controller resets alike.)"""
         self._h = np.zeros((1, 1, self.hidden), np.float32)
         self._c = np.zeros_like(self._h)
         self.decoder.reset(current_targets)

@@ -35,8 +35,8 @@ from gymnasium import spaces
 from dex_common.actions import ActionDecoder
 from dex_common.observations import policy_obs_layout
 from dex_common.trial import GOAL_RULES, TrialConfig, TrialTracker
+from dex_description.kinematics import HandKinematics
 from dex_description.registry import HandSpec, get_hand
-from dex_sim.kinematics import HandKinematics
 from dex_sim.phases import PhasedStep
 from dex_sim.physics import HandCubeSim
 from dex_sim.randomization import DomainRandomizer, check_ranges, resolve_enabled

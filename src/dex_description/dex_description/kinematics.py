@@ -1,7 +1,8 @@
 """Forward kinematics of the hand (pure: no rclpy): fingertip positions from joint angles.
 
 The policy node observes fingertips but receives /joint_states; this computes them with the
-same MJCF and the same MuJoCo code the sim uses, so sim and node agree to float precision.
+same MJCF and the same MuJoCo code the sim uses, so sim and node agree to float precision. It
+lives next to the model it reads: a controller on a real hand does not import the simulator.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import mujoco
 import numpy as np
 
 from dex_description.registry import get_hand
-from dex_sim.physics import SceneIndex, load_model
+from dex_description.scene import SceneIndex, load_model
 
 
 class HandKinematics:
