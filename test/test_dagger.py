@@ -25,7 +25,7 @@ def test_soft_labels_split_between_the_two_nearest_bins() -> None:
 
 
 def _cfg(**kw) -> dagger.DaggerConfig:
-    base = dict(hand="leap", iterations=2, episodes=2, episode_steps=4, epochs=2, batch=2,
+    base = dict(hand="leap", iterations=2, episodes=2, episode_steps=4, updates=4, batch=2, window=4,
                 mpc=MPCConfig(n_samples=6, horizon=4, knots=2, threads=1))
     return dagger.DaggerConfig(**{**base, **kw})
 
@@ -37,10 +37,16 @@ def test_run_collects_shards_trains_and_resumes(tmp_path: Path) -> None:
     assert res["stopped"] == "done" and res["iteration"] == 1
     shards = sorted(p.name for p in (out / "shards").glob("*.npz"))
     assert shards == ["it000_ep000.npz", "it000_ep001.npz", "it001_ep000.npz", "it001_ep001.npz"]
-    eps = dagger.load_shards(out)
+    eps, held = dagger.load_shards(out)
+    assert held == []  # only every tenth episode (ep..9) is held out
     assert all(e["by_teacher"].all() for e in eps[:2])  # iteration 0: pure cloning
     assert all(e["obs"].shape == (4, eps[0]["obs"].shape[1]) for e in eps)
     assert all(np.all(np.abs(e["deltas"]) <= 0.15 + 1e-6) for e in eps)
+    for e in eps:  # the elite distribution sums to 1 and includes the executed (best) bin
+        p = e["label_probs"].astype(np.float64)
+        np.testing.assert_allclose(p.sum(-1), 1.0, atol=3e-3)
+        executed = np.take_along_axis(p, e["bins"][..., None].astype(np.int64), -1)
+        assert (executed > 0).all()
     lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in lines] == [0, 1] and lines[1]["labels"] == 16
     assert lines[1]["student_step_fraction"] > 0  # beta 0.5: the student acted sometimes
@@ -49,7 +55,7 @@ def test_run_collects_shards_trains_and_resumes(tmp_path: Path) -> None:
     (out / "shards" / "it001_ep001.npz").unlink()
     ck = (out / "student.pt").read_bytes()
     with pytest.raises(ValueError, match="another config"):
-        dagger.run(out, _cfg(epochs=3), resume=True, progress=False)
+        dagger.run(out, _cfg(updates=3), resume=True, progress=False)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.npz")}
     res = dagger.run(out, cfg, resume=True, progress=False)
     # iteration 1 was complete in the checkpoint: nothing to do; the deleted shard is not needed
@@ -61,14 +67,21 @@ def test_student_learns_the_teachers_bins_and_exports(tmp_path: Path) -> None:
     # Cloning on a fixed set of labelled steps drives the loss down and the bin accuracy up
     # (the student can represent the teacher); the export loads in the node's runtime.
     out = tmp_path / "run"
-    cfg = _cfg(iterations=1, episodes=2, episode_steps=6, epochs=1)
+    cfg = _cfg(iterations=1, episodes=2, episode_steps=6, updates=1,
+               window=6)
     dagger.run(out, cfg, progress=False)
     first = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     res = dagger.run(tmp_path / "run2", _cfg(iterations=1, episodes=2, episode_steps=6,
-                                             epochs=60), progress=False)
+                                             updates=60, window=6, elite_labels=False),
+                     progress=False)
     assert res["loss"] < first["loss"] - 0.5 and res["bin_accuracy"] > 0.6, (first, res)
     onnx = tmp_path / "student.onnx"
     diff = dagger.export_student(res["net"], cfg, onnx, "pytest", "test")
     assert diff < 1e-4
     r = evaluate(onnx, "leap", trials=1, seed=0, progress=False, max_steps=3)
     assert r["controller"] == "onnx" and r["rows"][0]["steps"] == 3
+
+
+def test_every_tenth_episode_is_held_out() -> None:
+    names = [Path(f"it002_ep{k:03d}.npz") for k in range(25)]
+    assert [p.stem for p in names if dagger.is_held_out(p)] == ["it002_ep009", "it002_ep019"]

@@ -1,10 +1,11 @@
-"""CommandGuard: rejects malformed commands (holding the last safe one) and clamps to limits."""
+"""CommandGuard: rejects malformed and absurd commands (holding the last safe one), clamps small
+overshoots to the limits, and rate-limits jumps by default."""
 
 import numpy as np
 import pytest
 
 from dex_description.registry import get_hand
-from dex_hardware.safety import CommandGuard, default_targets
+from dex_hardware.safety import ABSURD_MARGIN_RAD, MAX_STEP_RAD, CommandGuard, default_targets
 
 SPEC = get_hand("shadow")
 LO, HI = SPEC.actuator_limits()
@@ -18,7 +19,7 @@ def test_initial_last_safe_is_default_pose_within_limits():
 
 
 def test_valid_command_passes_unchanged():
-    g = CommandGuard("shadow")
+    g = CommandGuard("shadow", max_delta=None)
     cmd = (LO + HI) / 2
     ok, out, reason = g.check(cmd)
     assert ok and reason == ""
@@ -27,9 +28,9 @@ def test_valid_command_passes_unchanged():
 
 
 def test_out_of_range_is_clamped_and_reported():
-    g = CommandGuard("shadow")
-    cmd = HI + 1.0
-    cmd[0] = LO[0] - 5.0
+    g = CommandGuard("shadow", max_delta=None)
+    cmd = HI + 0.2
+    cmd[0] = LO[0] - 0.9
     ok, out, reason = g.check(cmd)
     assert ok
     np.testing.assert_array_equal(out[1:], HI[1:])
@@ -51,7 +52,7 @@ def test_out_of_range_is_clamped_and_reported():
     ],
 )
 def test_bad_command_rejected_and_last_safe_held(bad, word):
-    g = CommandGuard("shadow")
+    g = CommandGuard("shadow", max_delta=None)
     good = (LO + HI) / 2
     assert g.check(good)[0]
     ok, out, reason = g.check(bad)
@@ -63,7 +64,7 @@ def test_bad_command_rejected_and_last_safe_held(bad, word):
 
 
 def test_nan_reason_names_the_actuator():
-    g = CommandGuard("shadow")
+    g = CommandGuard("shadow", max_delta=None)
     cmd = np.zeros(SPEC.n_actuators)
     cmd[5] = np.nan
     ok, _, reason = g.check(cmd)
@@ -86,3 +87,30 @@ def test_bad_parameters_raise():
         CommandGuard("shadow", initial=[0.0, 1.0])
     with pytest.raises(KeyError):
         CommandGuard("no_such_hand")
+
+
+@pytest.mark.parametrize("value", [1e9, -1e9])
+def test_absurd_target_is_rejected_not_clamped(value):
+    # Clamping 1e9 would execute it: the hand slams to its limits and drops the cube.
+    g = CommandGuard("shadow")
+    before = g.last_safe
+    cmd = before.copy()
+    cmd[3] = value
+    ok, out, reason = g.check(cmd)
+    assert not ok and "absurd" in reason and SPEC.actuator_names[3] in reason
+    np.testing.assert_array_equal(out, before)
+    # Just inside the margin is still a (clamped) target.
+    cmd[3] = HI[3] + 0.9 * ABSURD_MARGIN_RAD if value > 0 else LO[3] - 0.9 * ABSURD_MARGIN_RAD
+    ok, out, reason = g.check(cmd)
+    assert ok and "clamped" in reason
+
+
+def test_jumps_are_rate_limited_by_default_and_converge():
+    g = CommandGuard("shadow")
+    start, goal = g.last_safe, HI.copy()
+    ok, out, reason = g.check(goal)
+    assert ok and "rate-limited" in reason and g.n_rate_limited == 1
+    assert np.max(np.abs(out - start)) == pytest.approx(MAX_STEP_RAD)
+    for _ in range(20):  # the same command repeated reaches its target
+        ok, out, _ = g.check(goal)
+    np.testing.assert_allclose(out, goal)

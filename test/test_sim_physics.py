@@ -111,9 +111,13 @@ def test_cube_pose_equals_numpy_reference_and_is_a_copy(sim):
 def test_targets_clamped_to_actuator_limits(sim):
     sim.reset(0)
     lo, hi = SPEC.actuator_limits()
-    ok, applied, reason = sim.set_targets(hi + 10.0)
-    assert ok and "clamped" in reason
+    for _ in range(10):  # a jump is rate-limited: repeated, the command reaches the limits
+        ok, applied, reason = sim.set_targets(hi + 0.5)
+    assert ok and "clamped" in reason and "rate-limited" not in reason
     np.testing.assert_array_equal(applied, hi)
+    np.testing.assert_array_equal(sim.actuator_targets(), hi)
+    ok, applied, reason = sim.set_targets(hi + 10.0)  # absurd: rejected, the hand holds
+    assert not ok and "absurd" in reason
     np.testing.assert_array_equal(sim.actuator_targets(), hi)
 
 
@@ -122,7 +126,8 @@ def test_bad_targets_rejected_last_safe_held(sim, bad):
     sim.reset(0)
     lo, hi = SPEC.actuator_limits()
     good = lo + 0.25 * (hi - lo)
-    assert sim.set_targets(good)[0]
+    for _ in range(10):  # reached through the guard's rate limit
+        assert sim.set_targets(good)[0]
     cmd = good.copy()
     if bad == "nan":
         cmd[3] = np.nan
@@ -143,8 +148,8 @@ def test_hand_tracks_targets(sim):
     sim.reset(0)
     lo, hi = SPEC.actuator_limits()
     target = lo + 0.6 * (hi - lo)
-    sim.set_targets(target)
-    for _ in range(15):
+    for _ in range(15):  # re-sent every period, as a controller does (jumps are rate-limited)
+        sim.set_targets(target)
         sim.step_control()
     actual = SPEC.actuation_matrix() @ sim.joint_positions()
     # most actuators get within 0.15 rad (contacts with the cube may block a few)

@@ -2,8 +2,13 @@
 
 A command that cannot be interpreted (wrong length, NaN/Inf, not numeric) is rejected and the
 last safe command is held, so a bad message can never move the hand somewhere undefined.
-A command outside the actuator limits is clamped (and reported), since clamping is safe and
-stalling the hand on a slightly-out-of-range target would be worse.
+A command slightly outside the actuator limits is clamped (and reported), since clamping is safe
+and stalling the hand on a slightly-out-of-range target would be worse; one far outside them
+(more than ``ABSURD_MARGIN_RAD``: 1e9, a unit mix-up, degrees sent as radians) is rejected, since
+no controller means it and clamping would slam the hand to its limits. Each accepted command may
+move a target at most ``MAX_STEP_RAD`` from the last safe one (rate limit): a jump is spread over
+the following commands instead of flicking the fingers. The sim and the hardware drivers share
+this class, so the same command does the same thing to both.
 """
 
 from __future__ import annotations
@@ -14,11 +19,18 @@ import numpy as np
 
 from dex_description.registry import HandSpec, get_hand
 
+# Per accepted command (one control period, 80 ms): the policies' decoder moves a target at most
+# 0.15 rad per step, the MPC the same; 0.5 rad leaves them untouched and stops a jump.
+MAX_STEP_RAD = 0.5
+# Beyond the actuator range by more than this: not a target anyone meant. Rejected (hold).
+ABSURD_MARGIN_RAD = 1.0
+
 
 class CommandGuard:
     """Validates actuator targets for one hand and remembers the last safe command.
 
-    ``max_delta``: optional per-check rate limit (rad per accepted command); ``None`` = off.
+    ``max_delta``: rate limit, rad per accepted command (``None`` = off);
+    ``absurd_margin``: rad beyond the actuator range at which a target is rejected, not clamped.
     ``initial``: the starting safe command; defaults to the hand's default pose targets when
     dex_description.pose is available, else the middle of each actuator's range clipped to
     include zero.
@@ -27,8 +39,9 @@ class CommandGuard:
     def __init__(
         self,
         hand: str | HandSpec = "shadow",
-        max_delta: float | None = None,
+        max_delta: float | None = MAX_STEP_RAD,
         initial: Sequence[float] | np.ndarray | None = None,
+        absurd_margin: float = ABSURD_MARGIN_RAD,
     ) -> None:
         self.spec = hand if isinstance(hand, HandSpec) else get_hand(hand)
         self.lower, self.upper = self.spec.actuator_limits()
@@ -36,6 +49,9 @@ class CommandGuard:
         if max_delta is not None and not (np.isfinite(max_delta) and max_delta > 0):
             raise ValueError(f"max_delta must be a positive finite number, got {max_delta!r}")
         self.max_delta = max_delta
+        if not (np.isfinite(absurd_margin) and absurd_margin >= 0):
+            raise ValueError(f"absurd_margin must be a finite number >= 0, got {absurd_margin!r}")
+        self.absurd_margin = float(absurd_margin)
         if initial is None:
             initial = default_targets(self.spec)
         init = np.asarray(initial, dtype=float)
@@ -45,6 +61,7 @@ class CommandGuard:
         self._last_safe = np.minimum(np.maximum(init, self.lower), self.upper)
         self.n_rejected = 0
         self.n_clamped = 0
+        self.n_rate_limited = 0
 
     @property
     def last_safe(self) -> np.ndarray:
@@ -80,6 +97,15 @@ class CommandGuard:
         if bad.any():
             names = [self.spec.actuator_names[i] for i in np.flatnonzero(bad)]
             return self._reject(f"command has non-finite values (NaN/Inf) for {names}")
+        absurd = np.flatnonzero((arr < self.lower - self.absurd_margin)
+                                | (arr > self.upper + self.absurd_margin))
+        if absurd.size:
+            i = absurd[0]
+            return self._reject(
+                f"command is physically absurd: {absurd.size} target(s) more than "
+                f"{self.absurd_margin:g} rad outside the actuator range (e.g. "
+                f"{self.spec.actuator_names[i]}={arr[i]:.4g}, range [{self.lower[i]:.4g}, "
+                f"{self.upper[i]:.4g}])")
         reasons = []
         clamped = np.clip(arr, self.lower, self.upper)
         over = np.flatnonzero(clamped != arr)
@@ -95,6 +121,7 @@ class CommandGuard:
             d = clamped - self._last_safe
             limited = np.clip(d, -self.max_delta, self.max_delta)
             if np.any(limited != d):
+                self.n_rate_limited += 1
                 reasons.append(f"rate-limited to {self.max_delta:g} rad/step")
                 clamped = self._last_safe + limited
         self._last_safe = clamped

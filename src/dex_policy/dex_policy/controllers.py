@@ -77,6 +77,9 @@ class MPCController:
         self.timing = RollingStats(window=100_000)
         self.last_bins: np.ndarray | None = None
         self.last_delta: np.ndarray | None = None  # the planned continuous delta (rad)
+        # Teaching: also the bin distribution over the plan's elite samples (label_probs).
+        self.label_distribution = False
+        self.last_label_probs: np.ndarray | None = None  # [n_actuators, bins]
 
     def reset(self, env: DexCubeEnv) -> None:
         self.planner.reset(seed=env.episode_seed)
@@ -84,11 +87,17 @@ class MPCController:
 
     def act(self, env: DexCubeEnv) -> np.ndarray:
         """The teacher's bins for the env's current state (no step taken)."""
-        d = self.planner.plan(env.sim.data, env.decoder.targets, env.decoder.smoothed_delta,
-                              env.tracker.goal)
+        targets, smoothed = env.decoder.targets, env.decoder.smoothed_delta
+        d = self.planner.plan(env.sim.data, targets, smoothed, env.tracker.goal)
         self.timing.add(self.planner.last_plan_s)
         self.last_delta = d
         self.last_bins = bins_of(env, d)
+        if self.label_distribution:
+            deltas, w = self.planner.elite_deltas(targets, smoothed)
+            probs = np.zeros((env.n_actuators, env.bins))
+            for b, wi in zip(bins_of(env, deltas), w, strict=True):
+                probs[np.arange(env.n_actuators), b] += wi
+            self.last_label_probs = probs
         return self.last_bins
 
     def step(self, env: DexCubeEnv, obs: np.ndarray) -> StepResult:
@@ -135,7 +144,7 @@ class MeasuredMPCController:
         return env.step_targets(self.runtime.act_measured(m, env.tracker.goal))
 
     def describe(self) -> dict:
-        return self.runtime.describe()
+        return {**self.runtime.describe(), "controller": self.name}
 
 
 class HoldController:

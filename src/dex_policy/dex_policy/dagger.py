@@ -9,8 +9,12 @@
    ``shards/it{i:03d}_ep{k:03d}.npz``, written atomically: a killed run loses at most the episode
    in flight, and ``--resume`` collects only the missing shards.
 2. **train**: the student (Dense 1024 → LSTM 512, the ONNX contract the node loads) on every
-   shard so far (the DAgger aggregate), whole episodes from a zero LSTM state, soft labels (the
-   teacher's continuous delta split between its two nearest bins), Adam; checkpoint after each
+   shard so far (the DAgger aggregate) by truncated BPTT: ``updates`` Adam steps per iteration,
+   each on ``batch`` windows of ``window`` steps cut at random from random episodes (a third of
+   them from the episode's start, where the LSTM state is truly zero; the others start from a
+   zero state mid-episode, which teaches the net to pick up from any state), soft labels (the
+   teacher's continuous delta split between its two nearest bins). Every tenth episode is held
+   out and scored (bin agreement with the teacher) so over-fitting shows. Checkpoint after each
    iteration (``student.pt``, tensors and plain data only).
 3. log one JSON line per iteration (``log.jsonl``): labels so far, beta, teacher/student
    successes per collected episode, loss, bin accuracy, wall time.
@@ -52,11 +56,15 @@ class DaggerConfig:
     episode_steps: int = 150  # cap per collected episode (more seeds, more diverse starts)
     beta0: float = 1.0
     beta_decay: float = 0.5
-    # Gradient steps per iteration = epochs × the batches in one iteration's new episodes, each
-    # batch drawn from the whole aggregate: the cost per iteration stays constant as data grows.
-    epochs: int = 6
-    batch: int = 16  # episodes per gradient step
-    lr: float = 1e-3
+    # Gradient steps per iteration, each on ``batch`` windows of ``window`` control steps drawn
+    # from the whole aggregate: the cost per iteration stays constant as the data grows.
+    updates: int = 400
+    batch: int = 16
+    window: int = 64
+    lr: float = 5e-4
+    # Imitate the teacher's bin distribution over its plan's elite samples (shards written
+    # since it was recorded); False: its executed delta split between the two nearest bins.
+    elite_labels: bool = True
     seed: int = 0
     threads: int = 2
     mpc: MPCConfig = field(default_factory=MPCConfig)
@@ -121,7 +129,8 @@ def collect_episode(env: DexCubeEnv, teacher: MPCController, student: Student | 
     teacher.reset(env)
     if student is not None:
         student.reset()
-    o, lab, dl, by_teacher = [], [], [], []
+    teacher.label_distribution = True
+    o, lab, dl, probs, by_teacher = [], [], [], [], []
     info: dict = {}
     for _ in range(max_steps):
         t_bins = teacher.act(env)
@@ -131,11 +140,13 @@ def collect_episode(env: DexCubeEnv, teacher: MPCController, student: Student | 
         o.append(np.asarray(obs, np.float32))
         lab.append(t_bins)
         dl.append(d.astype(np.float32))
+        probs.append(teacher.last_label_probs.astype(np.float16))
         by_teacher.append(use_teacher)
         obs, _, term, trunc, info = env.step(t_bins if use_teacher else s_bins)
         if term or trunc:
             break
     return {"obs": np.stack(o), "bins": np.stack(lab).astype(np.int8), "deltas": np.stack(dl),
+            "label_probs": np.stack(probs),
             "by_teacher": np.array(by_teacher), "seed": np.array(seed),
             "successes": np.array(info.get("successes", 0)),
             "end_reason": np.array(info.get("end_reason", "") or "cap")}
@@ -147,43 +158,83 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
-def load_shards(root: Path) -> list[dict[str, np.ndarray]]:
-    out = []
-    for p in sorted((root / "shards").glob("it*_ep*.npz")):
+def load_shards(root: Path, prefix: str = "it") -> tuple[list[dict], list[dict]]:
+    """(training episodes, held-out episodes) of the run's shards whose names start with
+    ``prefix``."""
+    train, held = [], []
+    for p in sorted((root / "shards").glob(f"{prefix}*_ep*.npz")):
         with np.load(p, allow_pickle=False) as z:
-            out.append({k: z[k] for k in z.files})
-    return out
+            (held if is_held_out(p) else train).append({k: z[k] for k in z.files})
+    return train, held
+
+
+def is_held_out(shard: Path) -> bool:
+    """Every tenth collected episode (by its index in the iteration) is validation only."""
+    return shard.stem.endswith("9")
+
+
+def labels_of(e: dict, seg: slice, bins: int, max_delta: float, elite: bool) -> np.ndarray:
+    """Soft labels [t, n, bins] of an episode's steps: the teacher's elite-sample bin
+    distribution (``elite`` and the shard has it), else its delta split between two bins."""
+    if elite and "label_probs" in e:
+        return e["label_probs"][seg].astype(np.float32)
+    return soft_labels(e["deltas"][seg], bins, max_delta)
+
+
+def _windows(episodes: list[dict], n: int, length: int, bins: int, max_delta: float,
+             rng: np.random.Generator, elite: bool = True) -> tuple[torch.Tensor, ...]:
+    """``n`` windows [length, n, ...]: observations, soft labels, hard labels, mask."""
+    n_act = episodes[0]["deltas"].shape[1]
+    x = torch.zeros(length, n, episodes[0]["obs"].shape[1])
+    y = torch.zeros(length, n, n_act, bins)
+    hard = torch.zeros(length, n, n_act, dtype=torch.long)
+    mask = torch.zeros(length, n)
+    for j, i in enumerate(rng.integers(0, len(episodes), n)):
+        e = episodes[i]
+        t_len = len(e["obs"])
+        s = 0 if rng.random() < 1 / 3 else int(rng.integers(0, max(1, t_len - length // 2)))
+        seg = slice(s, min(t_len, s + length))
+        k = seg.stop - seg.start
+        x[:k, j] = torch.from_numpy(e["obs"][seg])
+        y[:k, j] = torch.from_numpy(labels_of(e, seg, bins, max_delta, elite))
+        hard[:k, j] = torch.from_numpy(e["bins"][seg].astype(np.int64))
+        mask[:k, j] = 1.0
+    return x, y, hard, mask
+
+
+@torch.no_grad()
+def bin_agreement(net: PolicyNet, episodes: list[dict]) -> float:
+    """Fraction of (step, actuator) where the student's argmax bin is the teacher's, each
+    episode run whole from a zero LSTM state (as deployed)."""
+    hit = total = 0
+    for e in episodes:
+        x = torch.from_numpy(e["obs"])[:, None]
+        starts = torch.zeros(len(x), 1)
+        starts[0] = 1.0
+        logits = net.logits(net.sequence(x, net.initial_state(1), starts))[:, 0]
+        hard = torch.from_numpy(e["bins"].astype(np.int64))
+        hit += int((logits.argmax(-1) == hard).sum())
+        total += hard.numel()
+    return hit / max(total, 1)
 
 
 def train_student(net: PolicyNet, opt: torch.optim.Optimizer, episodes: list[dict],
                   cfg: DaggerConfig, bins: int, max_delta: float,
-                  gen: torch.Generator) -> dict[str, float]:
-    """Gradient steps on batches of whole episodes drawn from the aggregate (zero initial LSTM
-    state, padded + masked)."""
+                  rng: np.random.Generator, held_out: list[dict] | None = None,
+                  progress: bool = False) -> dict[str, float]:
+    """``cfg.updates`` truncated-BPTT steps on random windows of the aggregate (see module
+    docstring); returns the loss and bin agreement of the last quarter of the updates, and the
+    held-out agreement."""
     net.norm.update(torch.from_numpy(np.concatenate([e["obs"] for e in episodes])))
-    n_act = net.n_actuators
     losses, accs = [], []
-    updates = cfg.epochs * math.ceil(cfg.episodes / cfg.batch)
-    for _ in range(updates):
-        pick = torch.randint(len(episodes), (min(cfg.batch, len(episodes)),), generator=gen)
-        group = [episodes[i] for i in pick.tolist()]
-        t_max = max(len(e["obs"]) for e in group)
-        x = torch.zeros(t_max, len(group), net.in_size)
-        y = torch.zeros(t_max, len(group), n_act, bins)
-        hard = torch.zeros(t_max, len(group), n_act, dtype=torch.long)
-        mask = torch.zeros(t_max, len(group))
-        for j, e in enumerate(group):
-            t = len(e["obs"])
-            x[:t, j] = torch.from_numpy(e["obs"])
-            y[:t, j] = torch.from_numpy(soft_labels(e["deltas"], bins, max_delta))
-            hard[:t, j] = torch.from_numpy(e["bins"].astype(np.int64))
-            mask[:t, j] = 1.0
-        starts = torch.zeros(t_max, len(group))
+    bar = tqdm(range(cfg.updates), desc="train", disable=not progress, leave=False)
+    for _ in bar:
+        x, y, hard, mask = _windows(episodes, cfg.batch, cfg.window, bins, max_delta, rng,
+                                    cfg.elite_labels)
+        starts = torch.zeros(cfg.window, cfg.batch)
         starts[0] = 1.0
-        flat = net.sequence(x, net.initial_state(len(group)), starts)
-        logits = net.logits(flat)  # [T, B, n, bins]
-        logp = torch.log_softmax(logits, -1)
-        ce = -(y * logp).sum(-1).mean(-1)  # [T, B]
+        logits = net.logits(net.sequence(x, net.initial_state(cfg.batch), starts))
+        ce = -(y * torch.log_softmax(logits, -1)).sum(-1).mean(-1)  # [T, B]
         loss = (ce * mask).sum() / mask.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -193,8 +244,12 @@ def train_student(net: PolicyNet, opt: torch.optim.Optimizer, episodes: list[dic
             acc = ((logits.argmax(-1) == hard).float().mean(-1) * mask).sum() / mask.sum()
         losses.append(loss.item())
         accs.append(acc.item())
-    last = max(1, updates // 4)  # the last quarter of the updates
-    return {"loss": float(np.mean(losses[-last:])), "bin_accuracy": float(np.mean(accs[-last:]))}
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", agree=f"{accs[-1]:.3f}")
+    last = max(1, cfg.updates // 4)  # the last quarter of the updates
+    out = {"loss": float(np.mean(losses[-last:])), "bin_accuracy": float(np.mean(accs[-last:]))}
+    if held_out:
+        out["held_out_bin_accuracy"] = bin_agreement(net, held_out)
+    return out
 
 
 def run(out: Path, cfg: DaggerConfig, resume: bool = False, max_minutes: float | None = None,
@@ -219,7 +274,6 @@ def run(out: Path, cfg: DaggerConfig, resume: bool = False, max_minutes: float |
         net.load_state_dict(ck["net"])
         opt.load_state_dict(ck["opt"])
         start_it = int(ck["iteration"]) + 1
-    gen = torch.Generator().manual_seed(cfg.seed + start_it)
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
     t_run = time.perf_counter()
     log = open(out / "log.jsonl", "a")
@@ -242,14 +296,16 @@ def run(out: Path, cfg: DaggerConfig, resume: bool = False, max_minutes: float |
             _save_npz(shard, ep)
             bar.set_postfix(succ=int(ep["successes"]), end=str(ep["end_reason"]),
                             plan_ms=f"{teacher.timing.p50_ms:.0f}")
-        episodes = load_shards(out)
-        this_it = episodes[-cfg.episodes:]
+        episodes, held_out = load_shards(out)
+        this_it = [e for part in load_shards(out, f"it{it:03d}") for e in part]
         t0 = time.perf_counter()
-        stats = train_student(net, opt, episodes, cfg, env.bins, env.task.max_delta, gen)
+        stats = train_student(net, opt, episodes, cfg, env.bins, env.task.max_delta,
+                              np.random.default_rng([cfg.seed, it, 1]), held_out, progress)
         save_checkpoint({"config": cfg.to_dict(), "net": net.state_dict(),
                          "opt": opt.state_dict(), "iteration": it}, ck_path)
         rec = {"iteration": it, "beta": beta, "episodes": len(episodes),
                "labels": int(sum(len(e["obs"]) for e in episodes)),
+               "held_out_labels": int(sum(len(e["obs"]) for e in held_out)),
                "successes_per_episode": float(np.mean([int(e["successes"]) for e in this_it])),
                "student_step_fraction": float(np.mean(np.concatenate(
                    [~e["by_teacher"] for e in this_it]))),
@@ -285,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=d.iterations)
     p.add_argument("--episodes", type=int, default=d.episodes, help="collected per iteration")
     p.add_argument("--episode-steps", type=int, default=d.episode_steps)
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--updates", type=int, default=d.updates,
+                   help="gradient steps per iteration (truncated BPTT windows)")
     p.add_argument("--goal-rule", default=d.goal_rule)
     p.add_argument("--randomize", action="store_true", help="every Dactyl randomization on")
     p.add_argument("--mpc-samples", type=int, default=MPCConfig.n_samples)
@@ -295,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", default="", help="write the ONNX student here at the end")
     a = p.parse_args(argv)
     cfg = DaggerConfig(hand=a.hand, iterations=a.iterations, episodes=a.episodes,
-                       episode_steps=a.episode_steps, epochs=a.epochs, goal_rule=a.goal_rule,
+                       episode_steps=a.episode_steps, updates=a.updates, goal_rule=a.goal_rule,
                        randomize=a.randomize, seed=a.seed,
                        mpc=MPCConfig(n_samples=a.mpc_samples))
     try:

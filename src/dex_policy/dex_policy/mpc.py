@@ -173,6 +173,7 @@ class SamplingPlanner:
         self.plan_knots = None if self.destinations else np.zeros((self.cfg.knots, self.n))
         self.last_cost = math.nan
         self.last_plan_s = math.nan
+        self.last_samples: tuple[np.ndarray, np.ndarray] | None = None  # (knots, costs)
 
     # ---- planning ------------------------------------------------------------------------------
     def plan(self, data: mujoco.MjData, targets: np.ndarray, smoothed: np.ndarray,
@@ -195,6 +196,7 @@ class SamplingPlanner:
         for it in range(iters):
             knots = self._sample(mean, sig if cfg.planner == "cem" and it > 0 else None, targets)
             costs = self._evaluate(state, knots, targets, smoothed, goal, data)
+            self.last_samples = (knots, costs)
             order = np.argsort(costs)
             if costs[order[0]] < best_cost:
                 best_cost, best_knots = float(costs[order[0]]), knots[order[0]].copy()
@@ -209,6 +211,25 @@ class SamplingPlanner:
         if self.cfg.action_space == "targets":
             return self.delta_towards(first, np.asarray(targets, float), np.asarray(smoothed))
         return first.copy()  # a delta (relative), or targets (absolute)
+
+    def elite_deltas(self, targets: np.ndarray, smoothed: np.ndarray,
+                     elites: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The first-step decoder deltas [k, n] of the last plan's ``elites`` best samples
+        (default ``cem_elites``) and their weights [k] (sum 1): ``exp(-(cost - best) / tau)``
+        with ``tau`` the cost gap to the k-th best, so the weights do not depend on the cost's
+        scale. Many plans are near-equally good; this is the teacher's action *distribution*
+        over them, a steadier thing to imitate than the single best sample. (Call after
+        ``plan`` with the ``targets`` and ``smoothed`` it was given; ``targets`` action space.)"""
+        knots, costs = self.last_samples
+        k = min(elites or self.cfg.cem_elites, len(costs))
+        order = np.argsort(costs)[:k]
+        c = costs[order]
+        finite = np.isfinite(c)
+        tau = max(float(c[finite][-1] - c[0]), 1e-9) if finite.any() else 1.0
+        w = np.where(finite, np.exp(-(c - c[0]) / tau), 0.0)
+        w /= w.sum()
+        first = np.einsum("k,skn->sn", self._interp[0], knots[order])
+        return self.delta_towards(first, np.asarray(targets, float), np.asarray(smoothed)), w
 
     def delta_towards(self, destination: np.ndarray, targets: np.ndarray,
                       smoothed: np.ndarray) -> np.ndarray:

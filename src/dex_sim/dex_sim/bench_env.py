@@ -270,10 +270,11 @@ def scene_variant(edits: Edits, contacts: str = "pairs", hand: str = "shadow") -
     """HandCubeSims built inside load the generated scene (``build_mjcf(hand, contacts)``; the
     shipped file for "pairs") with ``edits`` applied."""
     from dex_description.generate import build_mjcf
+    from dex_description.paths import scene_xml
     from dex_description.registry import get_hand
     from dex_sim import physics
 
-    xml = (Path(physics.scene_xml(hand)).read_text() if contacts == "pairs"
+    xml = (Path(scene_xml(hand)).read_text() if contacts == "pairs"
            else build_mjcf(get_hand(hand), contacts))
     for old, new in edits:
         if old not in xml:

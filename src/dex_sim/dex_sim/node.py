@@ -445,6 +445,7 @@ class SimNode(Node):
             "resends": str(self.resends),
             "rejected_commands": str(self.sim.guard.n_rejected),
             "clamped_commands": str(self.sim.guard.n_clamped),
+            "rate_limited_commands": str(self.sim.guard.n_rate_limited),
             "publish_errors": str(self.publish_errors),
             "last_error": self._last_error,
         }
