@@ -194,3 +194,36 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
 def test_file_sha256(tmp_path: Path) -> None:
     path = save(tmp_path, pose_meta())
     assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_flipped_byte_in_a_listed_model_is_refused(tmp_path):
+    # The shipped models are listed in SHA256SUMS next to them; a copy keeps loading while its
+    # bytes match what the exporter recorded, and is refused once one byte differs.
+    import shutil
+
+    from dex_common.contract import SUMS_FILE, record_sha256, verified_sha256
+    from dex_perception.runtime import PoseEstimator
+    from dex_policy.runtime import PolicyRuntime, default_model_path
+
+    shipped = default_model_path("shadow")
+    listed = (shipped.parent / SUMS_FILE).read_text()
+    assert f"{verified_sha256(shipped)}  {shipped.name}" in listed
+    model = tmp_path / shipped.name
+    shutil.copy(shipped, model)
+    PolicyRuntime(model, "shadow")  # not listed yet: only hashed
+    assert record_sha256(model) == verified_sha256(model)
+    PolicyRuntime(model, "shadow")  # listed and intact
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01  # a weight byte: still a valid ONNX file
+    model.write_bytes(bytes(data))
+    with pytest.raises(ModelContractError, match="corrupted or was replaced"):
+        PolicyRuntime(model, "shadow")
+    from dex_perception.runtime import default_model_path as pose_default
+
+    pose = tmp_path / "pose" / pose_default("shadow").name
+    pose.parent.mkdir()
+    shutil.copy(pose_default("shadow"), pose)
+    record_sha256(pose)
+    pose.write_bytes(pose.read_bytes()[:-1] + bytes([pose.read_bytes()[-1] ^ 0xFF]))
+    with pytest.raises(ModelContractError, match="corrupted or was replaced"):
+        PoseEstimator(pose, "shadow")

@@ -100,6 +100,51 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# Next to shipped and exported models: "<sha256>  <file name>" per line (sha256sum's format), so
+# `sha256sum -c SHA256SUMS` checks them too. A runtime refuses a listed model whose bytes differ.
+SUMS_FILE = "SHA256SUMS"
+
+
+def _read_sums(sums: Path) -> dict[str, str]:
+    out = {}
+    for line in sums.read_text().splitlines():
+        digest, _, name = line.strip().partition("  ")
+        if digest and name:
+            out[name.lstrip("*")] = digest.lower()
+    return out
+
+
+def verified_sha256(path: str | Path) -> str:
+    """``file_sha256`` of a model, checked against the ``SHA256SUMS`` next to it when that lists
+    the file: a flipped byte or a replaced file raises ``ModelContractError`` instead of
+    loading silently. Unlisted files (a user's own export elsewhere) are only hashed."""
+    p = Path(path)
+    digest = file_sha256(p)
+    sums = p.parent / SUMS_FILE
+    if sums.is_file():
+        want = _read_sums(sums).get(p.name)
+        if want is not None and want != digest:
+            raise ModelContractError(
+                f"{p}: sha256 {digest[:16]}… differs from {want[:16]}… recorded in {sums} — the "
+                "file is corrupted or was replaced; re-export it (its trainer rewrites "
+                f"{SUMS_FILE}) or restore the original")
+    return digest
+
+
+def record_sha256(path: str | Path) -> str:
+    """Write (or update) the model's line in ``SHA256SUMS`` next to it; returns the digest.
+    Exporters call this after every write of a model file."""
+    p = Path(path)
+    digest = file_sha256(p)
+    sums = p.parent / SUMS_FILE
+    entries = _read_sums(sums) if sums.is_file() else {}
+    entries[p.name] = digest
+    tmp = sums.with_name(SUMS_FILE + ".tmp")
+    tmp.write_text("".join(f"{d}  {n}\n" for n, d in sorted(entries.items())))
+    tmp.replace(sums)
+    return digest
+
+
 def decode(meta: dict[str, str], key: str) -> Any:
     """JSON value of ``meta[key]``; ModelContractError if missing or not JSON."""
     if key not in meta:

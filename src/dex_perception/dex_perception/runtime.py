@@ -14,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dex_common.contract import ModelContractError, check_pose_contract, file_sha256, read_contract
+from dex_common.contract import (
+    ModelContractError,
+    check_pose_contract,
+    read_contract,
+    verified_sha256,
+)
 from dex_common.stats import RollingStats
 from dex_description.registry import HandSpec, get_hand
 
@@ -41,9 +46,10 @@ class PoseEstimator:
         self.model_path = Path(model_path) if model_path else default_model_path(hand)
         if not self.model_path.is_file():
             raise FileNotFoundError(f"pose model not found: {self.model_path}")
+        # The bytes first (a listed model that differs is refused before it is parsed).
+        self.sha256 = verified_sha256(self.model_path)
         self.contract = read_contract(self.model_path)
         check_pose_contract(self.contract, hand)  # raises ModelContractError listing mismatches
-        self.sha256 = file_sha256(self.model_path)
         self.cameras = list(self.spec.camera_names)
         # Expected (H, W, 3) per camera, from the registry (the contract matched it above).
         self.shapes = [(c.height, c.width, 3) for c in self.spec.cameras]

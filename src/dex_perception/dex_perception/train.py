@@ -179,7 +179,7 @@ def export_onnx(
     import onnx
     import onnxruntime as ort
 
-    from dex_common.contract import write_contract
+    from dex_common.contract import record_sha256, write_contract
 
     model = model.eval()
     cfg = model.cfg
@@ -189,6 +189,7 @@ def export_onnx(
     write_contract(proto, metadata)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
+    record_sha256(path)
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2

@@ -66,6 +66,7 @@ def export_onnx(policy: PolicyNet, path: str | Path, meta: dict[str, str]) -> Pa
     contract.write_contract(model, meta)
     onnx.save(model, str(tmp))
     tmp.replace(path)
+    contract.record_sha256(path)
     return path
 
 
@@ -77,6 +78,7 @@ def write_metadata(path: str | Path, updates: dict[str, str]) -> None:
     del model.metadata_props[:]
     contract.write_contract(model, meta)
     onnx.save(model, str(path))
+    contract.record_sha256(path)
 
 
 @torch.no_grad()

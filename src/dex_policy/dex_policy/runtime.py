@@ -44,10 +44,11 @@ class PolicyRuntime:
         if not path.is_file():
             raise ModelContractError(f"policy model file not found: {path}")
         self.model_path = path
+        # The bytes first (a listed model that differs is refused before it is parsed).
+        self.sha256 = contract.verified_sha256(path)
         self.meta = contract.read_contract(path)
         contract.check_policy_contract(self.meta, self.spec, self.control_period,
                                        source=str(path))
-        self.sha256 = file_sha256(path)
         act = json.loads(self.meta["dex.action"])
         self.decoder = ActionDecoder(self.spec, bins=int(act["bins"]),
                                      max_delta=float(act["max_delta"]), ema=float(act["ema"]))
