@@ -13,11 +13,11 @@ from typing import Any
 
 from dex_description.registry import get_hand
 from dex_perception.runtime import default_model_path as default_pose_model
+from dex_policy import NODE_CONTROLLERS
 
 MODES = ("lockstep", "realtime")
-# What turns synced inputs into commands in the policy node: the ONNX LSTM policy, or the
-# sampling-MPC teacher planning from the same inputs (dex_policy.mpc_runtime).
-CONTROLLERS = ("onnx", "mpc")
+# What turns synced inputs into commands in the policy node (the node's own list).
+CONTROLLERS = NODE_CONTROLLERS
 # CLI/launch "source" names -> the policy's pose_source parameter values.
 POSE_SOURCES = {"vision": "vision", "state": "gt", "gt": "gt"}
 

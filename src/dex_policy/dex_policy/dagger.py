@@ -13,7 +13,9 @@
    each on ``batch`` windows of ``window`` steps cut at random from random episodes (a third of
    them from the episode's start, where the LSTM state is truly zero; the others start from a
    zero state mid-episode, which teaches the net to pick up from any state), soft labels (the
-   teacher's continuous delta split between its two nearest bins). Every tenth episode is held
+   teacher's bin distribution over its plan's elite samples, ``label_probs``; with
+   ``elite_labels=False`` or shards that lack it, its executed delta split between the two
+   nearest bins). Every tenth episode is held
    out and scored (bin agreement with the teacher) so over-fitting shows. Checkpoint after each
    iteration (``student.pt``, tensors and plain data only).
 3. log one JSON line per iteration (``log.jsonl``): labels so far, beta, teacher/student

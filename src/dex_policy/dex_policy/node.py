@@ -53,6 +53,7 @@ from dex_common.sync import ApproxTimeSynchronizer
 from dex_common.trial import TrialConfig, TrialEvent, TrialTracker
 from dex_description.kinematics import HandKinematics
 from dex_description.registry import get_hand
+from dex_policy import NODE_CONTROLLERS
 from dex_policy.mpc import MPCConfig
 from dex_policy.mpc_runtime import Measurement, MPCRuntime
 from dex_policy.runtime import PolicyRuntime, default_model_path
@@ -70,7 +71,6 @@ OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.E
 # A pre-reset stamp arriving this long (wall) after the reset request means the request was
 # lost (a lockstep sim re-sends its last set every lockstep_resend_s): request it again.
 RESET_STALE_S = 0.5
-CONTROLLERS = ("onnx", "mpc")
 
 
 class InputError(ValueError):
@@ -211,8 +211,8 @@ class PolicyNode(Node):
         if not isinstance(self.realtime, bool):
             problems.append(f"realtime must be true or false; got {self.realtime!r}")
             self.realtime = False
-        if self.controller not in CONTROLLERS:
-            problems.append(f"controller must be one of {list(CONTROLLERS)}; got "
+        if self.controller not in NODE_CONTROLLERS:
+            problems.append(f"controller must be one of {list(NODE_CONTROLLERS)}; got "
                             f"{self.controller!r}")
         if self.pose_source not in POSE_TOPICS:
             problems.append(f"pose_source must be one of {sorted(POSE_TOPICS)}; got "
