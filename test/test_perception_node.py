@@ -133,7 +133,7 @@ def probe():
 
 
 def test_node_publishes_pose_with_input_stamp_and_survives_bad_input(probe, rendered) -> None:
-    proc = _start_node("hand:=shadow")
+    proc = _start_node("hand:=shadow", "use_sim_time:=true")
     try:
         ready = probe.spin_until(
             lambda: all(p.get_subscription_count() >= 1 for p in probe.pubs)
@@ -168,10 +168,20 @@ def test_node_publishes_pose_with_input_stamp_and_survives_bad_input(probe, rend
         assert proc.poll() is None, "node died on bad input"
 
         # A following good set is handled normally.
-        probe.publish_set(rendered, Time(sec=15, nanosec=80_000_000))
+        probe.publish_set(rendered, Time(sec=14, nanosec=80_000_000))
         assert probe.spin_until(lambda: len(probe.poses) >= 2, 20.0), "no pose after bad input"
         st = probe.poses[1].header.stamp
-        assert (st.sec, st.nanosec) == (15, 80_000_000)
+        assert (st.sec, st.nanosec) == (14, 80_000_000)
+
+        # One camera's image stamped 0: rejected (a WARN naming the camera); it flushes
+        # nothing, and the next set gives a pose at once.
+        bad = _image(rendered[1], Time(sec=0), SPEC.cameras[1].frame_id, "rgb8")
+        probe.pubs[1].publish(bad)
+        probe.publish_set(rendered, Time(sec=14, nanosec=160_000_000))
+        assert probe.spin_until(lambda: len(probe.poses) >= 3, 20.0), "no pose after a bad stamp"
+        assert probe.spin_until(
+            lambda: any(d.level == DiagnosticStatus.WARN and SPEC.camera_names[1] in d.message
+                        and "timeline" in d.message for d in probe.diags), 20.0)
 
         # Diagnostics carry the model identity and timing.
         assert probe.spin_until(
@@ -180,6 +190,7 @@ def test_node_publishes_pose_with_input_stamp_and_survives_bad_input(probe, rend
         values = {kv.key: kv.value for kv in probe.diags[-1].values}
         assert len(values["model_sha256"]) == 64
         assert int(values["image_errors"]) == 2
+        assert int(values["stamp_errors"]) == 1 and int(values["sync_clock_jumps"]) == 0
     finally:
         out = _stop(proc)
     assert "Traceback" not in out, out

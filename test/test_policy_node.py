@@ -11,6 +11,7 @@ import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, UInt32  # noqa: E402
 
@@ -34,6 +35,7 @@ class FakeSimSide:
         self.actions: list[JointState] = []
         self.status: list[tuple[float, DiagnosticStatus]] = []
         self.diag: list[DiagnosticStatus] = []
+        self.clock_pub = node.create_publisher(Clock, "/clock", QOS)
         self.js_pub = node.create_publisher(JointState, "/joint_states", QOS)
         self.pose_pub = node.create_publisher(PoseStamped, "/object/pose_gt", QOS)
         node.create_subscription(UInt32, "/sim/reset", lambda m: self.resets.append(m.data), QOS)
@@ -55,15 +57,19 @@ class FakeSimSide:
                 return True
         return False
 
-    def publish_set(self, q=None, names=None, pose=True) -> float:
-        t = self.sim.time
+    def publish_set(self, q=None, names=None, pose=True, joints=True,
+                    stamp_offset: float = 0.0) -> float:
+        t = self.sim.time + stamp_offset
         stamp = float_to_stamp(t)
         js = JointState()
         js.header.stamp = stamp
         js.name = list(names or SPEC.joint_names)
         js.position = [float(v) for v in (self.sim.joint_positions() if q is None else q)]
         js.velocity = [float(v) for v in self.sim.joint_velocities()]
-        self.js_pub.publish(js)
+        if joints and pose:  # a genuine set: the sim's clock leads it (lies come without one)
+            self.clock_pub.publish(Clock(clock=stamp))
+        if joints:
+            self.js_pub.publish(js)
         if pose:
             pos, quat = self.sim.cube_pose()
             ps = PoseStamped()
@@ -90,6 +96,11 @@ class FakeSimSide:
     def status_at(self, stamp: float) -> list[DiagnosticStatus]:
         return [s for ts, s in self.status if math.isclose(ts, stamp, abs_tol=1e-9)]
 
+    def policy_values(self) -> dict[str, str]:
+        """The latest dex_policy status values on /diagnostics."""
+        mine = [s for s in self.diag if s.name == "dex_policy"]
+        return {kv.key: kv.value for kv in mine[-1].values} if mine else {}
+
     def errors(self) -> list[DiagnosticStatus]:
         return [s for s in self.diag if s.name == "dex_policy" and s.level == DiagnosticStatus.ERROR]
 
@@ -106,7 +117,8 @@ def side(dds_env):
 
 def start_policy(node_procs, **params):
     args = ["-m", "dex_policy.node", "--ros-args"]
-    for k, v in {"pose_source": "gt", "seed": SEED, "input_timeout_s": 0.5, **params}.items():
+    for k, v in {"pose_source": "gt", "seed": SEED, "input_timeout_s": 0.5, "use_sim_time": True,
+                 **params}.items():
         args += ["-p", f"{k}:={v}"]
     return node_procs.start("policy", args)
 
@@ -188,9 +200,43 @@ def test_policy_node_lockstep_and_faults(node_procs, side):
     side.expect_command(n, t)
     assert time.monotonic() - t0 >= 0.4
     np.testing.assert_array_equal(side.cmds[-1], prev)
+    # The pose stopped: STALE on /diagnostics naming the topic.
     assert side.spin_until(
-        lambda: any(s.name == "dex_policy" and s.level == DiagnosticStatus.WARN
-                    and "no complete input set" in s.message for s in side.diag), timeout=5)
+        lambda: any(s.name == "dex_policy" and s.level == DiagnosticStatus.STALE
+                    and "/object/pose_gt" in s.message for s in side.diag), timeout=5)
+
+    # Lying stamps: a joint state stamped 0 and a pose stamped 1000 s ahead are rejected and
+    # move nothing: the next genuine set gets its command at once and the trial goes on.
+    while side.sim.time < 2.0:  # (a stamp within 1 s of the others is only out of order)
+        side.step_with_last_command()
+        n = len(side.cmds)
+        side.expect_command(n, side.publish_set())
+    side.step_with_last_command()
+    n = len(side.cmds)
+    side.publish_set(pose=False, stamp_offset=-side.sim.time)  # stamp 0
+    side.publish_set(joints=False, stamp_offset=1000.0)
+    t = side.publish_set()
+    side.expect_command(n, t)
+    assert side.spin_until(lambda t=t: side.status_at(t), timeout=5)
+    steps = int({kv.key: kv.value for kv in side.status_at(t)[-1].values}["steps"])
+    assert side.spin_until(lambda: side.policy_values().get("sync_dropped_implausible") == "2",
+                           timeout=5), side.policy_values()
+    assert side.policy_values()["time_jumps"] == "0"
+
+    # The clock and every input jump back 1.5 s together (a sim restarted under us, a bag loop):
+    # the trial continues on the new time, with no step lost and a WARN saying so.
+    for k in range(2):
+        side.step_with_last_command()
+        n = len(side.cmds)
+        t = side.publish_set(stamp_offset=-1.5)
+        side.expect_command(n, t)
+        assert side.spin_until(lambda t=t: side.status_at(t), timeout=5)
+        v = {kv.key: kv.value for kv in side.status_at(t)[-1].values}
+        assert v["steps"] == str(steps + 1 + k) and v["ended"] == "false"
+    assert side.spin_until(lambda: side.policy_values().get("time_jumps") == "1", timeout=5)
+    assert any(s.name == "dex_policy"  # (STALE instead of WARN if this test was slow)
+               and s.level in (DiagnosticStatus.WARN, DiagnosticStatus.STALE)
+               and "input time jumped by -1.4" in s.message for s in side.diag)
     assert proc.poll() is None, node_procs.log("policy")
 
 

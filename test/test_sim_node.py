@@ -196,7 +196,19 @@ def test_lockstep_node(env):
     for k in ("physics_p50_ms", "render_p99_ms", "publish_p50_ms", "loop_latency_p99_ms"):
         assert k in keys
 
-    # 7. SIGINT: clean exit, no traceback
+    # 7. nobody commands for 3 re-sends: the controller is reported missing (STALE), and a
+    # command clears it
+    assert lis.spin_until(lambda: any(
+        s.name == "dex_sim" and s.level == DiagnosticStatus.STALE
+        and "is the controller running" in s.message for s in lis.diag), 8)
+    lis.command(lo + 0.5 * (hi - lo))
+    want = after + PERIOD_NS
+    assert lis.spin_until(lambda: lis.complete_set(want), 10)
+    n_diag = len(lis.diag)
+    assert lis.spin_until(lambda: any(s.name == "dex_sim" and s.level == DiagnosticStatus.OK
+                                      for s in lis.diag[n_diag:]), 5)
+
+    # 8. SIGINT: clean exit, no traceback
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, out

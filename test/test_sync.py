@@ -224,6 +224,8 @@ def test_every_drop_is_counted_in_a_messy_run() -> None:
                 stamp = last[s] - rnd.uniform(0, 0.2)  # out of order / duplicate
             elif r < 0.16:
                 stamp = float("nan")
+            elif r < 0.165:
+                stamp = rnd.choice([0.0, t + 1000.0, t - 1000.0])  # a lying stamp
             else:
                 stamp = round(t + rnd.uniform(-0.02, 0.02), 6)
             if k % 97 == 0 and s == 0:  # stream 0 bursts ahead: overflow
@@ -240,28 +242,107 @@ def test_every_drop_is_counted_in_a_messy_run() -> None:
     assert st["emitted"] > 500 and st["clock_jumps"] > 0
 
 
-# ---- (f) sim time and a clock jump back ----------------------------------------------------------
-def test_sim_time_from_zero_and_time_reset() -> None:
+# ---- (f) sim time, time jumps, and stamps that lie ----------------------------------------------
+def test_sim_time_from_zero_and_time_jump_back() -> None:
     sync = ApproxTimeSynchronizer(3, slop=0.005)
     sets = []
     for k in range(50):  # sim time starts at 0.0
         for s in range(3):
             sets += sync.add(s, round(k * PERIOD, 6), (s, k))
     assert len(sets) == 50 and sets[0] == [(0, 0), (1, 0), (2, 0)]
-    # Leave some pre-reset messages queued, then stream 0 jumps back to 0 (sim reset).
+    # Leave some pre-jump messages queued, then stream 0 jumps back to 0 (sim restart).
     sync.add(1, 50 * PERIOD, "pre1")
     sync.add(2, 50 * PERIOD, "pre2")
-    assert sync.add(0, 0.0, "new0") == []
-    st = sync.stats
-    assert st["clock_jumps"] == 1 and st["dropped_clock_jump"] == 2 and st["queued"] == 1
-    # A late pre-reset message on stream 1 is dropped, not treated as another reset.
-    assert sync.add(1, 51 * PERIOD, "late") == []
-    assert sync.stats["clock_jumps"] == 1 and sync.stats["dropped_clock_jump"] == 3
+    assert sync.add(0, 0.0, "new0") == [] and not sync.accepted
+    st = sync.stats  # one stream alone does not move time: held as a candidate
+    assert st["clock_jumps"] == 0 and st["queued"] == 3
+    # A late pre-jump message on stream 1 is still on the old timeline.
+    assert sync.add(1, 51 * PERIOD, "late") == [] and sync.accepted
     assert sync.add(1, 0.0, "new1") == []
-    assert sync.add(2, 0.0, "new2") == [["new0", "new1", "new2"]]
+    # The last stream agrees: the jump is real; old queues flushed, the new set comes at once.
+    assert sync.add(2, 0.0, "new2") == [["new0", "new1", "new2"]] and sync.accepted
+    st = sync.stats
+    assert st["clock_jumps"] == 1 and st["dropped_clock_jump"] == 3 and st["queued"] == 0
+    assert sync.last_jump == (51 * PERIOD, 0.0)
     for k in range(1, 10):  # and keeps working
         got = [sync.add(s, round(k * PERIOD, 6), k) for s in range(3)]
         assert got[2] == [[k, k, k]]
+    accounted(sync)
+
+
+@pytest.mark.parametrize("stream", [0, 1])
+@pytest.mark.parametrize("bad", [0.0, -1000.0, 1000.0, 5.0])
+def test_one_implausible_stamp_costs_only_itself(stream: int, bad: float) -> None:
+    """A single message stamped 0, 1000 s back or ahead (or 5 s ahead) is rejected; it flushes
+    nothing and the very next set is emitted as if it never came."""
+    t0 = 2000.0
+    sync = ApproxTimeSynchronizer(2, slop=0.005)
+    sets = []
+    for k in range(40):
+        t = round(t0 + k * PERIOD, 6)
+        if k == 20:
+            sets += sync.add(stream, bad if bad <= 0 else t + bad, "bad")
+            assert not sync.accepted
+        for s in range(2):
+            sets += sync.add(s, t, (s, k))
+    assert [m for m in sets] == [[(0, k), (1, k)] for k in range(40)]
+    st = sync.stats
+    assert st["dropped_implausible"] == 1 and st[f"s{stream}.dropped_implausible"] == 1
+    assert st["clock_jumps"] == 0 and st["queued"] == 0
+    assert sync.newest_stamp() == round(t0 + 39 * PERIOD, 6)
+    accounted(sync)
+
+
+def test_every_stream_jumping_together_is_a_jump_with_no_lost_step() -> None:
+    # All stamps jump back 5 s (a clock step, a bag loop): the first set on the new timeline
+    # is emitted the moment its last member arrives.
+    sync = ApproxTimeSynchronizer(3, slop=0.005)
+    for k in range(10):
+        for s in range(3):
+            sync.add(s, 100 + k * PERIOD, k)
+    got = [sync.add(s, 95.0, ("new", s)) for s in range(3)]
+    assert got == [[], [], [[("new", 0), ("new", 1), ("new", 2)]]]
+    assert sync.stats["clock_jumps"] == 1 and sync.last_jump == (100 + 9 * PERIOD, 95.0)
+    # Forward jumps (everything paused 5 s) are the same.
+    got = [sync.add(s, 101.0, ("fwd", s)) for s in range(3)]
+    assert got[2] == [[("fwd", 0), ("fwd", 1), ("fwd", 2)]]
+    assert sync.stats["clock_jumps"] == 2 and sync.stats["dropped_implausible"] == 0
+    accounted(sync)
+
+
+def test_a_stream_back_from_silence_rejoins_the_others_time() -> None:
+    sync = ApproxTimeSynchronizer(2, slop=0.005)
+    sync.add(0, 1.0, "a")
+    sync.add(1, 1.0, "b")
+    for k in range(1, 100):  # stream 1 (e.g. a failing camera) silent for ~8 s
+        sync.add(0, 1.0 + k * PERIOD, k)
+    t = round(1.0 + 100 * PERIOD, 6)
+    sync.add(0, t, "a2")
+    assert sync.add(1, t, "b2") == [["a2", "b2"]] and sync.stats["clock_jumps"] == 0
+
+
+def test_a_lone_stream_needs_consecutive_agreeing_stamps() -> None:
+    sync = ApproxTimeSynchronizer(1, slop=0.0, confirm=3)
+    for k in range(5):
+        assert sync.add(0, 50 + k * PERIOD, k) == [[k]]
+    assert sync.add(0, 0.0, "bad") == []  # a single outlier
+    assert sync.add(0, 50 + 5 * PERIOD, 5) == [[5]]
+    assert sync.stats["dropped_implausible"] == 1
+    # Three consistent stamps on a new timeline: a real jump; the held ones come out in order.
+    assert sync.add(0, 1.0, "x") == [] and sync.add(0, 1.08, "y") == []
+    assert sync.add(0, 1.16, "z") == [["x"], ["y"], ["z"]]
+    assert sync.stats["clock_jumps"] == 1
+    accounted(sync)
+
+
+def test_stamps_of_one_stream_on_another_clock_are_never_matched_and_are_counted() -> None:
+    sync = ApproxTimeSynchronizer(2, slop=0.005, queue_size=8)
+    for k in range(200):
+        sync.add(0, 100 + k * PERIOD, k)
+        sync.add(1, 10 + k * PERIOD, k)  # 90 s off: never agrees, never moves time
+    st = sync.stats
+    assert st["emitted"] == 0 and st["clock_jumps"] == 0 and st["s1.dropped_implausible"] > 180
+    assert max(sync.queue_lengths()) <= 8
     accounted(sync)
 
 
@@ -328,6 +409,8 @@ def test_bad_arguments() -> None:
         ApproxTimeSynchronizer(2, 0.1, queue_size=0)
     with pytest.raises(ValueError):
         ApproxTimeSynchronizer(2, 0.1, jump_threshold=0)
+    with pytest.raises(ValueError):
+        ApproxTimeSynchronizer(2, 0.1, confirm=0)
     with pytest.raises(IndexError):
         ApproxTimeSynchronizer(2, 0.1).add(2, 0.0, None)
 
@@ -343,3 +426,25 @@ def test_cost_per_add_does_not_grow_with_queue_size(capsys: pytest.CaptureFixtur
         large = min(large, bench(3, (64,), n_sets=800)[64])
     capsys.readouterr()
     assert large < 3.0 * small, (small, large)
+
+
+def test_the_receivers_clock_judges_stamps_when_given() -> None:
+    sync = ApproxTimeSynchronizer(2, slop=0.005)
+    for k in range(10):
+        t = 100 + k * PERIOD
+        for s in range(2):
+            sync.add(s, t, k, now=t)
+    # A whole set stamped 1000 s ahead (one liar on every topic) agrees with itself, not with
+    # the clock: rejected at once, no jump.
+    now = 100 + 10 * PERIOD
+    assert sync.add(0, now + 1000, "lie0", now=now) == [] and not sync.accepted
+    assert sync.add(1, now + 1000, "lie1", now=now) == []
+    assert sync.stats["clock_jumps"] == 0 and sync.stats["dropped_implausible"] == 2
+    assert sync.add(0, now, "a", now=now) == [] and sync.add(1, now, "b", now=now) == [["a", "b"]]
+    # The clock itself jumped back (sim restarted, bag looped): the first message on the new
+    # time is the jump; queues of the old time are flushed.
+    sync.add(0, now + PERIOD, "old", now=now + PERIOD)
+    assert sync.add(1, 5.0, "new1", now=5.0) == [] and sync.accepted
+    assert sync.stats["clock_jumps"] == 1 and sync.stats["dropped_clock_jump"] == 1
+    assert sync.add(0, 5.0, "new0", now=5.0) == [["new0", "new1"]]
+    accounted(sync)

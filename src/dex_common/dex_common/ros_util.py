@@ -156,3 +156,10 @@ class DiagnosticsPublisher:
     def destroy(self) -> None:
         self.node.destroy_timer(self._timer)
         self.node.destroy_publisher(self._pub)
+
+
+def clock_now(node: Node) -> float | None:
+    """The node's current time (s) as the judge of input stamps: ROS time (sim time from /clock
+    under use_sim_time, else the wall clock); None while a sim clock has not started (0)."""
+    ns = node.get_clock().now().nanoseconds
+    return ns * 1e-9 if ns > 0 else None

@@ -7,8 +7,21 @@ stamps alone and costs O(N·queue) per ``add`` at worst (O(N log N) typical).
 
 Assumption: each stream delivers in stamp order (true for one ROS publisher over a reliable
 QoS). A message whose stamp is not newer than the previous one on its stream is dropped
-(``dropped_out_of_order``), unless it is older by more than ``jump_threshold``: that is a time
-reset (see below).
+(``dropped_out_of_order``).
+
+**Implausible stamps and time jumps.** One message must not be able to move the time of the
+whole synchronizer (a stamp of 0, or 1000 s ahead, from a buggy or hostile publisher). A stamp
+is *plausible* when it lies within ``jump_threshold`` of its stream's last accepted stamp or of
+another stream's (a stream back from silence rejoins the others' time). An implausible message
+is held aside as a *candidate* of a new timeline; the stream's next plausible message drops its
+candidates (``dropped_implausible``: the single bad stamp cost only itself). The time really
+jumped (sim restart, bag loop, clock step) when **every stream with a timeline agrees**: each
+holds a candidate within ``jump_threshold`` of the new time (a lone stream: ``confirm``
+consecutive consistent candidates). Then all queues are flushed (``dropped_clock_jump``), the
+candidates become the new timeline, ``clock_jumps`` counts it and ``last_jump`` says (old, new).
+``accepted`` tells the caller whether the last ``add`` put its message on the timeline.
+A receiver that has a clock for its inputs (``add(..., now=)``) makes that clock the judge:
+agreement among streams could be forged by one publisher lying on every topic; the clock not.
 
 The rule (everything here depends only on stamps):
 
@@ -34,11 +47,8 @@ The rule (everything here depends only on stamps):
    never cross and each message is used at most once.
 
 Not stamp-only by nature: overflow (queue_size per stream; the oldest is dropped,
-``dropped_overflow``) and time resets. A **time reset** is a stamp that jumps back by more than
-``jump_threshold`` on a stream (sim reset): all queues are flushed (``dropped_clock_jump``) and
-matching restarts from the new time. Until a stream shows a post-reset stamp, its messages
-closer to the old time than to the new one are late pre-reset messages and are dropped
-(``dropped_clock_jump``). Non-finite stamps are dropped (``dropped_invalid``).
+``dropped_overflow``) and time jumps (above). Non-finite stamps are dropped
+(``dropped_invalid``).
 """
 
 from __future__ import annotations
@@ -48,7 +58,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-DROP_REASONS = ("out_of_order", "unmatched", "overflow", "clock_jump", "invalid")
+DROP_REASONS = ("out_of_order", "unmatched", "overflow", "clock_jump", "invalid",
+                "implausible")
 
 # Stamps come from float seconds (sec + nanosec*1e-9); allow float noise when comparing spans.
 _EPS = 1e-9
@@ -68,6 +79,7 @@ class ApproxTimeSynchronizer:
         queue_size: int = 32,
         callback: Callable[[list[object]], None] | None = None,
         jump_threshold: float = 1.0,
+        confirm: int = 3,
     ) -> None:
         if isinstance(n_streams, bool) or int(n_streams) != n_streams or n_streams < 1:
             raise ValueError(f"n_streams must be an integer >= 1; got {n_streams!r}")
@@ -77,6 +89,9 @@ class ApproxTimeSynchronizer:
             raise ValueError(f"queue_size must be an integer >= 1; got {queue_size!r}")
         if not math.isfinite(jump_threshold) or jump_threshold <= 0:
             raise ValueError(f"jump_threshold must be a positive number (s); got {jump_threshold!r}")
+        if isinstance(confirm, bool) or int(confirm) != confirm or confirm < 1:
+            raise ValueError(f"confirm must be an integer >= 1; got {confirm!r}")
+        self.confirm = int(confirm)
         self.n = int(n_streams)
         self.slop = float(slop)
         self.queue_size = int(queue_size)
@@ -93,11 +108,13 @@ class ApproxTimeSynchronizer:
         """Forget all queued messages and stamps (stats are kept; see ``reset_stats``)."""
         for q in self._q:
             q.clear()
-        # Last accepted stamp per stream (-inf: nothing yet / waiting after a time reset).
+        # Last accepted stamp per stream (-inf: nothing yet).
         self._last = [-math.inf] * self.n
-        # After a time reset: (old_time, new_time) while a stream has not shown new time yet.
-        self._resync: list[tuple[float, float] | None] = [None] * self.n
+        # Per stream: implausible messages held as the start of a possible new timeline.
+        self._cand: list[deque[tuple[float, object]]] = [deque() for _ in range(self.n)]
         self.last_set_stamps: list[float] | None = None
+        self.last_jump: tuple[float, float] | None = None  # (old time, new time)
+        self.accepted = False
 
     def reset_stats(self) -> None:
         self._counts = {"emitted": 0, "received": 0, "clock_jumps": 0}
@@ -111,43 +128,112 @@ class ApproxTimeSynchronizer:
         """Totals (``emitted``, ``received``, ``clock_jumps``, ``dropped_<reason>``), ``queued``,
         and per stream ``s<i>.<key>``; a fresh dict of ints."""
         out = dict(self._counts)
-        out["queued"] = sum(len(q) for q in self._q)
+        out["queued"] = sum(self.queue_lengths())
         for i, d in enumerate(self._per_stream):
             for k, v in d.items():
                 out[f"s{i}.{k}"] = v
-            out[f"s{i}.queued"] = len(self._q[i])
+            out[f"s{i}.queued"] = len(self._q[i]) + len(self._cand[i])
         return out
 
-    def queue_lengths(self) -> list[int]:
-        return [len(q) for q in self._q]
+    def total(self, key: str) -> int:
+        """One total counter (``emitted``, ``clock_jumps``, ``dropped_<reason>`` ...), cheaply."""
+        return self._counts[key]
 
-    def add(self, stream: int, stamp: float, msg: object) -> list[list[object]]:
-        """Offer one message; returns the sets this call completes (oldest first)."""
+    def queue_lengths(self) -> list[int]:
+        """Messages held per stream (queued for matching or held as time-jump candidates)."""
+        return [len(q) + len(c) for q, c in zip(self._q, self._cand, strict=True)]
+
+    def newest_stamp(self) -> float:
+        """The newest stamp on the timeline (-inf before any)."""
+        return max(self._last)
+
+    def add(self, stream: int, stamp: float, msg: object,
+            now: float | None = None) -> list[list[object]]:
+        """Offer one message; returns the sets this call completes (oldest first).
+
+        ``now`` (optional): the receiver's current time on the inputs' clock (sim time from
+        /clock, or the wall clock on a real robot). When given, it is the reference: a stamp
+        more than ``jump_threshold`` from it is rejected at once (``dropped_implausible``), and
+        one it vouches for that is off the old timeline is a time jump at once."""
         if isinstance(stream, bool) or not 0 <= int(stream) < self.n or int(stream) != stream:
             raise IndexError(f"stream must be an integer in [0, {self.n}); got {stream!r}")
         i = int(stream)
         t = float(stamp)
         self._counts["received"] += 1
         self._per_stream[i]["received"] += 1
+        self.accepted = False
         if not math.isfinite(t):
             self._drop(i, "invalid")
             return []
-        rs = self._resync[i]
-        if rs is not None:
-            old, new = rs
-            if t - new > old - t:  # closer to the pre-reset time: a late pre-reset message
-                self._drop(i, "clock_jump")
+        if now is not None and math.isfinite(now):
+            if abs(t - now) > self.jump_threshold:
+                self._drop(i, "implausible")
                 return []
-            self._resync[i] = None
-        last = self._last[i]
-        if t <= last:
-            if last - t > self.jump_threshold:
-                self._time_reset(i, last, t)
-            else:
-                self._drop(i, "out_of_order")
-                return []
+            if not self._plausible(i, t):  # the clock moved with it: a real jump
+                self._cand[i].append((t, msg))
+                return self._time_jump(t)
+        elif not self._plausible(i, t):
+            return self._hold_candidate(i, t, msg)
+        if self._cand[i]:  # back on the timeline: what it held aside were bad stamps
+            self._drop(i, "implausible", len(self._cand[i]))
+            self._cand[i].clear()
+        if t <= self._last[i]:
+            self._drop(i, "out_of_order")
+            return []
+        self.accepted = True
         self._last[i] = t
         self._q[i].append((t, msg))
+        return self._process_and_bound()
+
+    # ---- internals --------------------------------------------------------------------------
+    def _drop(self, i: int, reason: str, n: int = 1) -> None:
+        self._counts["dropped_" + reason] += n
+        self._per_stream[i]["dropped_" + reason] += n
+
+    def _plausible(self, i: int, t: float) -> bool:
+        """Within ``jump_threshold`` of this stream's last stamp or of another's; anything goes
+        while no stream has a timeline."""
+        if all(last == -math.inf for last in self._last):
+            return True
+        return any(abs(t - last) <= self.jump_threshold for last in self._last)
+
+    def _hold_candidate(self, i: int, t: float, msg: object) -> list[list[object]]:
+        c = self._cand[i]
+        if c and not 0 < t - c[-1][0] <= self.jump_threshold:  # not a continuation
+            self._drop(i, "implausible", len(c))
+            c.clear()
+        c.append((t, msg))
+        if len(c) > self.queue_size:
+            c.popleft()
+            self._drop(i, "implausible")
+        voters = [j for j in range(self.n) if self._last[j] > -math.inf or self._cand[j]]
+        if voters == [i]:
+            agreed = len(c) >= self.confirm
+        else:
+            agreed = all(self._cand[j] and abs(self._cand[j][-1][0] - t) <= self.jump_threshold
+                         for j in voters)
+        return self._time_jump(t) if agreed else []
+
+    def _time_jump(self, new: float) -> list[list[object]]:
+        """Every stream agrees the time moved: flush the old timeline, start from the
+        candidates."""
+        self._counts["clock_jumps"] += 1
+        self.last_jump = (self.newest_stamp(), new)
+        for j in range(self.n):
+            if self._q[j]:
+                self._drop(j, "clock_jump", len(self._q[j]))
+                self._q[j].clear()
+            for t, msg in self._cand[j]:
+                if abs(t - new) <= self.jump_threshold:
+                    self._q[j].append((t, msg))
+                else:  # held from before, not on the new time either
+                    self._drop(j, "implausible")
+            self._last[j] = self._q[j][-1][0] if self._q[j] else -math.inf
+            self._cand[j].clear()
+        self.accepted = True
+        return self._process_and_bound()
+
+    def _process_and_bound(self) -> list[list[object]]:
         sets = self._process()
         # Overflow only after matching, so a message consumed at once never overflows.
         for j, q in enumerate(self._q):
@@ -155,21 +241,6 @@ class ApproxTimeSynchronizer:
                 q.popleft()
                 self._drop(j, "overflow")
         return sets
-
-    # ---- internals --------------------------------------------------------------------------
-    def _drop(self, i: int, reason: str, n: int = 1) -> None:
-        self._counts["dropped_" + reason] += n
-        self._per_stream[i]["dropped_" + reason] += n
-
-    def _time_reset(self, i: int, old: float, new: float) -> None:
-        self._counts["clock_jumps"] += 1
-        for j, q in enumerate(self._q):
-            if q:
-                self._drop(j, "clock_jump", len(q))
-                q.clear()
-            if j != i:
-                self._last[j] = -math.inf
-                self._resync[j] = (old, new)
 
     def _process(self) -> list[list[object]]:
         out: list[list[object]] = []

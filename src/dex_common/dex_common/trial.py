@@ -191,6 +191,18 @@ class TrialTracker:
         self.start_stamp = self._goal_start
         return self.goal
 
+    def shift_time(self, offset: float) -> None:
+        """Move the trial's stamps by ``offset`` s (the inputs' time jumped: a clock step, a
+        sim restarted under us). Time spent on the goal so far is kept."""
+        if not math.isfinite(float(offset)):
+            raise ValueError(f"offset must be finite; got {offset!r}")
+        if getattr(self, "_prev_stamp", None) is not None:
+            self._prev_stamp += offset
+        if getattr(self, "_goal_start", None) is not None:
+            self._goal_start += offset
+        if self.start_stamp is not None:
+            self.start_stamp += offset
+
     def step(self, stamp: float, cube_pos: np.ndarray, cube_quat: np.ndarray) -> TrialEvent:
         """Judge one control step. Raises ValueError on a NaN/inf pose or a non-increasing stamp
         (callers hold their last command); RuntimeError before ``start``. After the trial has

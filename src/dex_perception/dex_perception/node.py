@@ -31,6 +31,7 @@ from dex_common.ros_util import (
     STATE_QOS,
     WARN,
     DiagnosticsPublisher,
+    clock_now,
     stamp_to_float,
 )
 from dex_common.sync import ApproxTimeSynchronizer
@@ -75,6 +76,7 @@ class PerceptionNode(Node):
         self.published = 0
         self.image_errors = 0
         self.inference_errors = 0
+        self.stamp_errors = 0
         self.last_error = ""
         self.model_error = ""
         self._last_error_wall = -1e9
@@ -109,9 +111,23 @@ class PerceptionNode(Node):
     # ---- callbacks ---------------------------------------------------------------------------
     def _on_image(self, stream: int, msg: Image) -> None:
         with self._lock:
-            sets = self.sync.add(stream, stamp_to_float(msg.header.stamp), msg)
+            t = stamp_to_float(msg.header.stamp)
+            rejected = self._stamp_rejects()
+            sets = self.sync.add(stream, t, msg, now=clock_now(self))
+            if self._stamp_rejects() > rejected:
+                # Non-finite, or off the other cameras' time (0, far ahead): held aside until
+                # the camera was back on time, then dropped; nothing was flushed.
+                self.stamp_errors += self._stamp_rejects() - rejected
+                self.last_error = (f"{self.cameras[stream]}: image stamp(s) off the cameras' "
+                                   f"timeline rejected")
+                self._last_error_wall = time.monotonic()
+                self.get_logger().warning(self.last_error, throttle_duration_sec=1.0)
+                self._report(level=WARN, message=self.last_error)
             for s in sets:
                 self._process(s)
+
+    def _stamp_rejects(self) -> int:
+        return self.sync.total("dropped_implausible") + self.sync.total("dropped_invalid")
 
     def _process(self, msgs: list[Image]) -> None:
         if self.estimator is None:
@@ -162,6 +178,7 @@ class PerceptionNode(Node):
             "poses_published": self.published,
             "image_errors": self.image_errors,
             "inference_errors": self.inference_errors,
+            "stamp_errors": self.stamp_errors,
             "last_error": self.last_error or self.model_error,
         }
         if self.estimator is not None:

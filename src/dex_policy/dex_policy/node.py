@@ -20,6 +20,14 @@ state (ERROR on /diagnostics, holds); a bad input set (NaN/Inf, unknown or missi
 bad pose) is an ERROR and the last command is re-published (hold) so a lockstep sim advances.
 If joint_states for a step arrived but no complete set follows within ``input_timeout_s``
 (wall), the hold command is published too (WARN).
+
+Stamps are checked by the synchronizer against this node's clock (sim time from /clock, or the
+wall clock on a robot; before /clock arrives, against the other inputs' time): a message whose
+stamp is off it (stamped 0, or 1000 s ahead) is rejected and counted
+(``sync_dropped_implausible``) and moves nothing here. A jump the clock makes with the inputs (a
+sim restarted under us, a bag loop) continues the trial on the new time (WARN, ``time_jumps``). Liveness: during a trial, an input that has not
+delivered within ``input_timeout_s`` (for /joint_states: of the last command) is STALE on
+/diagnostics, naming the topic, and the hand holds.
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ from visualization_msgs.msg import Marker
 
 from dex_common.contract import ModelContractError, file_sha256
 from dex_common.observations import policy_observation
-from dex_common.ros_util import float_to_stamp, stamp_to_float
+from dex_common.ros_util import clock_now, float_to_stamp, stamp_to_float
 from dex_common.stats import RollingStats
 from dex_common.sync import ApproxTimeSynchronizer
 from dex_common.trial import TrialConfig, TrialEvent, TrialTracker
@@ -68,6 +76,7 @@ POSE_TOPICS = {"gt": "/object/pose_gt", "vision": "/object/pose"}
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                  history=HistoryPolicy.KEEP_LAST)
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+STALE = DiagnosticStatus.STALE
 # A pre-reset stamp arriving this long (wall) after the reset request means the request was
 # lost (a lockstep sim re-sends its last set every lockstep_resend_s): request it again.
 RESET_STALE_S = 0.5
@@ -161,7 +170,7 @@ class PolicyNode(Node):
         self.step_stats = RollingStats()
         self.counts = {"sets": 0, "ignored_old": 0, "ignored_pre_reset": 0, "holds": 0,
                        "input_errors": 0, "input_timeouts": 0, "deadline_misses": 0,
-                       "resets": 0}
+                       "resets": 0, "time_jumps": 0, "stale_reports": 0}
         self.trial_index = 0
         self.finished = False
         self.awaiting_reset = True
@@ -171,7 +180,11 @@ class PolicyNode(Node):
         self.last_handled = -math.inf
         self.last_cmd: np.ndarray | None = None
         self.last_measured: np.ndarray | None = None
-        self.pending: tuple[float, float] | None = None  # (joint_states stamp, wall time)
+        # The oldest joint_states not yet part of a handled set: (stamp, wall time).
+        self.pending: tuple[float, float] | None = None
+        self.last_input_wall: list[float] = []  # per sync stream: last accepted message (wall)
+        self.last_cmd_wall = -math.inf
+        self.stale = ""  # inputs that stopped (STALE on /diagnostics)
         self.last_event: TrialEvent | None = None
         self.runtime: PolicyRuntime | MPCRuntime | None = None
         self.model_sha = ""
@@ -248,6 +261,8 @@ class PolicyNode(Node):
         if POSE_TOPICS[self.judge_source] != topics[0]:
             topics.append(POSE_TOPICS[self.judge_source])
         self.pose_topics = topics
+        self.input_topics = ["/joint_states", *topics]
+        self.last_input_wall = [-math.inf] * len(self.input_topics)
         self.sync = ApproxTimeSynchronizer(1 + len(topics), float(self.slop))
         self.create_subscription(JointState, "/joint_states", self._on_joint_states, QOS)
         for i, topic in enumerate(topics):
@@ -298,27 +313,56 @@ class PolicyNode(Node):
     # ---- inputs --------------------------------------------------------------------------------
     def _on_joint_states(self, msg: JointState) -> None:
         t = stamp_to_float(msg.header.stamp)
-        if self.awaiting_reset and not self.fault and not self.finished and math.isfinite(t):
+        if not self._offer(0, msg):
+            return  # rejected stamp: it moves nothing (counted by the synchronizer)
+        if self.awaiting_reset and not self.fault and not self.finished:
             if self.reset_wall is None:
                 # First trial: request the reset only once the state source is publishing, so
                 # every set it published before it got the request is <= reset_mark.
-                self.newest_stamp = max(self.newest_stamp, t)
                 self._request_reset()
             elif t <= self.reset_mark and time.monotonic() - self.reset_wall > RESET_STALE_S:
                 # A lockstep sim re-sent its old set well after our request: it missed it.
                 self.get_logger().warning("state source re-sent a pre-reset set: requesting "
                                           "the reset again")
                 self._request_reset()
-        if t > self.last_handled and (self.pending is None or t > self.pending[0]):
+        if t > self.last_handled and self.pending is None:
             self.pending = (t, time.monotonic())
-        self._offer(0, msg)
 
-    def _offer(self, stream: int, msg: object) -> None:
+    def _offer(self, stream: int, msg: object) -> bool:
+        """Give one message to the synchronizer and handle the sets it completes; False when
+        its stamp was rejected."""
         t = stamp_to_float(msg.header.stamp)
-        if math.isfinite(t):
-            self.newest_stamp = max(self.newest_stamp, t)
-        for s in self.sync.add(stream, t, msg):
+        jumps = self.sync.total("clock_jumps")
+        sets = self.sync.add(stream, t, msg, now=clock_now(self))
+        if not self.sync.accepted:
+            return False
+        self.last_input_wall[stream] = time.monotonic()
+        if self.sync.total("clock_jumps") != jumps:
+            self._on_time_jump(*self.sync.last_jump)
+        self.newest_stamp = max(self.newest_stamp, self.sync.newest_stamp())
+        for s in sets:
             self._handle_set(s)
+        return True
+
+    def _on_time_jump(self, old: float, new: float) -> None:
+        """Every input moved to a new time: continue on it (a running trial keeps its goal time,
+        the jump counting as one control period); a pending reset is requested again."""
+        self.counts["time_jumps"] += 1
+        self.warning = (f"input time jumped by {new - old:+.3f} s (every input agrees): "
+                        f"continuing on the new time")
+        self.get_logger().warning(self.warning)
+        if math.isfinite(self.last_handled) and self.tracker_running():
+            self.tracker.shift_time(new - self.last_handled - self.spec.control_period)
+        self.last_handled = -math.inf
+        self.newest_stamp = new
+        self.pending = None
+        if self.awaiting_reset and self.reset_wall is not None:
+            self._request_reset()
+        self._publish_diagnostics()
+
+    def tracker_running(self) -> bool:
+        tracker = getattr(self, "tracker", None)
+        return tracker is not None and tracker.started and not tracker.ended
 
     def _handle_set(self, msgs: list) -> None:
         t0 = time.perf_counter()
@@ -374,6 +418,7 @@ class PolicyNode(Node):
                 self._input_error(f"policy inference failed: {e}", js.header.stamp)
                 return
             self._publish_command(targets, js.header.stamp)
+            self.last_cmd_wall = time.monotonic()
             dt = time.perf_counter() - t0
             self.step_stats.add(dt)
             if dt > self.spec.control_period:
@@ -435,7 +480,8 @@ class PolicyNode(Node):
         self.awaiting_reset = True
         self.reset_mark = self.newest_stamp
         self.reset_wall = time.monotonic()
-        self.sync.reset()
+        # The synchronizer keeps its timeline (sim time runs on through a reset): queued
+        # pre-reset messages still form sets, which are ignored as pre-reset.
         self.counts["resets"] += 1
         self._publish(self.reset_pub, UInt32(data=int(seed)))
         self.get_logger().info(f"trial {self.trial_index}: /sim/reset seed {seed}")
@@ -488,8 +534,32 @@ class PolicyNode(Node):
         self._publish(self.marker_pub, m)
 
     # ---- timers (wall clock) -------------------------------------------------------------------
+    def _stale_inputs(self, now: float) -> str:
+        """Inputs that stopped during a trial, e.g. "/object/pose (1.2 s)"; "" when all flow.
+        /joint_states counts from the later of its last message and our last command (in
+        lockstep the sim waits for us)."""
+        if self.finished or self.awaiting_reset or self.fault:
+            return ""
+        stale = []
+        for i, topic in enumerate(self.input_topics):
+            since = self.last_input_wall[i]
+            if i == 0:
+                since = max(since, self.last_cmd_wall)
+            if now - since > self.input_timeout and math.isfinite(since):
+                stale.append(f"{topic} ({now - since:.1f} s)")
+            elif not math.isfinite(since) and math.isfinite(self.last_input_wall[0]):
+                stale.append(f"{topic} (nothing yet)")
+        return ", ".join(stale)
+
     def _watchdog(self) -> None:
         now = time.monotonic()
+        stale = self._stale_inputs(now)
+        if stale != self.stale:
+            self.stale = stale
+            if stale:
+                self.counts["stale_reports"] += 1
+                self.get_logger().error(f"inputs stopped: {stale} — holding")
+            self._publish_diagnostics()
         if self.finished:
             return
         if self.awaiting_reset:
@@ -508,6 +578,9 @@ class PolicyNode(Node):
     def _publish_diagnostics(self) -> None:
         if self.fault or self.error:
             level, msg = ERROR, self.fault or self.error
+        elif self.stale:
+            level, msg = STALE, f"inputs stopped: {self.stale} — holding" + (
+                f"; {self.warning}" if self.warning else "")
         elif self.warning:
             level, msg = WARN, self.warning
         else:

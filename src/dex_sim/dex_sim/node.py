@@ -59,6 +59,8 @@ CMD_STATUS = "dex_sim/commands"  # ERROR at once on a rejected command, OK again
 
 # Longest wait (wall s) for peers the graph knows about to match before the first lockstep set.
 UNMATCHED_PEER_WAIT_S = 5.0
+# Lockstep: this many re-sends unanswered and the controller is reported missing (STALE).
+CONTROLLER_STALE_RESENDS = 3
 # Least wall time between start and the first lockstep set: participants that already run (a
 # recorder, a monitor) need a moment to be discovered at all; once they are in the graph, the
 # known-peer rule above waits for them to match.
@@ -148,6 +150,8 @@ class SimNode(Node):
         self._last_pub_wall = 0.0
         self._published_once = False
         self._awaiting = False  # lockstep: a set is out and we wait for its command
+        self._set_out_wall = time.perf_counter()  # when the set we wait on first went out
+        self._controller_missing = ""  # lockstep: why we think no controller answers
         self._waiting_since = time.monotonic()
         self._nodes_found_at: float | None = None  # when every wait_nodes entry was discovered
         self._missing: list[str] = []
@@ -220,6 +224,7 @@ class SimNode(Node):
         # Integer ns: float seconds would drift off the control-period grid.
         stamp = ns_to_stamp(self.sim.time_ns)
         t0 = time.perf_counter()
+        self._set_out_wall = t0
         images = [self.sim.render(c.name) for c in self.spec.cameras] if self.publish_images \
             else []
         t1 = time.perf_counter()
@@ -358,6 +363,15 @@ class SimNode(Node):
         self._awaiting = True
 
     def _check_resend(self) -> None:
+        waited = time.perf_counter() - self._set_out_wall
+        if self._awaiting and waited >= CONTROLLER_STALE_RESENDS * self.resend_s \
+                and not self._controller_missing:
+            self._controller_missing = (
+                f"lockstep: no command for {waited:.1f} s since the set at "
+                f"t={self.sim.time:.3f} (is the controller running?); re-sending it")
+            self.get_logger().error(self._controller_missing)
+            self.diag.report(STATUS, DiagnosticStatus.STALE, self._controller_missing,
+                             self.stats_values())
         if self._awaiting and time.perf_counter() - self._last_pub_wall >= self.resend_s:
             self.resends += 1
             self.get_logger().info(
@@ -386,6 +400,9 @@ class SimNode(Node):
                                       throttle_duration_sec=5.0)
             return
         self.loop_latency.add(t_recv - self._last_pub_wall)
+        if self._controller_missing:
+            self.get_logger().info("lockstep: commands are back")
+            self._controller_missing = ""
         self._step()
         self._publish_set()
 
@@ -463,7 +480,9 @@ class SimNode(Node):
     def _publish_status(self) -> None:
         """1 Hz: refresh the statuses (DiagnosticsPublisher's steady timer publishes them)."""
         level, msg = DiagnosticStatus.OK, f"{self.mode}: {self.steps} steps"
-        if self._overruns_since:
+        if self._controller_missing:
+            level, msg = DiagnosticStatus.STALE, self._controller_missing
+        elif self._overruns_since:
             level, msg = DiagnosticStatus.WARN, f"{self._overruns_since} realtime overrun(s)"
         elif self._clamped_since:
             level, msg = DiagnosticStatus.WARN, f"{self._clamped_since} command(s) clamped"
