@@ -379,6 +379,9 @@ def read_bag(path: str | Path) -> tuple[dict[str, int], dict[str, str]]:
     """(topic -> message count, custom_data) of a rosbag2 directory (for demo/tests)."""
     from rosbags.rosbag2 import Reader
 
+    if not (Path(path) / "metadata.yaml").is_file() and any(Path(path).glob("*.mcap")):
+        raise FileNotFoundError(f"{path} has no metadata.yaml: its recorder was stopped before "
+                                f"closing it; `dex bag-recover {path}` rebuilds it")
     with Reader(path) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
         meta = getattr(getattr(reader, "storage", None), "metadata", None)

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--record", default=None, metavar="DIR")
     bench = sub.add_parser("bench", help="per-node step time and loop latency (lockstep)")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
+    recover = sub.add_parser("bag-recover", help="make the bags of a killed recorder readable "
+                             "(keeps each original as <bag>.damaged)")
+    recover.add_argument("dirs", nargs="+", metavar="DIR", help="a bag, or a directory of bags")
     return ap
 
 
@@ -363,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args)
         if args.cmd == "demo":
             return cmd_demo(args)
+        if args.cmd == "bag-recover":
+            from dex_bringup.bag_recover import main as recover_main
+
+            return recover_main(args.dirs)
     except GraphError as exc:
         print(f"dex: {exc}", file=sys.stderr)
         return 2
