@@ -8,15 +8,12 @@ trial status is coherent, and that the recorder wrote the trial's bag with its o
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-import pytest
+from graph_run import run_graph_until
 
 from dex_bringup.bagging import STAMPED_TYPES, cdr_stamp_ns, read_bag
-from dex_bringup.cli import start_order, start_staged
 from dex_bringup.graph import camera_topics, message_class, record_topics, sim_graph, topic_types
-from dex_bringup.procs import ProcessGroup
 
 TIMEOUT_S = 150.0
 
@@ -69,30 +66,13 @@ def test_lockstep_vision_graph_end_to_end(dds_env: dict[str, str], tmp_path: Pat
     rclpy.init()
     node = rclpy.create_node("integration_tap")
     tap = Tap(node, types)
-    group = ProcessGroup(start_order(nodes), env=dds_env, echo=False)
-    problems: list[str] = []
     try:
-        problems += start_staged(group, node, lambda: rclpy.spin_once(node, timeout_sec=0.05))
-        t0 = time.monotonic()
-        while not problems and not tap.finished:
-            rclpy.spin_once(node, timeout_sec=0.05)
-            if group.dead():
-                problems += [group.describe_exit(c) for c in group.dead()]
-                break
-            if time.monotonic() - t0 > TIMEOUT_S:
-                counts = {t: len(s) for t, s in tap.stamps.items()}
-                problems.append(f"no 'finished' within {TIMEOUT_S} s; received {counts}")
-                break
-        end = time.monotonic() + 2.0  # in-flight messages, one more diagnostics round
-        while time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.05)
+        group, codes = run_graph_until(
+            nodes, dds_env, node, lambda: tap.finished, TIMEOUT_S,
+            on_timeout=lambda: f"; received { {t: len(s) for t, s in tap.stamps.items()} }")
     finally:
-        codes = group.stop()
         node.destroy_node()
         rclpy.shutdown()
-    if problems:
-        tails = "\n".join(f"--- {c.name}:\n" + "\n".join(list(c.stderr_tail)[-15:]) for c in group.children)
-        pytest.fail("\n".join(problems) + "\n" + tails)
     rec = next(c for c in group.children if c.name == "dex_recorder")
     assert codes["dex_recorder"] == 0, group.describe_exit(rec)
 

@@ -128,11 +128,12 @@ class ApproxTimeSynchronizer:
         """Totals (``emitted``, ``received``, ``clock_jumps``, ``dropped_<reason>``), ``queued``,
         and per stream ``s<i>.<key>``; a fresh dict of ints."""
         out = dict(self._counts)
-        out["queued"] = sum(self.queue_lengths())
+        held = self.queue_lengths()
+        out["queued"] = sum(held)
         for i, d in enumerate(self._per_stream):
             for k, v in d.items():
                 out[f"s{i}.{k}"] = v
-            out[f"s{i}.queued"] = len(self._q[i]) + len(self._cand[i])
+            out[f"s{i}.queued"] = held[i]
         return out
 
     def total(self, key: str) -> int:
