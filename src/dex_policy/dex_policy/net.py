@@ -74,14 +74,21 @@ class RecurrentNet(nn.Module):
     def sequence(self, x: torch.Tensor, state: State,
                  starts: torch.Tensor) -> torch.Tensor:
         """BPTT over a chunk: x [T, B, in]; ``starts`` [T, B] is 1 where an episode begins at t
-        (the state is zeroed before that step). Returns [T, B, out_size]."""
+        (the state is zeroed before that step). Returns [T, B, out_size].
+
+        The LSTM runs fused over each stretch between time steps where some episode starts
+        (one call when starts are only at t = 0, as in the teacher → student windows): the
+        same numbers as stepping one at a time, several times faster."""
+        z = torch.relu(self.dense(self.norm(x)))
         h, c = state
+        cuts = [0, *(int(t) for t in torch.nonzero(starts.any(-1)).flatten() if t > 0),
+                x.shape[0]]
         outs = []
-        for t in range(x.shape[0]):
-            keep = (1.0 - starts[t]).view(1, -1, 1)
-            out, (h, c) = self.step(x[t], (h * keep, c * keep))
-            outs.append(out)
-        return torch.stack(outs)
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            keep = (1.0 - starts[a]).view(1, -1, 1)
+            y, (h, c) = self.lstm(z[a:b], (h * keep, c * keep))
+            outs.append(y)
+        return self.head(torch.cat(outs))
 
 
 class PolicyNet(RecurrentNet):
