@@ -107,7 +107,7 @@ def test_lying_stamps_and_floods_cost_nothing(dds_env: dict[str, str], tmp_path:
             next_inject[0] = now + rnd.uniform(0.02, 0.1)
 
     try:
-        _, codes = run_graph_until(nodes, dds_env, node,
+        _, codes, _ = run_graph_until(nodes, dds_env, node,
                                    lambda: any(m == "finished" for m, _ in statuses),
                                    TIMEOUT_S, settle_s=2.5, spin_s=0.01, tick=tick)
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dex_bringup.cli import _extra, build_parser, graph_from_args, start_order
+from dex_bringup.cli import _extra, build_parser, graph_from_args
 from dex_bringup.graph import (
     GraphError,
     NodeSpec,
@@ -19,6 +19,7 @@ from dex_bringup.graph import (
     sim_graph,
     topic_types,
 )
+from dex_bringup.supervise import start_order
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -67,7 +67,7 @@ def test_lockstep_vision_graph_end_to_end(dds_env: dict[str, str], tmp_path: Pat
     node = rclpy.create_node("integration_tap")
     tap = Tap(node, types)
     try:
-        group, codes = run_graph_until(
+        group, codes, _ = run_graph_until(
             nodes, dds_env, node, lambda: tap.finished, TIMEOUT_S,
             on_timeout=lambda: f"; received { {t: len(s) for t, s in tap.stamps.items()} }")
     finally:

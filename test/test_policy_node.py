@@ -242,10 +242,10 @@ def test_policy_node_lockstep_and_faults(node_procs, side):
 
 def test_policy_node_bad_params_do_not_crash(node_procs, side):
     proc = start_policy(node_procs, pose_source="bogus", model_path="/nonexistent.onnx",
-                        slop="abc", num_trials=-1)
+                        slop="abc", num_trials=-1, first_trial=-2)
     assert side.spin_until(lambda: any("pose_source" in s.message for s in side.errors()),
                            timeout=30), node_procs.log("policy")
     msg = next(s.message for s in side.errors() if "pose_source" in s.message)
-    assert "slop" in msg and "num_trials" in msg  # every problem named at once
+    assert "slop" in msg and "num_trials" in msg and "first_trial" in msg  # all named at once
     assert not side.resets  # no trial starts in a fault state
     assert proc.poll() is None

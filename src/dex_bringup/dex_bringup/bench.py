@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
-    from dex_bringup.cli import start_order, start_staged
     from dex_bringup.procs import DEFAULT_ENV, ProcessGroup
     from dex_bringup.ros_monitor import MonitorNode
+    from dex_bringup.supervise import run_graph, start_order
 
     for k, v in DEFAULT_ENV.items():
         os.environ.setdefault(k, v)
@@ -135,27 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     mon = MonitorNode(hand=args.hand, vision=vision, name="dex_bench")
     group = ProcessGroup(start_order(nodes), line_filter=lambda _n, line: "ERROR" in line or "Traceback" in line)
-    problems = []
     t0 = time.monotonic()
     try:
-        problems += start_staged(group, mon, lambda: rclpy.spin_once(mon, timeout_sec=0.05))
-        while not problems and len(mon.core.latencies) < args.steps:
-            rclpy.spin_once(mon, timeout_sec=0.05)
-            if group.dead():
-                problems += [group.describe_exit(c) for c in group.dead()]
-                break
-            if time.monotonic() - t0 > args.timeout:
-                problems.append(f"timeout after {len(mon.core.latencies)} steps")
-                break
-        end = time.monotonic() + 1.5  # one more /diagnostics round
-        while time.monotonic() < end:
-            rclpy.spin_once(mon, timeout_sec=0.05)
-    except KeyboardInterrupt:
-        problems.append("interrupted")
+        out = run_graph(group, mon, lambda: rclpy.spin_once(mon, timeout_sec=0.05),
+                        lambda: len(mon.core.latencies) >= args.steps, timeout_s=args.timeout,
+                        settle_s=1.5)  # one more /diagnostics round
     finally:
-        group.stop()
         mon.destroy_node()
         rclpy.shutdown()
+    problems = out.problems + (["interrupted"] if out.interrupted else [])
     wall = time.monotonic() - t0
     steps = len(mon.core.latencies)
 

@@ -9,28 +9,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from dex_bringup.graph import CONTROLLERS, GraphError, NodeSpec, describe, parse_param, sim_graph
 from dex_bringup.procs import DEFAULT_ENV, ProcessGroup
-
-
-class _Stop(Exception):
-    """SIGTERM/SIGINT received by the dex command itself."""
-
-
-def _raise_stop(_sig: int, _frame: object) -> None:
-    raise _Stop()
-
-
-def _install_signals() -> None:
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+from dex_bringup.supervise import RespawnPolicy, RunOutcome, run_graph, start_order
 
 
 def _apply_env_defaults() -> None:
@@ -66,63 +53,6 @@ def graph_from_args(args: argparse.Namespace, record_dir: str | None) -> list[No
     )
 
 
-def start_order(nodes: list[NodeSpec]) -> list[NodeSpec]:
-    """Consumers before producers (recorder, policy, perception, then the sim)."""
-    return list(reversed(nodes))
-
-
-def readiness_checks(nodes: list[NodeSpec]) -> list[tuple[str, str, int]]:
-    """(``pub``|``sub``, topic, minimum count) that show the non-sim nodes are on the graph.
-
-    A watcher node (demo monitor, test tap) that subscribes /trial/status itself counts too.
-    """
-    names = {n.name for n in nodes}
-    checks: list[tuple[str, str, int]] = []
-    if "dex_policy" in names:
-        checks += [("pub", "/trial/status", 1), ("pub", "/policy/action", 1), ("sub", "/joint_states", 1)]
-    if "dex_perception" in names:
-        checks.append(("pub", "/object/pose", 1))
-    if "dex_recorder" in names:
-        checks.append(("sub", "/trial/status", 2))
-    return checks
-
-
-def start_staged(group: ProcessGroup, watcher: object, spin: object, timeout: float = 60.0) -> list[str]:
-    """Start every node but the sim, wait until ``watcher`` (an rclpy node) sees them on the
-    graph, then start the sim: in lockstep the first trial starts as soon as the sim sees the
-    policy, so the monitor and the recorder must already be matched or trial 0 goes unseen.
-    Returns problems (empty when ready)."""
-    sim_names = [s.name for s in group.specs if s.package == "dex_sim"]
-    # The watcher (monitor, test tap) must see trial 0 too: the sim waits for it as well.
-    for spec in group.specs:
-        if spec.name in sim_names and hasattr(watcher, "get_name"):
-            waits = [n for n in str(spec.parameters.get("wait_nodes", "")).split(",") if n]
-            if watcher.get_name() not in waits:
-                spec.parameters["wait_nodes"] = ",".join([*waits, watcher.get_name()])
-    group.start([s.name for s in group.specs if s.name not in sim_names])
-    checks = readiness_checks(group.specs)
-    deadline = time.monotonic() + timeout
-    missing = checks
-    while time.monotonic() < deadline:
-        spin()
-        if group.dead():
-            return [group.describe_exit(c) for c in group.dead()]
-        missing = [
-            (kind, topic, n)
-            for kind, topic, n in checks
-            if (watcher.count_publishers(topic) if kind == "pub" else watcher.count_subscribers(topic)) < n
-        ]
-        if not missing:
-            break
-    else:
-        return [f"nodes not on the graph after {timeout:.0f} s: missing {missing}"]
-    end = time.monotonic() + 0.5  # let the new endpoints match both ways
-    while time.monotonic() < end:
-        spin()
-    group.start()
-    return []
-
-
 def _add_graph_args(p: argparse.ArgumentParser, trials: int = 3, mode: bool = True) -> None:
     p.add_argument("--hand", default="shadow")
     if mode:
@@ -135,6 +65,9 @@ def _add_graph_args(p: argparse.ArgumentParser, trials: int = 3, mode: bool = Tr
                         "than real time on 2 cores: use lockstep)")
     p.add_argument("--policy-model", default=None, help="ONNX policy (default: the packaged one)")
     p.add_argument("--pose-model", default=None, help="ONNX pose model (default: packaged)")
+    p.add_argument("--respawn", action="store_true",
+                   help="restart a node that dies (up to 3 times each); the controller resumes "
+                        "at the first trial that did not end")
     p.add_argument(
         "--param", action="append", default=[], metavar="NODE.KEY=VALUE",
         help="extra node parameter, e.g. dex_policy.goal_timeout_s=4.0 (repeatable)",
@@ -170,91 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
 SETTLE_S = 1.0
 
 
-def _settle(spin: Callable[[], None], seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        spin()
-
-
-# ---- dex run -------------------------------------------------------------------------------------
-def cmd_run(args: argparse.Namespace) -> int:
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
-
-    from dex_bringup.ros_monitor import MonitorNode
-
-    nodes = graph_from_args(args, args.record)
-    _apply_env_defaults()
-    group = ProcessGroup(start_order(nodes))
-    print(f"[dex] starting {', '.join(n.name for n in group.specs)} (Ctrl-C stops)", flush=True)
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-    vision = any(n.package == "dex_perception" for n in nodes)
-    monitor = MonitorNode(args.hand, vision, progress=lambda line: print(f"[dex] {line}", flush=True))
-    _install_signals()
-    code = 0
-    try:
-        def spin() -> None:
-            rclpy.spin_once(monitor, timeout_sec=0.05)
-
-        problems = start_staged(group, monitor, spin)
-        if problems:
-            print("[dex] " + "\n".join(problems), file=sys.stderr, flush=True)
-            code = 1
-        while not problems:
-            spin()
-            if monitor.core.finished and not args.keep_running:
-                print("[dex] all trials done; stopping the graph", flush=True)
-                _settle(spin, SETTLE_S)
-                break
-            dead = group.dead()
-            if dead:
-                c = dead[0]
-                if c.returncode() == 0:
-                    print(f"[dex] {c.name} exited normally; stopping the graph", flush=True)
-                else:
-                    print("[dex] " + group.describe_exit(c), file=sys.stderr, flush=True)
-                    code = 1
-                break
-    except _Stop:
-        print("[dex] stopping", flush=True)
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        codes = group.stop()
-        monitor.destroy_node()
-        rclpy.shutdown()
-        print(f"[dex] stopped: {codes}", flush=True)
-        if monitor.core.rows:
-            print(monitor.core.table())
-    return code
-
-
-# ---- dex demo ------------------------------------------------------------------------------------
-def _node_line_filter(quiet: bool):
-    if not quiet:
-        return None
-    return lambda _name, line: any(w in line for w in ("WARN", "ERROR", "Traceback", "Error", "FATAL"))
-
-
 def run_graph_with_monitor(
     nodes: list[NodeSpec],
     hand: str,
     vision: bool,
-    timeout: float,
+    timeout: float = math.inf,
     quiet: bool = False,
-    settle_s: float = SETTLE_S,
-) -> tuple[object, dict[str, int | None], list[str]]:
-    """Start ``nodes``, watch them with a monitor node until the policy reports ``finished``.
-
-    Returns (monitor node, exit codes, problems). Problems are empty on success.
-    """
+    keep_running: bool = False,
+    respawn: bool = False,
+) -> tuple[object, RunOutcome]:
+    """Start ``nodes`` and watch them with a monitor node until the controller reports
+    ``finished`` (the one run loop of every ``dex`` command: ``supervise.run_graph``). Returns
+    the monitor node (its ``core`` holds the trial rows) and the outcome; the recorder must
+    have closed its bags cleanly, and at least one trial must have been reported."""
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
     from dex_bringup.ros_monitor import MonitorNode
 
     _apply_env_defaults()
-    problems: list[str] = []
 
     def progress(line: str) -> None:
         print(f"[dex] {line}", flush=True)
@@ -262,45 +129,57 @@ def run_graph_with_monitor(
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     monitor = MonitorNode(hand=hand, vision=vision, progress=progress)
     group = ProcessGroup(start_order(nodes), line_filter=_node_line_filter(quiet))
-    _install_signals()
-    t0 = time.monotonic()
-    last_note = t0
+    print(f"[dex] starting {', '.join(n.name for n in group.specs)} (Ctrl-C stops)", flush=True)
     try:
-        problems += start_staged(group, monitor, lambda: rclpy.spin_once(monitor, timeout_sec=0.05))
-        while not problems:
-            rclpy.spin_once(monitor, timeout_sec=0.05)
-            if monitor.core.finished:
-                _settle(lambda: rclpy.spin_once(monitor, timeout_sec=0.05), settle_s)
-                break
-            dead = group.dead()
-            if dead:
-                for c in dead:
-                    problems.append(group.describe_exit(c))
-                break
-            now = time.monotonic()
-            if now - t0 > timeout:
-                problems.append(f"timeout: the policy did not report 'finished' within {timeout:.0f} s")
-                break
-            if now - last_note > 15.0:
-                last_note = now
-                seen = ", ".join(f"{k} {v}" for k, v in sorted(monitor.counts.items())) or "nothing yet"
-                progress(f"{now - t0:.0f} s: received {seen}")
-    except _Stop:
-        problems.append("interrupted")
+        out = run_graph(
+            group, monitor, lambda: rclpy.spin_once(monitor, timeout_sec=0.05),
+            lambda: monitor.core.finished, keep_running=keep_running, timeout_s=timeout,
+            settle_s=SETTLE_S, respawn=RespawnPolicy() if respawn else None,
+            trials_done=monitor.core.next_trial, progress=progress, heartbeat_s=15.0,
+            heartbeat=lambda: "received " + (", ".join(
+                f"{k} {v}" for k, v in sorted(monitor.counts.items())) or "nothing yet"))
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        codes = group.stop()
-        for c in group.children:  # the recorder must close its bags cleanly
-            if c.name == "dex_recorder" and codes.get(c.name) != 0 and not problems:
-                problems.append(group.describe_exit(c))
         monitor.destroy_node()
         rclpy.shutdown()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if not monitor.core.rows:
-        problems.append("no trial was reported on /trial/status")
-    return monitor, codes, problems
+    if out.interrupted:
+        progress("stopped (interrupted)")
+    elif out.note:
+        progress(out.note)
+    rec = [c for c in group.children if c.name == "dex_recorder"]
+    if rec and out.codes.get("dex_recorder") != 0 and not out.problems:
+        out.problems.append(group.describe_exit(rec[0]))  # the bags must close cleanly
+    if not monitor.core.rows and not out.interrupted:
+        out.problems.append("no trial was reported on /trial/status")
+    return monitor, out
+
+
+def _node_line_filter(quiet: bool):
+    if not quiet:
+        return None
+    return lambda _name, line: any(w in line for w in ("WARN", "ERROR", "Traceback", "Error", "FATAL"))
+
+
+# ---- dex run -------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    nodes = graph_from_args(args, args.record)
+    vision = any(n.package == "dex_perception" for n in nodes)
+    monitor, out = run_graph_with_monitor(nodes, args.hand, vision, keep_running=args.keep_running,
+                                          respawn=args.respawn)
+    print(f"[dex] exit codes: {out.codes}", flush=True)
+    if out.problems:
+        print("[dex] " + "\n".join(out.problems), file=sys.stderr, flush=True)
+    if monitor.core.rows:
+        print(monitor.core.table())
+    _print_restarts(out)
+    return 1 if out.problems else 0
+
+
+def _print_restarts(out: RunOutcome) -> None:
+    for r in out.restarts:
+        print(f"[dex] restart at {r.at_s:.1f} s: {r.died} died ({r.how}); restarted "
+              f"{', '.join(r.started)}"
+              + (f", controller resumed at trial {r.first_trial}" if r.first_trial is not None
+                 else ""))
 
 
 def print_bags(bag_root: Path) -> list[str]:
@@ -331,13 +210,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("[dex] demo graph:\n" + describe(nodes), flush=True)
     vision = any(n.package == "dex_perception" for n in nodes)
     t0 = time.monotonic()
-    monitor, _codes, problems = run_graph_with_monitor(
-        nodes, args.hand, vision, args.timeout, quiet=args.quiet_nodes
-    )
+    monitor, out = run_graph_with_monitor(nodes, args.hand, vision, args.timeout,
+                                          quiet=args.quiet_nodes, respawn=args.respawn)
+    problems = out.problems
     wall = time.monotonic() - t0
     core = monitor.core
     print(f"\n=== dex demo: {len(core.rows)} trial(s), source {args.source}, {wall:.0f} s wall ===")
     print(core.table())
+    _print_restarts(out)
     print("\nper-node /diagnostics (last report):")
     print(core.diagnostics_table())
     print(f"\nbags in {bag_root}:")

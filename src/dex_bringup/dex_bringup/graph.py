@@ -8,7 +8,7 @@ Nothing else lists nodes, parameters or remappings. Pure module: no rclpy import
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dex_description.registry import get_hand
@@ -38,6 +38,10 @@ class NodeSpec:
     name: str
     parameters: dict[str, ParamValue] = field(default_factory=dict)
     remappings: list[tuple[str, str]] = field(default_factory=list)
+
+    def with_parameters(self, **parameters: ParamValue) -> NodeSpec:
+        """A copy with ``parameters`` added or replaced (specs are never changed in place)."""
+        return replace(self, parameters={**self.parameters, **parameters})
 
     def ros_args(self) -> list[str]:
         """``--ros-args`` tail: node name, parameters and remappings (what launch passes too)."""
@@ -296,7 +300,7 @@ def sim_graph(
     if record_dir:
         nodes.append(_recorder(record_dir, record_topics(hand, pose_source), use_sim_time))
     # Lockstep's first set waits until the sim has discovered every other node of the graph.
-    nodes[0].parameters["wait_nodes"] = ",".join(n.name for n in nodes[1:])
+    nodes[0] = nodes[0].with_parameters(wait_nodes=",".join(n.name for n in nodes[1:]))
     return _apply_extra(nodes, extra)
 
 

@@ -141,3 +141,8 @@ class DemoMonitor:
 
     def trials_ok(self) -> bool:
         return bool(self.rows) and all(r.ended for r in self.rows.values())
+
+    def next_trial(self) -> int:
+        """The first trial index after the last one that ended (where a restarted controller
+        resumes); 0 before any ended."""
+        return max((i + 1 for i, r in self.rows.items() if r.ended), default=0)

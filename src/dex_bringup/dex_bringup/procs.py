@@ -34,6 +34,20 @@ def child_env(base: Mapping[str, str] | None = None, **overrides: str) -> dict[s
     return env
 
 
+def exit_text(child: Child) -> str:
+    """"exit code -9 (signal SIGKILL)", "exit code 1", "still running"."""
+    code = child.returncode()
+    if code is None:
+        return "still running"
+    how = f"exit code {code}"
+    if code < 0:
+        try:
+            how += f" (signal {signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return how
+
+
 @dataclass
 class Child:
     spec: NodeSpec
@@ -73,6 +87,7 @@ class ProcessGroup:
         self.echo = echo
         self.line_filter = line_filter
         self.children: list[Child] = []
+        self.restarts: dict[str, int] = {}  # node name -> times restarted
         self._lock = threading.Lock()
 
     # ---- start -------------------------------------------------------------------------------
@@ -124,16 +139,32 @@ class ProcessGroup:
     def describe_exit(self, child: Child, lines: int = 12) -> str:
         for t in child.threads:  # let the pumps drain the last lines
             t.join(timeout=1.0)
-        code = child.returncode()
-        how = f"exit code {code}"
-        if code is not None and code < 0:
-            try:
-                how += f" (signal {signal.Signals(-code).name})"
-            except ValueError:
-                pass
         tail = list(child.stderr_tail)[-lines:] or list(child.stdout_tail)[-lines:]
         text = "\n".join("    " + t for t in tail) if tail else "    (no output)"
-        return f"node {child.name} ({child.spec.module}) died with {how}; last output:\n{text}"
+        return (f"node {child.name} ({child.spec.module}) died with {exit_text(child)}; "
+                f"last output:\n{text}")
+
+    # ---- restart -----------------------------------------------------------------------------
+    def restart(self, name: str, parameters: Mapping[str, object] | None = None) -> Child:
+        """Start node ``name`` again (stopping it first if it still runs), with ``parameters``
+        overriding its spec's; the new spec replaces the old one."""
+        i = next(k for k, c in enumerate(self.children) if c.name == name)
+        old = self.children.pop(i)
+        if old.returncode() is None:
+            old.proc.send_signal(signal.SIGINT)
+            try:
+                old.proc.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                old.proc.kill()
+                old.proc.wait(timeout=5.0)
+        for t in old.threads:
+            t.join(timeout=1.0)
+        j = next(k for k, s in enumerate(self.specs) if s.name == name)
+        if parameters:
+            self.specs[j] = self.specs[j].with_parameters(**parameters)
+        self.restarts[name] = self.restarts.get(name, 0) + 1
+        self.start([name])
+        return self.children[-1]
 
     # ---- stop --------------------------------------------------------------------------------
     def stop(self, int_timeout: float = 8.0, term_timeout: float = 4.0) -> dict[str, int | None]:

@@ -151,6 +151,8 @@ class PolicyNode(Node):
         self._declare("judge_source", "gt")
         self._declare("num_trials", 0)
         self._declare("seed", 0)
+        # Where a restarted controller resumes (dex run --respawn): trials before it ended.
+        self._declare("first_trial", 0)
         self._declare("slop", 0.005)
         self._declare("input_timeout_s", 0.5)
         self._declare("goal_timeout_s", 8.0)  # Dactyl: 8 s sim, 80 s on the robot
@@ -216,6 +218,7 @@ class PolicyNode(Node):
         self.judge_source = str(gp("judge_source").value)
         self.num_trials = gp("num_trials").value
         self.seed = gp("seed").value
+        first = gp("first_trial").value
         self.slop = gp("slop").value
         self.input_timeout = gp("input_timeout_s").value
         self.controller = str(gp("controller").value)
@@ -238,6 +241,11 @@ class PolicyNode(Node):
             problems.append(f"num_trials must be an integer >= 0; got {self.num_trials!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             problems.append(f"seed must be an integer >= 0; got {self.seed!r}")
+        if (isinstance(first, bool) or not isinstance(first, int) or first < 0
+                or (isinstance(self.num_trials, int) and 0 < self.num_trials <= first)):
+            problems.append(f"first_trial must be an integer in [0, num_trials); got {first!r}")
+        else:
+            self.trial_index = first
         if (isinstance(self.slop, bool) or not isinstance(self.slop, (int, float))
                 or not 0 <= self.slop < 1.0):
             problems.append(f"slop must be a number in [0, 1) s; got {self.slop!r}")

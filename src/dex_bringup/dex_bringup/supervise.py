@@ -1,0 +1,232 @@
+"""Running a started graph to its end: the one loop behind ``dex run``, ``dex demo`` and the
+graph tests, with optional supervision (no rclpy here: the caller passes its spin function).
+
+``run_graph`` starts the nodes staged (consumers first, the sim last: in lockstep the first trial
+starts as soon as the sim sees the controller), spins the watcher until the controller reports
+``finished`` (or for ever with ``keep_running``), settles so in-flight messages land, and stops
+every process. A node that dies ends the run with its exit code and last output, unless
+``respawn`` is given: then it is restarted (``RespawnPolicy``), and the graph resumes the trial
+protocol. A dead sim takes the controller with it (the trial in flight lost its physics); a
+restarted controller starts again at the first trial that did not end (``first_trial``), with
+that trial's own seed, so a respawned run judges the same trials as an undisturbed one.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dex_bringup.graph import NodeSpec
+from dex_bringup.procs import Child, ProcessGroup
+
+
+def start_order(nodes: list[NodeSpec]) -> list[NodeSpec]:
+    """Consumers before producers (recorder, policy, perception, then the sim)."""
+    return list(reversed(nodes))
+
+
+def readiness_checks(nodes: list[NodeSpec]) -> list[tuple[str, str, int]]:
+    """(``pub``|``sub``, topic, minimum count) that show the non-sim nodes are on the graph.
+
+    A watcher node (demo monitor, test tap) that subscribes /trial/status itself counts too.
+    """
+    names = {n.name for n in nodes}
+    checks: list[tuple[str, str, int]] = []
+    if "dex_policy" in names:
+        checks += [("pub", "/trial/status", 1), ("pub", "/policy/action", 1), ("sub", "/joint_states", 1)]
+    if "dex_perception" in names:
+        checks.append(("pub", "/object/pose", 1))
+    if "dex_recorder" in names:
+        checks.append(("sub", "/trial/status", 2))
+    return checks
+
+
+def start_staged(group: ProcessGroup, watcher: object, spin: Callable[[], None],
+                 timeout: float = 60.0) -> list[str]:
+    """Start every node but the sim, wait until ``watcher`` (an rclpy node) sees them on the
+    graph, then start the sim: in lockstep the first trial starts as soon as the sim sees the
+    policy, so the monitor and the recorder must already be matched or trial 0 goes unseen.
+    Returns problems (empty when ready)."""
+    sim_names = [s.name for s in group.specs if s.package == "dex_sim"]
+    # The watcher (monitor, test tap) must see trial 0 too: the sim waits for it as well.
+    if hasattr(watcher, "get_name"):
+        for i, spec in enumerate(group.specs):
+            if spec.name in sim_names:
+                waits = [n for n in str(spec.parameters.get("wait_nodes", "")).split(",") if n]
+                if watcher.get_name() not in waits:
+                    group.specs[i] = spec.with_parameters(
+                        wait_nodes=",".join([*waits, watcher.get_name()]))
+    group.start([s.name for s in group.specs if s.name not in sim_names])
+    checks = readiness_checks(group.specs)
+    deadline = time.monotonic() + timeout
+    missing = checks
+    while time.monotonic() < deadline:
+        spin()
+        if group.dead():
+            return [group.describe_exit(c) for c in group.dead()]
+        missing = [
+            (kind, topic, n)
+            for kind, topic, n in checks
+            if (watcher.count_publishers(topic) if kind == "pub" else watcher.count_subscribers(topic)) < n
+        ]
+        if not missing:
+            break
+    else:
+        return [f"nodes not on the graph after {timeout:.0f} s: missing {missing}"]
+    end = time.monotonic() + 0.5  # let the new endpoints match both ways
+    while time.monotonic() < end:
+        spin()
+    group.start()
+    return []
+
+
+@dataclass
+class Restart:
+    """One supervision event: ``died`` exited with ``how``; ``started`` were (re)started."""
+
+    died: str
+    how: str
+    started: list[str]
+    first_trial: int | None  # the controller's first trial after the restart
+    at_s: float  # since the run began (wall)
+
+
+@dataclass
+class RespawnPolicy:
+    """Which nodes to (re)start when one dies, and when to give up.
+
+    A node is restarted at most ``max_restarts`` times; after that its death ends the run as
+    without supervision. A clean exit (code 0) is never restarted: the node chose to stop."""
+
+    max_restarts: int = 3
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def plan(self, dead: NodeSpec, code: int, specs: list[NodeSpec]) -> list[NodeSpec]:
+        """The nodes to restart, in start order (empty: do not restart)."""
+        if code == 0 or self.counts.get(dead.name, 0) >= self.max_restarts:
+            return []
+        self.counts[dead.name] = self.counts.get(dead.name, 0) + 1
+        if dead.package == "dex_sim":  # the controller's trial in flight lost its physics
+            return [*(s for s in specs if is_controller(s)), dead]
+        return [dead]
+
+
+def is_controller(spec: NodeSpec) -> bool:
+    return spec.package == "dex_policy"
+
+
+@dataclass
+class RunOutcome:
+    problems: list[str]  # empty: the graph ran to its end (or was asked to stop)
+    codes: dict[str, int | None]  # exit code of each node (its last process)
+    restarts: list[Restart]
+    finished: bool  # the controller reported 'finished'
+    interrupted: bool  # SIGINT/SIGTERM to this process
+    note: str = ""  # why the run ended when no problem did (e.g. "dex_policy exited normally")
+
+
+class _Stop(Exception):
+    """SIGTERM/SIGINT received by the running command."""
+
+
+def _raise_stop(_sig: int, _frame: object) -> None:
+    raise _Stop()
+
+
+def run_graph(
+    group: ProcessGroup,
+    watcher: object,
+    spin: Callable[[], None],
+    finished: Callable[[], bool],
+    *,
+    keep_running: bool = False,
+    timeout_s: float = math.inf,
+    settle_s: float = 1.0,
+    respawn: RespawnPolicy | None = None,
+    trials_done: Callable[[], int] = lambda: 0,
+    tick: Callable[[], None] | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+    heartbeat_s: float = math.inf,
+    heartbeat: Callable[[], str] = lambda: "running",
+    handle_signals: bool = True,
+) -> RunOutcome:
+    """Start ``group`` staged, spin until ``finished()`` (unless ``keep_running``), settle, stop
+    every node (see the module docstring). ``trials_done()`` is the index of the first trial not
+    yet ended (where a restarted controller resumes); ``tick`` runs every turn (fault
+    injection); ``progress`` gets one line per event and ``heartbeat()`` every ``heartbeat_s``. With
+    ``handle_signals`` SIGINT/SIGTERM stop the run cleanly (the handlers are restored after)."""
+    out = RunOutcome([], {}, [], False, False)
+    old = None
+    if handle_signals:
+        old = (signal.signal(signal.SIGINT, _raise_stop), signal.signal(signal.SIGTERM, _raise_stop))
+    t0 = time.monotonic()
+    last_beat = t0
+    try:
+        out.problems += start_staged(group, watcher, spin)
+        while not out.problems:
+            spin()
+            if tick is not None:
+                tick()
+            if finished():
+                out.finished = True
+                if not keep_running:
+                    progress("all trials done; stopping the graph")
+                    end = time.monotonic() + settle_s
+                    while time.monotonic() < end:
+                        spin()
+                    break
+            dead = group.dead()
+            if dead and not _supervise(group, dead, respawn, trials_done, out, t0, progress):
+                break
+            now = time.monotonic()
+            if now - t0 > timeout_s:
+                out.problems.append(f"timeout: the controller did not report 'finished' within "
+                                    f"{timeout_s:.0f} s")
+            elif now - last_beat > heartbeat_s:
+                last_beat = now
+                progress(f"{now - t0:.0f} s: {heartbeat()}")
+    except _Stop:
+        out.interrupted = True
+    finally:
+        if old is not None:  # no second Ctrl-C half-way through stopping the nodes
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            out.codes = group.stop()
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old[0])
+                signal.signal(signal.SIGTERM, old[1])
+    return out
+
+
+def _supervise(group: ProcessGroup, dead: list[Child], respawn: RespawnPolicy | None,
+               trials_done: Callable[[], int], out: RunOutcome, t0: float,
+               progress: Callable[[str], None]) -> bool:
+    """Handle dead children; False ends the run (with a problem or a note)."""
+    for c in dead:
+        code = c.returncode()
+        plan = respawn.plan(c.spec, code, group.specs) if respawn is not None else []
+        if not plan:
+            if code == 0:
+                out.note = f"{c.name} exited normally; stopping the graph"
+            else:
+                out.problems.append(group.describe_exit(c))
+                if respawn is not None:
+                    out.problems.append(f"{c.name} was not restarted again (already restarted "
+                                        f"{respawn.counts.get(c.name, 0)} times)")
+            return False
+        how = group.describe_exit(c, lines=0).split(";")[0].split(" died with ")[-1]
+        first = trials_done()
+        for spec in plan:
+            group.restart(spec.name, {"first_trial": first} if is_controller(spec) else None)
+        names = [s.name for s in plan]
+        out.restarts.append(Restart(c.name, how, names, first if any(map(is_controller, plan))
+                                    else None, round(time.monotonic() - t0, 2)))
+        progress(f"{c.name} died ({how}); restarted {', '.join(names)}"
+                 + (f" (controller resumes at trial {first})"
+                    if any(map(is_controller, plan)) else ""))
+    return True

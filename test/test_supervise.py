@@ -1,0 +1,116 @@
+"""Supervision (``dex run --respawn``): nodes SIGKILLed mid-trial on the real graph (sim and
+policy as processes over DDS, lockstep, state mode) are restarted, and the trial protocol
+resumes where it stood: every trial ends, each with its own seed, none is run twice to its end.
+Also the restart rules themselves and what an unsupervised run says when a node dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from dex_bringup.graph import sim_graph
+from dex_bringup.procs import ProcessGroup
+from dex_bringup.supervise import RespawnPolicy, run_graph, start_order
+
+TIMEOUT_S = 150.0
+
+
+def _graph(trials: int, seed: int) -> list:
+    return sim_graph(mode="lockstep", pose_source="gt", num_trials=trials, seed=seed,
+                     extra={"dex_policy": {"goal_timeout_s": 2.0}})  # short trials (timeouts)
+
+
+def test_respawn_rules() -> None:
+    nodes = {n.name: n for n in _graph(2, 0)}
+    specs = list(nodes.values())
+    rp = RespawnPolicy(max_restarts=2)
+    # A dead sim takes the controller with it (its trial in flight lost the physics).
+    assert [s.name for s in rp.plan(nodes["dex_sim"], -9, specs)] == ["dex_policy", "dex_sim"]
+    assert [s.name for s in rp.plan(nodes["dex_policy"], 1, specs)] == ["dex_policy"]
+    assert rp.plan(nodes["dex_policy"], 0, specs) == []  # a clean exit is a choice
+    assert [s.name for s in rp.plan(nodes["dex_policy"], -9, specs)] == ["dex_policy"]
+    assert rp.plan(nodes["dex_policy"], -9, specs) == []  # the third death: give up
+    assert rp.counts == {"dex_sim": 1, "dex_policy": 2}
+    # Specs are never changed in place.
+    spec = nodes["dex_policy"]
+    new = spec.with_parameters(first_trial=3)
+    assert new.parameters["first_trial"] == 3 and "first_trial" not in spec.parameters
+
+
+def test_killed_nodes_are_restarted_and_the_trials_resume(dds_env: dict[str, str]) -> None:
+    import rclpy
+
+    from dex_bringup.ros_monitor import MonitorNode
+
+    seed, trials = 4, 3
+    rclpy.init()
+    mon = MonitorNode(hand="shadow", vision=False, name="dex_supervise_test")
+    kills: list[tuple[str, int]] = []
+    killed_at: dict[int, tuple[float, int]] = {}  # trial -> (wall, its steps when killed)
+    recovery_s: dict[int, float] = {}  # trial -> wall s until it ran again from its start
+    group = ProcessGroup(start_order(_graph(trials, seed)), env=dds_env, echo=False)
+
+    def tick() -> None:
+        # Kill the policy once trial 1 runs, the sim once trial 2 runs (each mid-trial).
+        rows, now = mon.core.rows, time.monotonic()
+        for trial, victim in ((1, "dex_policy"), (2, "dex_sim")):
+            if (trial in rows and not rows[trial].ended and int(rows[trial].steps) >= 5
+                    and all(v != victim for v, _ in kills)):
+                os.kill(next(c.proc.pid for c in group.children if c.name == victim),
+                        signal.SIGKILL)
+                kills.append((victim, trial))
+                killed_at[trial] = (now, int(rows[trial].steps))
+        for trial, (t_kill, steps) in killed_at.items():
+            if trial not in recovery_s and int(rows[trial].steps) < steps:
+                recovery_s[trial] = now - t_kill
+
+    try:
+        out = run_graph(group, mon, lambda: rclpy.spin_once(mon, timeout_sec=0.05),
+                        lambda: mon.core.finished, timeout_s=TIMEOUT_S, tick=tick,
+                        respawn=RespawnPolicy(), trials_done=mon.core.next_trial,
+                        handle_signals=False)
+    finally:
+        mon.destroy_node()
+        rclpy.shutdown()
+    assert not out.problems and out.finished, out.problems
+    assert kills == [("dex_policy", 1), ("dex_sim", 2)]
+    assert [(r.died, r.started, r.first_trial) for r in out.restarts] == [
+        ("dex_policy", ["dex_policy"], 1), ("dex_sim", ["dex_policy", "dex_sim"], 2)]
+    assert all("SIGKILL" in r.how for r in out.restarts)
+    rows = mon.core.rows
+    assert sorted(rows) == [0, 1, 2] and all(r.ended for r in rows.values()), mon.core.table()
+    assert [rows[i].seed for i in range(trials)] == [str(seed + i) for i in range(trials)]
+    assert out.codes == {"dex_policy": 0, "dex_sim": 0}, out.codes
+    # Bounded recovery: from the kill to the trial running again from its start.
+    print(f"recovery after SIGKILL: policy {recovery_s[1]:.1f} s, sim {recovery_s[2]:.1f} s")
+    assert set(recovery_s) == {1, 2} and max(recovery_s.values()) < 30.0, recovery_s
+
+
+def test_without_respawn_a_killed_node_ends_the_run_naming_it(dds_env: dict[str, str]) -> None:
+    import rclpy
+
+    from dex_bringup.ros_monitor import MonitorNode
+
+    rclpy.init()
+    mon = MonitorNode(hand="shadow", vision=False, name="dex_supervise_test2")
+    group = ProcessGroup(start_order(_graph(3, 0)), env=dds_env, echo=False)
+
+    def tick() -> None:
+        if 0 in mon.core.rows and int(mon.core.rows[0].steps) >= 3:
+            for c in group.children:
+                if c.name == "dex_policy" and c.returncode() is None:
+                    os.kill(c.proc.pid, signal.SIGKILL)
+
+    try:
+        out = run_graph(group, mon, lambda: rclpy.spin_once(mon, timeout_sec=0.05),
+                        lambda: mon.core.finished, timeout_s=TIMEOUT_S, tick=tick,
+                        handle_signals=False)
+    finally:
+        mon.destroy_node()
+        rclpy.shutdown()
+    assert not out.finished and not out.restarts
+    assert len(out.problems) == 1
+    assert "node dex_policy (dex_policy.node) died with exit code -9 (signal SIGKILL)" \
+        in out.problems[0]
+    assert all(c.returncode() is not None for c in group.children)  # nothing left running
