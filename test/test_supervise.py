@@ -5,6 +5,7 @@ Also the restart rules themselves and what an unsupervised run says when a node 
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -114,3 +115,69 @@ def test_without_respawn_a_killed_node_ends_the_run_naming_it(dds_env: dict[str,
     assert "node dex_policy (dex_policy.node) died with exit code -9 (signal SIGKILL)" \
         in out.problems[0]
     assert all(c.returncode() is not None for c in group.children)  # nothing left running
+
+
+def test_stopped_nodes_are_reported_stale_and_the_trial_goes_on(dds_env: dict[str, str]) -> None:
+    """SIGSTOP (a hung process, not a dead one): the sim frozen for 2.5 s mid-trial makes the
+    policy report STALE naming /joint_states; the policy frozen for 4.5 s makes the lockstep
+    sim report STALE asking for its controller. After SIGCONT the trials go on and end."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from dex_bringup.ros_monitor import MonitorNode
+
+    rclpy.init()
+    mon = MonitorNode(hand="shadow", vision=False, name="dex_supervise_test3")
+    stale: list[tuple[float, str, str]] = []  # (wall, node, message)
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            level = st.level if isinstance(st.level, int) else int.from_bytes(st.level, "little")
+            if level == 3:
+                stale.append((time.monotonic(), st.name, st.message))
+
+    mon.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
+    group = ProcessGroup(start_order(_graph(2, 1)), env=dds_env, echo=False)
+    plan = [(0, "dex_sim", 2.5), (1, "dex_policy", 4.5)]  # (trial, node, seconds stopped)
+    stops: dict[str, tuple[float, float]] = {}  # node -> (stopped at, continued at)
+
+    def tick() -> None:
+        rows, now = mon.core.rows, time.monotonic()
+        for trial, victim, seconds in plan:
+            pid = next(c.proc.pid for c in group.children if c.name == victim)
+            if (victim not in stops and trial in rows and not rows[trial].ended
+                    and int(rows[trial].steps) >= 5):
+                os.kill(pid, signal.SIGSTOP)
+                stops[victim] = (now, math.inf)
+            elif victim in stops and stops[victim][1] == math.inf \
+                    and now - stops[victim][0] >= seconds:
+                os.kill(pid, signal.SIGCONT)
+                stops[victim] = (stops[victim][0], now)
+
+    try:
+        out = run_graph(group, mon, lambda: rclpy.spin_once(mon, timeout_sec=0.05),
+                        lambda: mon.core.finished, timeout_s=TIMEOUT_S, tick=tick,
+                        handle_signals=False)
+    finally:
+        for c in group.children:  # never leave a stopped process behind
+            if c.returncode() is None:
+                os.kill(c.proc.pid, signal.SIGCONT)
+        mon.destroy_node()
+        rclpy.shutdown()
+    assert not out.problems and out.finished, out.problems
+    assert set(stops) == {"dex_sim", "dex_policy"}
+
+    def reported(node: str, words: str, during: str) -> list[float]:
+        t0, t1 = stops[during]
+        return [t - t0 for t, name, m in stale if name == node and words in m and t0 <= t <= t1]
+
+    # Within two diagnostics periods (1 s each) of the input timeout / the third re-send.
+    policy_saw = reported("dex_policy", "/joint_states", "dex_sim")
+    sim_saw = reported("dex_sim", "controller", "dex_policy")
+    print(f"STALE after SIGSTOP: policy names /joint_states after {policy_saw[:1]} s, "
+          f"sim asks for its controller after {sim_saw[:1]} s")
+    assert policy_saw and policy_saw[0] < 0.5 + 2.0, (policy_saw, stale)
+    assert sim_saw and sim_saw[0] < 3.0 + 2.0, (sim_saw, stale)
+    rows = mon.core.rows
+    assert sorted(rows) == [0, 1] and all(r.ended for r in rows.values()), mon.core.table()
+    assert out.codes == {"dex_policy": 0, "dex_sim": 0}, out.codes
