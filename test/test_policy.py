@@ -7,6 +7,7 @@ import onnx
 import pytest
 import torch
 
+from dex_common.config_cli import this_machine
 from dex_common.contract import ModelContractError, read_contract
 from dex_common.observations import POLICY_OBS_LAYOUT
 from dex_description.registry import get_hand
@@ -98,7 +99,7 @@ def test_tiny_ppo_run_exports_with_contract(tiny_run):
     assert json.loads(meta["dex.action"])["actuators"] == SPEC.actuator_names
     assert float(meta["dex.control_period_s"]) == SPEC.control_period
     assert meta["dex.producer"] == "dex-policy-train " + " ".join(args)
-    assert meta["dex.compute"] == "cpu x2"
+    assert meta["dex.compute"] == this_machine() and meta["dex.compute"].startswith("cpu x")
     ev = json.loads(meta["dex.eval"])
     assert ev["trials"] == 1 and ev["train_steps"] == 80
     g = onnx.load(str(model)).graph
@@ -193,3 +194,35 @@ def test_default_model_loads_and_acts():
     assert json.loads(rt.meta["dex.eval"]).get("trials", 0) >= 1
     rt.reset(np.zeros(20))
     assert rt.act(np.zeros(22, np.float32)).shape == (20,)
+
+
+def test_cli_options_take_their_defaults_from_the_configs():
+    """dex-policy-train / dex-policy-dagger options are derived from PPOConfig / DaggerConfig:
+    parsing no options gives the dataclass defaults; an option changes only its field."""
+    import argparse
+    import dataclasses
+
+    from dex_common.config_cli import add_config_options, config_kwargs
+    from dex_policy.dagger import DAGGER_OPTIONS, DaggerConfig
+    from dex_policy.ppo import PPOConfig
+    from dex_policy.train import TRAIN_OPTIONS
+
+    for cls, options, argv, changed in (
+            (PPOConfig, TRAIN_OPTIONS, ["--envs", "7", "--adr"], {"n_envs": 7, "adr": True}),
+            (DaggerConfig, DAGGER_OPTIONS, ["--episode-steps", "300", "--randomize"],
+             {"episode_steps": 300, "randomize": True})):
+        p = argparse.ArgumentParser()
+        add_config_options(p, cls, options)
+        assert cls(**config_kwargs(p.parse_args([]), options)) == cls()
+        assert cls(**config_kwargs(p.parse_args(argv), options)) == dataclasses.replace(
+            cls(), **changed)
+
+    @dataclasses.dataclass
+    class Toy:
+        flag: bool = True
+        rate: float = 0.5
+
+    with pytest.raises(KeyError, match="no field 'nope'"):
+        add_config_options(argparse.ArgumentParser(), Toy, {"nope": ("--nope", "")})
+    with pytest.raises(ValueError, match="must default to False"):
+        add_config_options(argparse.ArgumentParser(), Toy, {"flag": ("--flag", "")})

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from dex_common.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from dex_common.config_cli import this_machine
 from dex_description.registry import HandSpec, get_hand
 from dex_perception import dataset as ds
 from dex_perception.net import NetConfig, PoseNet, pose_loss, rotation_error_rad
@@ -127,7 +128,7 @@ def evaluate(
 
 
 def pose_contract(
-    spec: HandSpec, producer: str, cfg_hash: str, eval_: dict, compute: str = "cpu x2"
+    spec: HandSpec, producer: str, cfg_hash: str, eval_: dict, compute: str = ""
 ) -> dict[str, str]:
     """The pose-model metadata of docs/interfaces.md (all values strings)."""
     cam = spec.cameras[0]
@@ -140,7 +141,7 @@ def pose_contract(
         "dex.config_hash": cfg_hash,
         "dex.created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "dex.eval": json.dumps(eval_, sort_keys=True),
-        "dex.compute": compute,
+        "dex.compute": compute or this_machine(),
         "dex.cameras": json.dumps(spec.camera_names),
         "dex.image": json.dumps({"height": cam.height, "width": cam.width, "encoding": "rgb8"}),
     }

@@ -42,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 from dex_common.checkpoints import load_checkpoint, save_checkpoint
+from dex_common.config_cli import Options, add_config_options, config_kwargs, this_machine
 from dex_policy.controllers import MPCController
 from dex_policy.mpc import MPCConfig
 from dex_policy.net import PolicyNet
@@ -335,28 +336,30 @@ def export_student(net: PolicyNet, cfg: DaggerConfig, path: Path, producer: str,
     return check_ort_matches_torch(net, path)
 
 
+# The DaggerConfig fields this CLI exposes; types and defaults come from DaggerConfig.
+DAGGER_OPTIONS: Options = {
+    "hand": ("--hand", "hand profile in dex_description.registry"),
+    "iterations": ("--iterations", "DAgger iterations (the first is behavioural cloning)"),
+    "episodes": ("--episodes", "collected per iteration"),
+    "episode_steps": ("--episode-steps", "cap per collected episode"),
+    "updates": ("--updates", "gradient steps per iteration (truncated BPTT windows)"),
+    "goal_rule": ("--goal-rule", "uniform | far90"),
+    "randomize": ("--randomize", "every Dactyl randomization on"),
+    "seed": ("--seed", ""),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    d = DaggerConfig()
     p.add_argument("--out", required=True, help="run directory (shards, checkpoint, log)")
-    p.add_argument("--hand", default=d.hand)
-    p.add_argument("--iterations", type=int, default=d.iterations)
-    p.add_argument("--episodes", type=int, default=d.episodes, help="collected per iteration")
-    p.add_argument("--episode-steps", type=int, default=d.episode_steps)
-    p.add_argument("--updates", type=int, default=d.updates,
-                   help="gradient steps per iteration (truncated BPTT windows)")
-    p.add_argument("--goal-rule", default=d.goal_rule)
-    p.add_argument("--randomize", action="store_true", help="every Dactyl randomization on")
-    p.add_argument("--mpc-samples", type=int, default=MPCConfig.n_samples)
-    p.add_argument("--seed", type=int, default=d.seed)
+    add_config_options(p, DaggerConfig, DAGGER_OPTIONS)
+    p.add_argument("--mpc-samples", type=int, default=MPCConfig.n_samples,
+                   help=f"teacher's samples per plan (default: {MPCConfig.n_samples})")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--max-minutes", type=float, default=None, help="stop collecting after this")
     p.add_argument("--export", default="", help="write the ONNX student here at the end")
     a = p.parse_args(argv)
-    cfg = DaggerConfig(hand=a.hand, iterations=a.iterations, episodes=a.episodes,
-                       episode_steps=a.episode_steps, updates=a.updates, goal_rule=a.goal_rule,
-                       randomize=a.randomize, seed=a.seed,
-                       mpc=MPCConfig(n_samples=a.mpc_samples))
+    cfg = DaggerConfig(**config_kwargs(a, DAGGER_OPTIONS), mpc=MPCConfig(n_samples=a.mpc_samples))
     try:
         res = run(Path(a.out), cfg, resume=a.resume, max_minutes=a.max_minutes)
     except (ValueError, RuntimeError) as e:
@@ -364,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if a.export and "net" in res:
         diff = export_student(res["net"], cfg, Path(a.export),
-                              "dex-policy-dagger " + shlex.join(argv or sys.argv[1:]), "cpu x2")
+                              "dex-policy-dagger " + shlex.join(argv or sys.argv[1:]),
+                              this_machine())
         print(f"exported {a.export} (ORT vs torch max |diff| {diff:.2e})")
     return 0
 

@@ -15,6 +15,7 @@ import torch
 
 from dex_common import contract
 from dex_common.actions import ActionDecoder
+from dex_common.config_cli import this_machine
 from dex_common.observations import policy_obs_layout
 from dex_description.registry import get_hand
 from dex_policy.net import PolicyExport, PolicyNet
@@ -26,7 +27,7 @@ OPSET = 17
 
 def policy_contract(hand: str, decoder: ActionDecoder, lstm_hidden: int, producer: str,
                     config_hash: str, eval_result: dict | None = None,
-                    compute: str = "cpu x2") -> dict[str, str]:
+                    compute: str = "") -> dict[str, str]:
     """The ``dex.*`` metadata of a policy model (all values strings, JSON where structured)."""
     spec = get_hand(hand)
     return {
@@ -38,7 +39,7 @@ def policy_contract(hand: str, decoder: ActionDecoder, lstm_hidden: int, produce
         "dex.config_hash": config_hash,
         "dex.created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "dex.eval": json.dumps(eval_result or {}),
-        "dex.compute": compute,
+        "dex.compute": compute or this_machine(),
         "dex.obs_layout": json.dumps([[n, s] for n, s in policy_obs_layout(spec)]),
         "dex.obs_norm": "in_graph",
         "dex.action": json.dumps(decoder.describe()),

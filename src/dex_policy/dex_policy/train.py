@@ -23,10 +23,35 @@ from tqdm import tqdm
 
 from dex_common.actions import ActionDecoder
 from dex_common.checkpoints import CheckpointError
+from dex_common.config_cli import Options, add_config_options, config_kwargs
 from dex_description.registry import get_hand
 from dex_policy.evaluate import evaluate, format_table
 from dex_policy.export import check_ort_matches_torch, export_onnx, policy_contract, write_metadata
 from dex_policy.ppo import PPOConfig, PPOTrainer
+
+# The PPOConfig fields this CLI exposes; types and defaults come from PPOConfig.
+TRAIN_OPTIONS: Options = {
+    "hand": ("--hand", "hand profile in dex_description.registry"),
+    "seed": ("--seed", ""),
+    "n_envs": ("--envs", "parallel envs"),
+    "rollout_steps": ("--rollout", "steps per env per iteration"),
+    "epochs": ("--epochs", "PPO epochs per iteration"),
+    "minibatch_chunks": ("--minibatch-chunks", "chunks per minibatch"),
+    "torch_threads": ("--threads", "torch threads"),
+    "hold_prior": ("--hold-prior",
+                   "initial probability of each actuator's zero-delta bin (0 = uniform)"),
+    "dense": ("--dense", "width of the dense layer"),
+    "lstm_hidden": ("--lstm", "LSTM width"),
+    "goal_timeout_s": ("--goal-timeout",
+                       "training task: s of sim time per goal before the episode times out"),
+    "randomize": ("--randomize", "all Dactyl domain randomizations at their static ranges"),
+    "adr": ("--adr", "automatic domain randomization (vectorised ADR; implies --randomize)"),
+    "adr_t_high": ("--adr-t-high", "ADR: mean successes at a boundary to widen it"),
+    "adr_t_low": ("--adr-t-low", "ADR: mean successes below which a boundary narrows"),
+    "adr_queue": ("--adr-queue", "ADR: results per decision"),
+    "adr_boundary_fraction": ("--adr-boundary-fraction",
+                              "ADR: fraction of envs evaluating boundaries"),
+}
 
 
 def producer_command(argv: list[str] | None) -> str:
@@ -40,32 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="run directory (checkpoint, log)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--export", default="", help="ONNX path (default OUT/policy_<hand>.onnx)")
-    p.add_argument("--hand", default="shadow")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--envs", type=int, default=4)
-    p.add_argument("--rollout", type=int, default=80, help="steps per env per iteration")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--minibatch-chunks", type=int, default=16)
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--hold-prior", type=float, default=0.9,
-                   help="initial probability of each actuator's zero-delta bin (0 = uniform)")
-    p.add_argument("--dense", type=int, default=1024)
-    p.add_argument("--lstm", type=int, default=512)
-    p.add_argument("--goal-timeout", type=float, default=8.0,
-                   help="training task: s of sim time per goal before the episode times out")
-    p.add_argument("--randomize", action="store_true",
-                   help="all Dactyl domain randomizations at their static ranges")
-    p.add_argument("--adr", action="store_true",
-                   help="automatic domain randomization (vectorised ADR; implies --randomize)")
-    p.add_argument("--adr-t-high", type=float, default=20.0,
-                   help="ADR: mean successes at a boundary to widen it")
-    p.add_argument("--adr-t-low", type=float, default=5.0,
-                   help="ADR: mean successes below which a boundary narrows")
-    p.add_argument("--adr-queue", type=int, default=256, help="ADR: results per decision")
-    p.add_argument("--adr-boundary-fraction", type=float, default=0.4,
-                   help="ADR: fraction of envs evaluating boundaries")
+    add_config_options(p, PPOConfig, TRAIN_OPTIONS)
     p.add_argument("--eval-trials", type=int, default=3, help="trials for dex.eval (0 = none)")
-    p.add_argument("--compute", default="cpu x2")
+    p.add_argument("--compute", default="",
+                   help="what ran the training, for the model's provenance (default: this machine)")
     a = p.parse_args(argv)
 
     out = Path(a.out)
@@ -80,13 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--resume: {e}")
         print(f"resumed from {ck}: iteration {trainer.iteration}, {trainer.total_steps} steps")
     else:
-        cfg = PPOConfig(hand=a.hand, seed=a.seed, n_envs=a.envs, rollout_steps=a.rollout,
-                        epochs=a.epochs, minibatch_chunks=a.minibatch_chunks, dense=a.dense,
-                        hold_prior=a.hold_prior,
-                        lstm_hidden=a.lstm, torch_threads=a.threads,
-                        goal_timeout_s=a.goal_timeout, randomize=a.randomize, adr=a.adr, adr_t_high=a.adr_t_high,
-                        adr_t_low=a.adr_t_low, adr_queue=a.adr_queue,
-                        adr_boundary_fraction=a.adr_boundary_fraction)
+        cfg = PPOConfig(**config_kwargs(a, TRAIN_OPTIONS))
         try:
             trainer = PPOTrainer(cfg)
         except ValueError as e:
