@@ -64,7 +64,8 @@ fi
 log "installing dex packages (editable): ${PACKAGES[*]}"
 EDITABLE=()
 for p in "${PACKAGES[@]}"; do EDITABLE+=(-e "src/$p"); done
-pip_install --no-deps --no-build-isolation "${EDITABLE[@]}"
+# setuptools boxes a warning about editable installs around every package: noise, not a problem.
+PYTHONWARNINGS="ignore:Editable installation" pip_install --no-deps --no-build-isolation "${EDITABLE[@]}"
 
 "$VPY" -c "import rclpy, mujoco, onnxruntime, rosbags, dex_bringup" \
   || { log "ERROR: the venv does not import its core packages"; exit 1; }

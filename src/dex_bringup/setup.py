@@ -2,7 +2,7 @@
 import os
 from glob import glob
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 PACKAGE = "dex_bringup"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -15,7 +15,7 @@ LAUNCH = sorted(
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(exclude=["test"]),
+    packages=find_namespace_packages(include=[PACKAGE, PACKAGE + ".*"], exclude=["*__pycache__"]),
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),

@@ -1,14 +1,14 @@
 """ament_python package dex_common; also installs into a plain venv with pip."""
 from glob import glob
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 PACKAGE = "dex_common"
 
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(exclude=["test"]),
+    packages=find_namespace_packages(include=[PACKAGE, PACKAGE + ".*"], exclude=["*__pycache__"]),
     include_package_data=True,
     package_data={PACKAGE: ["models/*", "config/*", "rviz/*", "urdf/*"]},
     data_files=[
