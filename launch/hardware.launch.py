@@ -20,27 +20,31 @@ ARGS = {
     "cameras": ("", "NAME=TOPIC,... driver image topic per registry camera ('' = already named"
                     " /cameras/NAME/image_raw)"),
     "rviz": ("false", "start RViz with dex_description's config"),
+    "keep_running": ("false", "keep the graph up after the last trial (default: the launch ends)"),
+    "respawn": ("false", "restart a node other than the controller when it dies"),
     "robot_state_publisher": ("true", "publish TF from the URDF and /joint_states"),
 }
 
 
 def _nodes(context):  # noqa: ANN001 - launch context
     from dex_bringup.graph import camera_remaps_from_text, hardware_graph
-    from dex_bringup.launch_support import launch_actions, truthy
+    from dex_bringup.launch_support import int_arg, launch_actions, truthy
 
     def arg(name: str) -> str:
         return context.launch_configurations[name]
 
     specs = hardware_graph(
         hand=arg("hand"),
-        num_trials=int(arg("trials")),
-        seed=int(arg("seed")),
+        num_trials=int_arg(arg("trials"), "trials"),
+        seed=int_arg(arg("seed"), "seed"),
         record_dir=arg("record") or None,
         camera_remaps=camera_remaps_from_text(arg("cameras"), arg("hand")),
         controller=arg("controller"),
     )
     return launch_actions(
-        specs, arg("hand"), False, truthy(arg("robot_state_publisher")), truthy(arg("rviz"))
+        specs, arg("hand"), False, truthy(arg("robot_state_publisher"), "robot_state_publisher"),
+        truthy(arg("rviz"), "rviz"), keep_running=truthy(arg("keep_running"), "keep_running"),
+        respawn=truthy(arg("respawn"), "respawn"),
     )
 
 

@@ -19,6 +19,8 @@ ARGS = {
     "controller": ("onnx", "onnx (the LSTM policy model) | mpc (the sampling-MPC planner)"),
     "record": ("", "directory for one bag per trial ('' = no recording)"),
     "rviz": ("false", "start RViz with dex_description's config"),
+    "keep_running": ("false", "keep the graph up after the last trial (default: the launch ends)"),
+    "respawn": ("false", "restart a node other than the controller when it dies"),
     "robot_state_publisher": ("true", "publish TF from the URDF and /joint_states"),
     "use_sim_time": ("true", "nodes follow /clock"),
 }
@@ -26,24 +28,26 @@ ARGS = {
 
 def _nodes(context):  # noqa: ANN001 - launch context
     from dex_bringup.graph import sim_graph
-    from dex_bringup.launch_support import launch_actions, truthy
+    from dex_bringup.launch_support import int_arg, launch_actions, truthy
 
     def arg(name: str) -> str:
         return context.launch_configurations[name]
 
-    use_sim_time = truthy(arg("use_sim_time"))
+    use_sim_time = truthy(arg("use_sim_time"), "use_sim_time")
     specs = sim_graph(
         hand=arg("hand"),
         mode=arg("mode"),
         pose_source=arg("source"),
-        num_trials=int(arg("trials")),
-        seed=int(arg("seed")),
+        num_trials=int_arg(arg("trials"), "trials"),
+        seed=int_arg(arg("seed"), "seed"),
         record_dir=arg("record") or None,
         use_sim_time=use_sim_time,
         controller=arg("controller"),
     )
     return launch_actions(
-        specs, arg("hand"), use_sim_time, truthy(arg("robot_state_publisher")), truthy(arg("rviz"))
+        specs, arg("hand"), use_sim_time, truthy(arg("robot_state_publisher"), "robot_state_publisher"),
+        truthy(arg("rviz"), "rviz"), keep_running=truthy(arg("keep_running"), "keep_running"),
+        respawn=truthy(arg("respawn"), "respawn"),
     )
 
 

@@ -167,3 +167,18 @@ def test_camera_mapping_text_for_the_hardware_launch() -> None:
         camera_remaps_from_text("cam7=/x")
     with pytest.raises(GraphError, match="NAME=TOPIC"):
         camera_remaps_from_text("cam0")
+
+
+def test_launch_argument_errors_name_the_argument() -> None:
+    from dex_bringup.launch_support import LaunchArgumentError, int_arg, missing_packages, truthy
+
+    assert int_arg(" 3 ", "trials") == 3 and truthy("On", "rviz") and not truthy("0", "rviz")
+    with pytest.raises(LaunchArgumentError, match=r"trials:='abc': expected an integer >= 0"):
+        int_arg("abc", "trials")
+    with pytest.raises(LaunchArgumentError, match=r"seed:=-1: must be >= 0"):
+        int_arg("-1", "seed")
+    with pytest.raises(LaunchArgumentError, match=r"rviz:='maybe': expected true or false"):
+        truthy("maybe", "rviz")
+    # Optional packages are looked up before anything starts; only the missing ones are named.
+    assert missing_packages(["robot_state_publisher", "rviz2"],
+                            exists=lambda p: p == "rviz2") == ["robot_state_publisher"]

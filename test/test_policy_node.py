@@ -249,3 +249,42 @@ def test_policy_node_bad_params_do_not_crash(node_procs, side):
     assert "slop" in msg and "num_trials" in msg and "first_trial" in msg  # all named at once
     assert not side.resets  # no trial starts in a fault state
     assert proc.poll() is None
+
+
+def test_policy_node_exits_after_finished_when_asked(node_procs, side):
+    """exit_when_finished:=true (what the launch files set): after its last trial the policy
+    publishes 'finished', then exits with code 0 about a second later (the launch file's
+    OnProcessExit then ends the graph)."""
+    proc = start_policy(node_procs, num_trials=1, goal_timeout_s=0.4, exit_when_finished=True)
+    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 0
+                           and side.pose_pub.get_subscription_count() > 0, timeout=30)
+    side.publish_set()
+    assert side.spin_until(lambda: side.resets, timeout=30), node_procs.log("policy")
+    side.sim.reset(side.resets[0])
+    finished = lambda: any(s.message == "finished" for _, s in side.status)  # noqa: E731
+    for _ in range(40):  # 0.4 s of sim time = 5 control steps, then a timeout
+        n = len(side.cmds)
+        side.publish_set()
+        side.spin_until(lambda n=n: len(side.cmds) > n or finished(), timeout=10)
+        if finished():
+            break
+        side.step_with_last_command()
+    assert finished(), node_procs.log("policy")
+    t_finished = time.monotonic()
+    assert proc.wait(timeout=10) == 0, node_procs.log("policy")
+    assert 0.5 < time.monotonic() - t_finished < 5.0
+
+
+def test_policy_node_says_it_waits_for_the_hand(node_procs, side):
+    """No /joint_states at all (a hand whose driver is not running): WARN on /diagnostics
+    naming the topic, instead of a silent wait; it clears once the hand speaks."""
+    start_policy(node_procs)
+    waiting = lambda: [s for s in side.diag if s.name == "dex_policy"  # noqa: E731
+                       and s.level == DiagnosticStatus.WARN
+                       and "waiting for /joint_states" in s.message]
+    assert side.spin_until(lambda: waiting(), timeout=15), node_procs.log("policy")
+    side.publish_set()
+    assert side.spin_until(lambda: side.resets, timeout=10), node_procs.log("policy")
+    n = len(side.diag)
+    assert side.spin_until(lambda: any(s.name == "dex_policy" for s in side.diag[n:]), 5)
+    assert not any("waiting for /joint_states" in s.message for s in side.diag[n:])

@@ -57,6 +57,7 @@ class Listener:
         self.cmd_pub = node.create_publisher(Float64MultiArray,
                                              "/hand_position_controller/commands", QOS)
         self.reset_pub = node.create_publisher(UInt32, "/sim/reset", QOS)
+        self.status_pub = node.create_publisher(DiagnosticArray, "/trial/status", QOS)
 
     def _cb(self, topic):
         def cb(msg):
@@ -207,6 +208,23 @@ def test_lockstep_node(env):
     n_diag = len(lis.diag)
     assert lis.spin_until(lambda: any(s.name == "dex_sim" and s.level == DiagnosticStatus.OK
                                       for s in lis.diag[n_diag:]), 5)
+
+    # 7b. the controller reports 'finished': no more re-sends (the last trial's bag stops
+    # growing), OK "idle" instead of STALE; a reset brings the sets back
+    fin = DiagnosticArray()
+    fin.status = [DiagnosticStatus(name="trial", message="finished")]
+    lis.status_pub.publish(fin)
+    n_diag = len(lis.diag)
+    assert lis.spin_until(lambda: any(s.name == "dex_sim" and "idle" in s.message
+                                      and s.level == DiagnosticStatus.OK
+                                      for s in lis.diag[n_diag:]), 5)
+    n_js = len(lis.stamps("/joint_states"))
+    lis.spin_until(lambda: False, 3.5)  # > 3 re-send periods
+    assert len(lis.stamps("/joint_states")) == n_js, "re-sent after 'finished'"
+    assert not any(s.name == "dex_sim" and s.level == DiagnosticStatus.STALE
+                   for s in lis.diag[n_diag:])
+    lis.reset_pub.publish(UInt32(data=12))
+    assert lis.spin_until(lambda: len(lis.stamps("/joint_states")) > n_js, 5)
 
     # 8. SIGINT: clean exit, no traceback
     proc.send_signal(signal.SIGINT)

@@ -6,16 +6,55 @@ package imports where it is not installed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dex_bringup.graph import NodeSpec
 from dex_description import paths
 
 
-def truthy(text: str) -> bool:
-    """A launch argument's text as a bool ('true', '1', 'yes', 'on')."""
-    return text.strip().lower() in ("1", "true", "yes", "on")
+class LaunchArgumentError(ValueError):
+    """A launch argument with a value that cannot be used; the message names the argument."""
+
+
+def truthy(text: str, name: str = "") -> bool:
+    """A launch argument's text as a bool ('true', '1', 'yes', 'on' / 'false', '0', 'no',
+    'off'); anything else is an error naming the argument."""
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off", ""):
+        return False
+    raise LaunchArgumentError(f"launch argument {name or '?'}:={text!r}: expected true or false")
+
+
+def int_arg(text: str, name: str, minimum: int = 0) -> int:
+    """A launch argument's text as an integer >= ``minimum``, or an error naming it."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise LaunchArgumentError(
+            f"launch argument {name}:={text!r}: expected an integer >= {minimum}") from None
+    if value < minimum:
+        raise LaunchArgumentError(f"launch argument {name}:={value}: must be >= {minimum}")
+    return value
+
+
+def missing_packages(wanted: Sequence[str], exists: Callable[[str], bool] | None = None
+                     ) -> list[str]:
+    """The optional ROS packages in ``wanted`` this distro lacks (checked before any node
+    starts, so a launch that cannot complete starts nothing). ``exists`` defaults to the
+    ament index."""
+    if exists is None:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+        def exists(pkg: str) -> bool:
+            try:
+                get_package_prefix(pkg)
+                return True
+            except PackageNotFoundError:
+                return False
+    return [p for p in wanted if not exists(p)]
 
 
 def launch_actions(
@@ -24,22 +63,44 @@ def launch_actions(
     use_sim_time: bool,
     robot_state_publisher: bool,
     rviz: bool,
+    keep_running: bool = False,
+    respawn: bool = False,
 ) -> list[Any]:
-    """launch_ros Node actions for the graph's nodes, plus optional robot_state_publisher (TF
-    from the URDF and /joint_states) and RViz with dex_description's config."""
+    """launch_ros actions for the graph's nodes, plus optional robot_state_publisher (TF from
+    the URDF and /joint_states) and RViz with dex_description's config.
+
+    Unless ``keep_running``, the controller exits after its last trial (``exit_when_finished``)
+    and its exit shuts the launch down, so the graph ends like ``dex run``. ``respawn`` restarts
+    every other node that dies (launch_ros respawn; a restarted controller would begin again at
+    trial 0, so the controller is supervised only by ``dex run --respawn``). Optional packages
+    are checked first: a launch that cannot start them starts nothing."""
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit
+    from launch.events import Shutdown
     from launch_ros.actions import Node
 
-    actions = [
-        Node(
-            package=s.package,
-            executable=s.executable,
-            name=s.name,
-            parameters=[s.parameters],
-            remappings=s.remappings,
-            output="screen",
-        )
-        for s in specs
-    ]
+    wanted = [p for p, on in (("robot_state_publisher", robot_state_publisher),
+                              ("rviz2", rviz)) if on]
+    missing = missing_packages(wanted)
+    if missing:
+        raise LaunchArgumentError(
+            f"missing ROS package(s) {missing}: install them (apt install "
+            f"{' '.join('ros-$ROS_DISTRO-' + m.replace('_', '-') for m in missing)}) or "
+            f"launch with {' '.join(m + ':=false' for m in missing)}")
+    actions: list[Any] = []
+    for s in specs:
+        params = dict(s.parameters)
+        controller = s.package == "dex_policy"
+        if controller:
+            params["exit_when_finished"] = not keep_running
+        node = Node(package=s.package, executable=s.executable, name=s.name,
+                    parameters=[params], remappings=s.remappings, output="screen",
+                    respawn=respawn and not controller, respawn_delay=1.0)
+        actions.append(node)
+        if controller and not keep_running:
+            actions.append(RegisterEventHandler(OnProcessExit(
+                target_action=node,
+                on_exit=[EmitEvent(event=Shutdown(reason="the controller finished its trials"))])))
     if robot_state_publisher:
         actions.append(
             Node(

@@ -80,6 +80,10 @@ STALE = DiagnosticStatus.STALE
 # A pre-reset stamp arriving this long (wall) after the reset request means the request was
 # lost (a lockstep sim re-sends its last set every lockstep_resend_s): request it again.
 RESET_STALE_S = 0.5
+# No /joint_states this long after start: WARN "waiting for /joint_states" (a hand not running).
+JOINT_STATES_WAIT_S = 3.0
+# exit_when_finished: time for the last status to reach the recorder and the monitor, s.
+EXIT_AFTER_FINISHED_S = 1.0
 
 
 class InputError(ValueError):
@@ -136,6 +140,7 @@ def pose_arrays(msg: PoseStamped, what: str) -> tuple[np.ndarray, np.ndarray]:
 class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("dex_policy")
+        self.start_wall = time.monotonic()
         self.fault = ""  # non-empty: cannot run the policy (bad params / model); hold only
         self.error = ""  # last input error (cleared by a good set)
         self.warning = ""
@@ -153,6 +158,8 @@ class PolicyNode(Node):
         self._declare("seed", 0)
         # Where a restarted controller resumes (dex run --respawn): trials before it ended.
         self._declare("first_trial", 0)
+        # Exit (code 0) EXIT_AFTER_FINISHED_S after 'finished': how a launch file ends the graph.
+        self._declare("exit_when_finished", False)
         self._declare("slop", 0.005)
         self._declare("input_timeout_s", 0.5)
         self._declare("goal_timeout_s", 8.0)  # Dactyl: 8 s sim, 80 s on the robot
@@ -219,11 +226,17 @@ class PolicyNode(Node):
         self.num_trials = gp("num_trials").value
         self.seed = gp("seed").value
         first = gp("first_trial").value
+        self.exit_when_finished = gp("exit_when_finished").value
+        self.exit_at = math.inf  # monotonic time to exit at (exit_when_finished)
         self.slop = gp("slop").value
         self.input_timeout = gp("input_timeout_s").value
         self.controller = str(gp("controller").value)
         self.realtime = gp("realtime").value
         problems = []
+        if not isinstance(self.exit_when_finished, bool):
+            problems.append(f"exit_when_finished must be true or false; got "
+                            f"{self.exit_when_finished!r}")
+            self.exit_when_finished = False
         if not isinstance(self.realtime, bool):
             problems.append(f"realtime must be true or false; got {self.realtime!r}")
             self.realtime = False
@@ -445,7 +458,11 @@ class PolicyNode(Node):
                 # "finished" carries the last trial's index, seed and result.
                 self.finished = True
                 self._publish_status("finished", OK, ev, js.header.stamp, ended=True)
-                self.get_logger().info(f"all {self.num_trials} trials done; idling")
+                if self.exit_when_finished:
+                    self.exit_at = time.monotonic() + EXIT_AFTER_FINISHED_S
+                    self.get_logger().info(f"all {self.num_trials} trials done; exiting")
+                else:
+                    self.get_logger().info(f"all {self.num_trials} trials done; idling")
             else:
                 self.trial_index += 1
                 self._request_reset()
@@ -583,6 +600,15 @@ class PolicyNode(Node):
                 self.get_logger().warning(self.warning, throttle_duration_sec=1.0)
                 self._hold(float_to_stamp(t))
 
+    def _waiting_for_joint_states(self) -> str:
+        """A hand that never spoke: "" once /joint_states arrived (or in the first seconds)."""
+        waited = time.monotonic() - self.start_wall
+        if self.last_input_wall and math.isinf(self.last_input_wall[0]) \
+                and waited > JOINT_STATES_WAIT_S:
+            return (f"waiting for /joint_states: nothing for {waited:.0f} s (is the hand's "
+                    f"driver or the sim running?)")
+        return ""
+
     def _publish_diagnostics(self) -> None:
         if self.fault or self.error:
             level, msg = ERROR, self.fault or self.error
@@ -591,6 +617,9 @@ class PolicyNode(Node):
                 f"; {self.warning}" if self.warning else "")
         elif self.warning:
             level, msg = WARN, self.warning
+        elif self._waiting_for_joint_states():
+            level, msg = WARN, self._waiting_for_joint_states()
+            self.get_logger().warning(msg, throttle_duration_sec=10.0)
         else:
             level, msg = OK, "finished" if self.finished else "running"
         vals = {"trial": str(self.trial_index), "finished": str(self.finished).lower(),
@@ -633,7 +662,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         # EventsExecutor.spin() in this rclpy build never fires timers and ignores signals:
         # spin in bounded slices (each drains all ready events) and check for a stop request.
-        while executor.context.ok() and not stop:
+        while executor.context.ok() and not stop and time.monotonic() < node.exit_at:
             executor.spin_until_future_complete(never, timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

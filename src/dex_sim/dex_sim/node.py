@@ -29,7 +29,7 @@ import numpy as np
 import rclpy
 import rclpy.executors
 import rclpy.task
-from diagnostic_msgs.msg import DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
@@ -130,6 +130,9 @@ class SimNode(Node):
             Float64MultiArray, COMMAND_TOPIC, self._on_command, STATE_QOS)
         self.create_subscription(UInt32, "/sim/reset", self._on_reset, STATE_QOS)
         self.create_subscription(PoseStamped, "/goal/pose", self._on_goal, STATE_QOS)
+        # The controller's "finished": its trials are done, nobody will answer a set again.
+        self.create_subscription(DiagnosticArray, "/trial/status", self._on_trial_status,
+                                 STATE_QOS)
 
         # ---- measurements ----
         self.t_physics = RollingStats()
@@ -152,6 +155,7 @@ class SimNode(Node):
         self._awaiting = False  # lockstep: a set is out and we wait for its command
         self._set_out_wall = time.perf_counter()  # when the set we wait on first went out
         self._controller_missing = ""  # lockstep: why we think no controller answers
+        self._controller_finished = False  # lockstep: idle, no re-sends, until a reset
         self._waiting_since = time.monotonic()
         self._nodes_found_at: float | None = None  # when every wait_nodes entry was discovered
         self._missing: list[str] = []
@@ -363,6 +367,8 @@ class SimNode(Node):
         self._awaiting = True
 
     def _check_resend(self) -> None:
+        if self._controller_finished:
+            return  # re-sending would only grow the last trial's bag
         waited = time.perf_counter() - self._set_out_wall
         if self._awaiting and waited >= CONTROLLER_STALE_RESENDS * self.resend_s \
                 and not self._controller_missing:
@@ -412,7 +418,15 @@ class SimNode(Node):
         self.t_physics.add(time.perf_counter() - t0)
         self.steps += 1
 
+    def _on_trial_status(self, msg: DiagnosticArray) -> None:
+        if any(st.name == "trial" and st.message == "finished" for st in msg.status) \
+                and not self._controller_finished:
+            self._controller_finished = True
+            self._controller_missing = ""
+            self.get_logger().info("the controller finished its trials; idle until a reset")
+
     def _on_reset(self, msg: UInt32) -> None:
+        self._controller_finished = False
         self.sim.reset(int(msg.data))
         self.resets += 1
         self.get_logger().info(f"reset seed={msg.data} t={self.sim.time:.3f}")
@@ -482,6 +496,8 @@ class SimNode(Node):
         level, msg = DiagnosticStatus.OK, f"{self.mode}: {self.steps} steps"
         if self._controller_missing:
             level, msg = DiagnosticStatus.STALE, self._controller_missing
+        elif self._controller_finished and self.mode == "lockstep":
+            msg = f"lockstep: idle, the controller finished its trials ({self.steps} steps)"
         elif self._overruns_since:
             level, msg = DiagnosticStatus.WARN, f"{self._overruns_since} realtime overrun(s)"
         elif self._clamped_since:
