@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dex_bringup.graph import NodeSpec
-from dex_bringup.procs import Child, ProcessGroup
+from dex_bringup.procs import Child, ProcessGroup, exit_text
 
 
 def start_order(nodes: list[NodeSpec]) -> list[NodeSpec]:
@@ -60,13 +60,25 @@ def start_staged(group: ProcessGroup, watcher: object, spin: Callable[[], None],
                     group.specs[i] = spec.with_parameters(
                         wait_nodes=",".join([*waits, watcher.get_name()]))
     group.start([s.name for s in group.specs if s.name not in sim_names])
-    checks = readiness_checks(group.specs)
+    problems = wait_until_seen(group, watcher, spin, readiness_checks(group.specs), timeout)
+    if not problems:
+        group.start()
+    return problems
+
+
+def wait_until_seen(group: ProcessGroup, watcher: object, spin: Callable[[], None],
+                    checks: list[tuple[str, str, int]], timeout: float = 60.0,
+                    already_dead: frozenset[str] = frozenset()) -> list[str]:
+    """Spin until ``watcher`` sees every endpoint in ``checks`` (``readiness_checks``), then
+    0.5 s more so the new endpoints match both ways. Returns problems (a node other than
+    ``already_dead`` died, or a timeout naming what is missing)."""
     deadline = time.monotonic() + timeout
     missing = checks
     while time.monotonic() < deadline:
         spin()
-        if group.dead():
-            return [group.describe_exit(c) for c in group.dead()]
+        dead = [c for c in group.dead() if c.name not in already_dead]
+        if dead:
+            return [group.describe_exit(c) for c in dead]
         missing = [
             (kind, topic, n)
             for kind, topic, n in checks
@@ -76,10 +88,9 @@ def start_staged(group: ProcessGroup, watcher: object, spin: Callable[[], None],
             break
     else:
         return [f"nodes not on the graph after {timeout:.0f} s: missing {missing}"]
-    end = time.monotonic() + 0.5  # let the new endpoints match both ways
+    end = time.monotonic() + 0.5
     while time.monotonic() < end:
         spin()
-    group.start()
     return []
 
 
@@ -179,7 +190,8 @@ def run_graph(
                         spin()
                     break
             dead = group.dead()
-            if dead and not _supervise(group, dead, respawn, trials_done, out, t0, progress):
+            if dead and not _supervise(group, dead, respawn, trials_done, out, t0, progress,
+                                       watcher, spin):
                 break
             now = time.monotonic()
             if now - t0 > timeout_s:
@@ -205,7 +217,8 @@ def run_graph(
 
 def _supervise(group: ProcessGroup, dead: list[Child], respawn: RespawnPolicy | None,
                trials_done: Callable[[], int], out: RunOutcome, t0: float,
-               progress: Callable[[str], None]) -> bool:
+               progress: Callable[[str], None], watcher: object,
+               spin: Callable[[], None]) -> bool:
     """Handle dead children; False ends the run (with a problem or a note)."""
     for c in dead:
         code = c.returncode()
@@ -219,10 +232,29 @@ def _supervise(group: ProcessGroup, dead: list[Child], respawn: RespawnPolicy | 
                     out.problems.append(f"{c.name} was not restarted again (already restarted "
                                         f"{respawn.counts.get(c.name, 0)} times)")
             return False
-        how = group.describe_exit(c, lines=0).split(";")[0].split(" died with ")[-1]
+        how = exit_text(c)
         first = trials_done()
-        for spec in plan:
+        total = next((s.parameters.get("num_trials", 0) for s in group.specs
+                      if is_controller(s)), 0)
+        if isinstance(total, int) and 0 < total <= first:
+            out.note = (f"{c.name} died ({how}) after the last trial ended; nothing to resume, "
+                        f"stopping the graph")
+            return False
+        # Like the first start: a restarted sim begins the trial protocol as soon as it sees
+        # the controller, so the watcher (monitor, recorder's peer) must see the controller
+        # first, or the rerun trial goes unseen.
+        sims = [s for s in plan if s.package == "dex_sim"]
+        others = [s for s in plan if s.package != "dex_sim"]
+        for spec in others:
             group.restart(spec.name, {"first_trial": first} if is_controller(spec) else None)
+        if sims and others:
+            problems = wait_until_seen(group, watcher, spin, readiness_checks(others), 30.0,
+                                       frozenset(s.name for s in sims))
+            if problems:
+                out.problems += problems
+                return False
+        for spec in sims:
+            group.restart(spec.name)
         names = [s.name for s in plan]
         out.restarts.append(Restart(c.name, how, names, first if any(map(is_controller, plan))
                                     else None, round(time.monotonic() - t0, 2)))
