@@ -87,7 +87,6 @@ class ProcessGroup:
         self.echo = echo
         self.line_filter = line_filter
         self.children: list[Child] = []
-        self.restarts: dict[str, int] = {}  # node name -> times restarted
         self._lock = threading.Lock()
 
     # ---- start -------------------------------------------------------------------------------
@@ -162,7 +161,6 @@ class ProcessGroup:
         j = next(k for k, s in enumerate(self.specs) if s.name == name)
         if parameters:
             self.specs[j] = self.specs[j].with_parameters(**parameters)
-        self.restarts[name] = self.restarts.get(name, 0) + 1
         self.start([name])
         return self.children[-1]
 

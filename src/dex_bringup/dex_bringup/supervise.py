@@ -256,9 +256,9 @@ def _supervise(group: ProcessGroup, dead: list[Child], respawn: RespawnPolicy | 
         for spec in sims:
             group.restart(spec.name)
         names = [s.name for s in plan]
-        out.restarts.append(Restart(c.name, how, names, first if any(map(is_controller, plan))
-                                    else None, round(time.monotonic() - t0, 2)))
+        resumed = first if any(map(is_controller, plan)) else None
+        out.restarts.append(Restart(c.name, how, names, resumed,
+                                    round(time.monotonic() - t0, 2)))
         progress(f"{c.name} died ({how}); restarted {', '.join(names)}"
-                 + (f" (controller resumes at trial {first})"
-                    if any(map(is_controller, plan)) else ""))
+                 + (f" (controller resumes at trial {resumed})" if resumed is not None else ""))
     return True

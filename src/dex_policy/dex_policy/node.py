@@ -617,8 +617,8 @@ class PolicyNode(Node):
                 f"; {self.warning}" if self.warning else "")
         elif self.warning:
             level, msg = WARN, self.warning
-        elif self._waiting_for_joint_states():
-            level, msg = WARN, self._waiting_for_joint_states()
+        elif waiting := self._waiting_for_joint_states():
+            level, msg = WARN, waiting
             self.get_logger().warning(msg, throttle_duration_sec=10.0)
         else:
             level, msg = OK, "finished" if self.finished else "running"
