@@ -148,4 +148,27 @@ def test_lying_stamps_and_floods_cost_nothing(dds_env: dict[str, str], tmp_path:
     for trial, v in zip(("trial_000", "trial_001"), ended, strict=True):
         counts, custom = read_bag(tmp_path / "bags" / trial)
         assert custom["end_reason"] == v["end_reason"]
-        assert counts["/joint_states"] >= int(v["steps"])
+        assert counts["/joint_states"] >= 1
+        # Genuine steps missing from the bag (the lies and stale floods are in it too, so count
+        # the step grid's stamps, not messages). A busy machine can make a reliable reader lag
+        # past a writer's 10-deep history; the loss is counted and must stay small.
+        missing = _missing_steps(tmp_path / "bags" / trial, float(custom["start_stamp"]),
+                                 int(v["steps"]))
+        print(f"{trial}: {len(missing)} of {v['steps']} steps' /joint_states not in the bag")
+        assert len(missing) <= 2, missing
+
+
+def _missing_steps(bag: Path, start_s: float, steps: int) -> list[float]:
+    """Step stamps (start + k control periods, k < steps) with no /joint_states in ``bag``."""
+    from rosbags.rosbag2 import Reader
+
+    from dex_bringup.bagging import cdr_stamp_ns
+    from dex_description.registry import get_hand
+
+    period_ns = round(get_hand("shadow").control_period * 1e9)
+    with Reader(bag) as reader:
+        conns = [c for c in reader.connections if c.topic == "/joint_states"]
+        seen = {cdr_stamp_ns(raw) for _, _, raw in reader.messages(connections=conns)}
+    start_ns = round(start_s * 1e9)
+    return [(start_ns + k * period_ns) / 1e9 for k in range(steps)
+            if start_ns + k * period_ns not in seen]
