@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dex_common.actions import soft_labels
 from dex_policy import dagger
 from dex_policy.evaluate import evaluate
 from dex_policy.mpc import MPCConfig
@@ -16,7 +17,7 @@ from dex_policy.mpc import MPCConfig
 
 def test_soft_labels_split_between_the_two_nearest_bins() -> None:
     d = np.array([-0.15, 0.0, 0.015, 0.15, 0.4])
-    y = dagger.soft_labels(d, 11, 0.15)
+    y = soft_labels(d, 11, 0.15)
     np.testing.assert_allclose(y.sum(-1), 1.0)
     assert y[0, 0] == 1.0 and y[1, 5] == 1.0 and y[3, 10] == 1.0 and y[4, 10] == 1.0
     np.testing.assert_allclose(y[2, 5:7], [0.5, 0.5])  # halfway between bins 5 and 6
@@ -85,3 +86,22 @@ def test_student_learns_the_teachers_bins_and_exports(tmp_path: Path) -> None:
 def test_every_tenth_episode_is_held_out() -> None:
     names = [Path(f"it002_ep{k:03d}.npz") for k in range(25)]
     assert [p.stem for p in names if dagger.is_held_out(p)] == ["it002_ep009", "it002_ep019"]
+
+
+def test_worker_processes_collect_the_same_episodes(tmp_path: Path) -> None:
+    # Episodes are seeded by (run seed, iteration, index): two worker processes, one planning
+    # thread each, write the shards the in-process collector writes, array for array.
+    cfg = _cfg(iterations=1, episodes=3, episode_steps=3)
+    assert dagger.collect_iteration(tmp_path / "a", cfg, 0, None, workers=1) is True
+    assert dagger.collect_iteration(tmp_path / "b", cfg, 0, None, workers=2) is True
+    for k in range(3):
+        a = np.load(dagger.shard_path(tmp_path / "a", 0, k))
+        b = np.load(dagger.shard_path(tmp_path / "b", 0, k))
+        assert a.files == b.files
+        for f in a.files:
+            np.testing.assert_array_equal(a[f], b[f], err_msg=f)
+    # A deadline already past: nothing new is collected, and the caller is told.
+    (tmp_path / "b" / "shards" / "it000_ep001.npz").unlink()
+    assert dagger.collect_iteration(tmp_path / "b", cfg, 0, None, workers=2,
+                                    deadline=0.0) is False
+    assert not dagger.shard_path(tmp_path / "b", 0, 1).exists()

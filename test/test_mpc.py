@@ -79,8 +79,8 @@ def test_rollout_of_a_plan_reproduces_the_env_when_models_agree() -> None:
     state = np.empty(pl._nstate)
     import mujoco
     mujoco.mj_getState(pl.model, env.sim.data, state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
-    ends = pl.rollout_ends(state, knots, env.decoder.targets, env.decoder.smoothed_delta,
-                           env.sim.data.ctrl, env.sim.data.qacc_warmstart)
+    tg = pl.targets_of(knots, env.decoder.targets, env.decoder.smoothed_delta)
+    ends = pl.rollout_ends(state, tg, env.sim.data.ctrl, env.sim.data.qacc_warmstart)
     pos, quat, _ = pl.cube_of(ends[0])
     for h in range(5):
         env.step(bins[h])
@@ -165,3 +165,41 @@ def test_a_trial_of_the_teacher_is_reproducible_whatever_ran_before() -> None:
     first = trial(5)
     trial(6)
     assert trial(5) == first  # noise restarts per episode; two rollout threads change nothing
+
+
+def test_sparse_noise_effort_and_mppi() -> None:
+    env = DexCubeEnv("leap")
+    env.reset(seed=4)
+    targets, smoothed = env.decoder.targets, env.decoder.smoothed_delta
+    # noise_fraction: each sample moves only some actuators; the rest keep the warm start.
+    pl = _planner(env, n_samples=200, threads=1, noise_fraction=0.25)
+    pl.plan_knots = np.tile(targets, (pl.cfg.knots, 1))
+    knots = pl._sample(pl.plan_knots, None, targets)
+    moved = (np.abs(knots[2:] - pl.plan_knots).max(axis=1) > 0).mean()
+    assert 0.15 < moved < 0.35, moved
+    # effort: a plan that moves the targets costs more than holding them, by effort x the
+    # mean squared per-step change of the targets.
+    state = np.empty(pl._nstate)
+    import mujoco
+    mujoco.mj_getState(pl.model, env.sim.data, state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+    base = pl._evaluate(state, knots[:3], targets, smoothed, env.tracker.goal, env.sim.data)
+    pl.cfg.cost.effort = 10.0
+    with_effort = pl._evaluate(state, knots[:3], targets, smoothed, env.tracker.goal,
+                               env.sim.data)
+    tg = pl.targets_of(knots[:3], targets, smoothed)
+    moves = np.diff(tg, axis=1, prepend=np.broadcast_to(targets, tg[:, :1].shape))
+    np.testing.assert_allclose(with_effort - base, 10.0 * np.mean(moves ** 2, axis=(1, 2)),
+                               atol=1e-12)
+    assert with_effort[1] == base[1]  # sample 1 holds the targets: no effort
+    # MPPI: the plan is the cost-weighted mean of the samples, weights from elite_weights.
+    from dex_policy.mpc import elite_weights
+
+    idx, w = elite_weights(np.array([3.0, 1.0, np.inf, 2.0]), 4, 2)
+    assert idx.tolist() == [1, 3, 0, 2] and w[-1] == 0.0
+    np.testing.assert_allclose(w.sum(), 1.0)
+    np.testing.assert_allclose(w[1] / w[0], math.exp(-1.0))  # tau = gap to the 2nd best
+    pm = _planner(env, planner="mppi", n_samples=8, cem_elites=3, threads=1)
+    pm.plan(env.sim.data, targets, smoothed, env.tracker.goal)
+    k, c = pm.last_samples
+    i, wm = elite_weights(c, len(c), 3)
+    np.testing.assert_allclose(pm.plan_knots, np.einsum("s,skn->kn", wm, k[i]))

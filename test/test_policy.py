@@ -177,6 +177,13 @@ def test_evaluate_cli(tiny_run, tmp_path, capsys):
     assert res["summary"]["trials"] == 2 and len(res["model_sha256"]) == 64
     table = capsys.readouterr().out
     assert "consecutive successes: mean" in table and "end reason" in table
+    # Two worker processes run the same seeded trials: the same rows.
+    js2 = tmp_path / "eval2.json"
+    assert evaluate.main(["--model", str(out / "policy_dex_shadow.onnx"), "--trials", "2",
+                          "--seed", "5", "--json", str(js2), "--workers", "2"]) == 0
+    res2 = json.loads(js2.read_text())
+    assert res2["rows"] == res["rows"] and res2["workers"] == 2
+    assert res2["decision_time"]["p50_ms"] > 0
     # A model with a broken contract: a clear error and exit status 2, no traceback.
     bad = tmp_path / "bad.onnx"
     bad.write_bytes((out / "policy_dex_shadow.onnx").read_bytes())
@@ -226,3 +233,17 @@ def test_cli_options_take_their_defaults_from_the_configs():
         add_config_options(argparse.ArgumentParser(), Toy, {"nope": ("--nope", "")})
     with pytest.raises(ValueError, match="must default to False"):
         add_config_options(argparse.ArgumentParser(), Toy, {"flag": ("--flag", "")})
+
+
+def test_ppo_benchmark_measures_against_the_bare_env(tmp_path, capsys):
+    from dex_policy import bench_ppo
+
+    js = tmp_path / "bench.json"
+    assert bench_ppo.main(["--hand", "leap", "--envs", "2", "--iterations", "1",
+                           "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    assert r["bare_env_steps_per_s"] > 0 and 0 < r["ppo_steps_per_s"]
+    # An iteration is its rollout plus the update: never faster than the rollout alone.
+    assert r["ppo_steps_per_s"] <= r["ppo_rollout_steps_per_s"]
+    assert abs(r["ppo_vs_bare"] - r["ppo_steps_per_s"] / r["bare_env_steps_per_s"]) < 2e-3
+    assert "x bare" in capsys.readouterr().out

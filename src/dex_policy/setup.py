@@ -19,5 +19,5 @@ setup(
     install_requires=["numpy", "onnxruntime", "dex_description", "dex_common", "dex_sim"],
     zip_safe=False,
     python_requires=">=3.10",
-    entry_points={"console_scripts": ["policy_node = dex_policy.node:main", "dex-policy-train = dex_policy.train:main", "dex-policy-eval = dex_policy.evaluate:main", "dex-policy-dagger = dex_policy.dagger:main"]},
+    entry_points={"console_scripts": ["policy_node = dex_policy.node:main", "dex-policy-train = dex_policy.train:main", "dex-policy-eval = dex_policy.evaluate:main", "dex-policy-dagger = dex_policy.dagger:main", "dex-policy-bench-ppo = dex_policy.bench_ppo:main"]},
 )

@@ -129,3 +129,14 @@ class ActionDecoder:
         if min(v) < 0 or max(v) >= self.bins:
             raise ValueError(f"bin_indices must be in [0, {self.bins}); got {bi.tolist()}")
         return bi
+
+
+def soft_labels(deltas: np.ndarray, bins: int, max_delta: float) -> np.ndarray:
+    """[..., n] continuous deltas → [..., n, bins] probabilities on the two nearest bins."""
+    x = (np.clip(deltas, -max_delta, max_delta) + max_delta) / (2 * max_delta) * (bins - 1)
+    lo = np.floor(x).astype(np.int64).clip(0, bins - 2)
+    w = (x - lo)[..., None]
+    out = np.zeros((*deltas.shape, bins), np.float32)
+    np.put_along_axis(out, lo[..., None], 1.0 - w, axis=-1)
+    np.put_along_axis(out, lo[..., None] + 1, w, axis=-1)
+    return out

@@ -22,6 +22,16 @@ STATE_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
 )
+# The same for the writers of the state a trial is judged and recorded by (the sim's joint
+# states and cube pose): a reliable KEEP_LAST writer drops its oldest samples when its history
+# is full, so a reader that lags (the recorder on a busy machine) lost steps from a bag with
+# depth 10 (2 of 101 once in CI). 100 samples cost a few tens of KB.
+STATE_WRITER_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=100,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
 # Images: reliable (best-effort loses most large images on loopback), keep last 5.
 IMAGE_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,

@@ -36,6 +36,10 @@ class RollingStats:
         self.count = 0
         self.rejected = 0
 
+    def values(self) -> list[float]:
+        """The samples in the window (seconds), oldest first."""
+        return list(self._buf)
+
     def __len__(self) -> int:
         return len(self._buf)
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from dex_common.actions import soft_labels
 from dex_common.stats import RollingStats
 from dex_policy.mpc import MPCConfig, SamplingPlanner
 from dex_sim.env import DexCubeEnv
@@ -92,7 +93,11 @@ class MPCController:
         self.timing.add(self.planner.last_plan_s)
         self.last_delta = d
         self.last_bins = bins_of(env, d)
-        if self.label_distribution:
+        if self.label_distribution and self.planner.cfg.planner == "mppi":
+            # MPPI acts on the weighted mean: that one action is the label (split between the
+            # two bins nearest to it).
+            self.last_label_probs = soft_labels(d, env.bins, env.task.max_delta)
+        elif self.label_distribution:
             deltas, w = self.planner.elite_deltas(targets, smoothed)
             probs = np.zeros((env.n_actuators, env.bins))
             for b, wi in zip(bins_of(env, deltas), w, strict=True):

@@ -7,7 +7,9 @@
    delta); the action executed is the teacher's with probability ``beta_i = beta0 * decay**i``
    (iteration 0 = behavioural cloning), else the student's (argmax). Each episode is one shard
    ``shards/it{i:03d}_ep{k:03d}.npz``, written atomically: a killed run loses at most the episode
-   in flight, and ``--resume`` collects only the missing shards.
+   in flight, and ``--resume`` collects only the missing shards. ``--workers N`` collects in N
+   processes, one planning thread each (the same shards: episodes are seeded by run seed,
+   iteration and index).
 2. **train**: the student (Dense 1024 → LSTM 512, the ONNX contract the node loads) on every
    shard so far (the DAgger aggregate) by truncated BPTT: ``updates`` Adam steps per iteration,
    each on ``batch`` windows of ``window`` steps cut at random from random episodes (a third of
@@ -30,10 +32,11 @@ import argparse
 import hashlib
 import json
 import math
+import multiprocessing
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +44,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dex_common.actions import soft_labels
 from dex_common.checkpoints import load_checkpoint, save_checkpoint
 from dex_common.config_cli import Options, add_config_options, config_kwargs, this_machine
 from dex_policy.controllers import MPCController
-from dex_policy.mpc import MPCConfig
+from dex_policy.mpc import MPCConfig, add_mpc_options, mpc_config_of
 from dex_policy.net import PolicyNet
 from dex_sim.env import DexCubeEnv, TaskConfig
 
@@ -97,17 +101,6 @@ class DaggerConfig:
         return cls(mpc=MPCConfig(**m), **d)
 
 
-def soft_labels(deltas: np.ndarray, bins: int, max_delta: float) -> np.ndarray:
-    """[..., n] continuous deltas → [..., n, bins] probabilities on the two nearest bins."""
-    x = (np.clip(deltas, -max_delta, max_delta) + max_delta) / (2 * max_delta) * (bins - 1)
-    lo = np.floor(x).astype(np.int64).clip(0, bins - 2)
-    w = (x - lo)[..., None]
-    out = np.zeros((*deltas.shape, bins), np.float32)
-    np.put_along_axis(out, lo[..., None], 1.0 - w, axis=-1)
-    np.put_along_axis(out, lo[..., None] + 1, w, axis=-1)
-    return out
-
-
 class Student:
     """The LSTM policy in torch, stepping one env at a time (argmax bins)."""
 
@@ -153,6 +146,90 @@ def collect_episode(env: DexCubeEnv, teacher: MPCController, student: Student | 
             "by_teacher": np.array(by_teacher), "seed": np.array(seed),
             "successes": np.array(info.get("successes", 0)),
             "end_reason": np.array(info.get("end_reason", "") or "cap")}
+
+
+def episode_seed(cfg: DaggerConfig, iteration: int, k: int) -> int:
+    """The env seed of collected episode ``k`` of ``iteration`` (distinct across runs' seeds)."""
+    return 1_000_000 * (cfg.seed + 1) + 1000 * iteration + k
+
+
+def shard_path(out: Path, iteration: int, k: int) -> Path:
+    return out / "shards" / f"it{iteration:03d}_ep{k:03d}.npz"
+
+
+class Collector:
+    """One env + teacher (+ the student of iteration > 0, from plain arrays) that collects
+    episodes into shards: in this process, or one per worker process."""
+
+    def __init__(self, cfg: DaggerConfig, net_state: dict[str, np.ndarray] | None,
+                 planning_threads: int) -> None:
+        self.cfg = cfg
+        self.env = DexCubeEnv(cfg.hand, task=cfg.task())
+        self.teacher = MPCController(self.env, replace(cfg.mpc, threads=planning_threads))
+        self.student = None
+        if net_state is not None:
+            net = PolicyNet(self.env.obs_dim, self.env.n_actuators, self.env.bins)
+            net.load_state_dict({k: torch.from_numpy(v) for k, v in net_state.items()})
+            self.student = Student(net)
+
+    def collect(self, iteration: int, k: int, shard: Path) -> dict[str, Any]:
+        cfg = self.cfg
+        ep = collect_episode(self.env, self.teacher, self.student, cfg.beta(iteration),
+                             episode_seed(cfg, iteration, k), cfg.episode_steps,
+                             np.random.default_rng([cfg.seed, iteration, k]))
+        _save_npz(shard, ep)
+        return {"succ": int(ep["successes"]), "end": str(ep["end_reason"]),
+                "plan_ms": f"{self.teacher.timing.p50_ms:.0f}"}
+
+
+_WORKER: Collector | None = None  # the collector of a worker process
+
+
+def _worker_init(cfg: dict[str, Any], net_state: dict[str, np.ndarray] | None) -> None:
+    global _WORKER
+    torch.set_num_threads(1)
+    _WORKER = Collector(DaggerConfig.from_dict(cfg), net_state, planning_threads=1)
+
+
+def _worker_collect(job: tuple[int, int, Path]) -> dict[str, Any]:
+    assert _WORKER is not None
+    return _WORKER.collect(*job)
+
+
+def collect_iteration(out: Path, cfg: DaggerConfig, iteration: int,
+                      net_state: dict[str, np.ndarray] | None, workers: int = 1,
+                      deadline: float = math.inf, progress: bool = False) -> bool:
+    """Collect the iteration's missing shards; False if ``deadline`` (monotonic s) came first.
+    ``workers`` > 1: that many processes, each planning on one thread (episodes are
+    independent, so this scales with cores where multi-threaded rollouts of one plan do not);
+    at the deadline the episodes in flight are dropped, as if the run had been killed."""
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    jobs = [(iteration, k, shard_path(out, iteration, k)) for k in range(cfg.episodes)]
+    jobs = [j for j in jobs if not j[2].exists()]
+    bar = tqdm(total=cfg.episodes, initial=cfg.episodes - len(jobs), disable=not progress,
+               desc=f"it {iteration} collect (beta {cfg.beta(iteration):.2f})")
+    with bar:
+        if workers <= 1:
+            collector = Collector(cfg, net_state, cfg.mpc.threads)
+            for job in jobs:
+                if time.monotonic() > deadline:
+                    return False
+                bar.set_postfix(collector.collect(*job))
+                bar.update()
+            return True
+        ctx = multiprocessing.get_context("spawn")  # no forked torch/MuJoCo thread state
+        with ctx.Pool(min(workers, len(jobs) or 1), _worker_init,
+                      (cfg.to_dict(), net_state)) as pool:
+            results = pool.imap_unordered(_worker_collect, jobs)
+            for _ in jobs:
+                wait = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
+                try:
+                    bar.set_postfix(results.next(timeout=wait))
+                except multiprocessing.TimeoutError:
+                    pool.terminate()
+                    return False
+                bar.update()
+    return True
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -256,13 +333,12 @@ def train_student(net: PolicyNet, opt: torch.optim.Optimizer, episodes: list[dic
 
 
 def run(out: Path, cfg: DaggerConfig, resume: bool = False, max_minutes: float | None = None,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, workers: int = 1) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "shards").mkdir(exist_ok=True)
     ck_path = out / "student.pt"
     torch.set_num_threads(cfg.threads)
     env = DexCubeEnv(cfg.hand, task=cfg.task())
-    teacher = MPCController(env, cfg.mpc)
     torch.manual_seed(cfg.seed)
     net = PolicyNet(env.obs_dim, env.n_actuators, env.bins)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -283,22 +359,11 @@ def run(out: Path, cfg: DaggerConfig, resume: bool = False, max_minutes: float |
     rec: dict[str, Any] = {}
     for it in range(start_it, cfg.iterations):
         beta = cfg.beta(it)
-        student = None if it == 0 else Student(net)
-        rng = np.random.default_rng([cfg.seed, it])
-        bar = tqdm(range(cfg.episodes), desc=f"it {it} collect (beta {beta:.2f})",
-                   disable=not progress)
-        for k in bar:
-            shard = out / "shards" / f"it{it:03d}_ep{k:03d}.npz"
-            if shard.exists():
-                continue
-            if time.monotonic() > deadline:
-                log.close()
-                return {"stopped": "max_minutes", "iteration": it}
-            ep = collect_episode(env, teacher, student, beta, 1_000_000 * (cfg.seed + 1)
-                                 + 1000 * it + k, cfg.episode_steps, rng)
-            _save_npz(shard, ep)
-            bar.set_postfix(succ=int(ep["successes"]), end=str(ep["end_reason"]),
-                            plan_ms=f"{teacher.timing.p50_ms:.0f}")
+        net_state = None if it == 0 else {k: v.numpy().copy()
+                                           for k, v in net.state_dict().items()}
+        if not collect_iteration(out, cfg, it, net_state, workers, deadline, progress):
+            log.close()
+            return {"stopped": "max_minutes", "iteration": it}
         episodes, held_out = load_shards(out)
         this_it = [e for part in load_shards(out, f"it{it:03d}") for e in part]
         t0 = time.perf_counter()
@@ -314,7 +379,7 @@ def run(out: Path, cfg: DaggerConfig, resume: bool = False, max_minutes: float |
                    [~e["by_teacher"] for e in this_it]))),
                **stats, "train_s": round(time.perf_counter() - t0, 1),
                "wall_s": round(time.perf_counter() - t_run, 1),
-               "plan_p50_ms": round(teacher.timing.p50_ms, 1)}
+               "workers": workers}
         log.write(json.dumps(rec) + "\n")
         log.flush()
         tqdm.write(json.dumps(rec))
@@ -353,15 +418,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="run directory (shards, checkpoint, log)")
     add_config_options(p, DaggerConfig, DAGGER_OPTIONS)
-    p.add_argument("--mpc-samples", type=int, default=MPCConfig.n_samples,
-                   help=f"teacher's samples per plan (default: {MPCConfig.n_samples})")
+    add_mpc_options(p)
+    p.add_argument("--workers", type=int, default=1,
+                   help="collect episodes in this many processes, one planning thread each "
+                        "(default 1: in this process, rollouts on every core)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--max-minutes", type=float, default=None, help="stop collecting after this")
     p.add_argument("--export", default="", help="write the ONNX student here at the end")
     a = p.parse_args(argv)
-    cfg = DaggerConfig(**config_kwargs(a, DAGGER_OPTIONS), mpc=MPCConfig(n_samples=a.mpc_samples))
     try:
-        res = run(Path(a.out), cfg, resume=a.resume, max_minutes=a.max_minutes)
+        cfg = DaggerConfig(**config_kwargs(a, DAGGER_OPTIONS), mpc=mpc_config_of(a))
+        res = run(Path(a.out), cfg, resume=a.resume, max_minutes=a.max_minutes,
+                  workers=a.workers)
     except (ValueError, RuntimeError) as e:
         print(f"dex-policy-dagger: {e}", file=sys.stderr)
         return 2

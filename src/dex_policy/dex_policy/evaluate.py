@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from dex_common.stats import RollingStats
 from dex_common.trial import GOAL_RULES
 from dex_policy.controllers import (
     Controller,
@@ -29,7 +32,7 @@ from dex_policy.controllers import (
     OnnxPolicyController,
     RandomController,
 )
-from dex_policy.mpc import MPCConfig
+from dex_policy.mpc import MPCConfig, add_mpc_options, mpc_config_of
 from dex_sim.env import DexCubeEnv, TaskConfig
 
 CONTROLLERS = ("onnx", "mpc", "mpc-measured", "zero", "random")
@@ -76,24 +79,95 @@ def evaluate(controller: Controller | str | Path, hand: str = "shadow", trials: 
     bar = tqdm(range(trials), desc=f"eval {controller.name}", unit="trial", disable=not progress)
     for i in bar:
         rows.append({"trial": i, **run_trial(env, controller, seed + i, max_steps)})
-        s = np.array([r["successes"] for r in rows])
-        bar.set_postfix(mean=f"{s.mean():.1f}", median=f"{np.median(s):.1f}")
-    wall = time.perf_counter() - t0
+        _progress(bar, rows)
+    return _result(controller.describe(), controller.timing, env, hand, seed, max_steps, rows,
+                   time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class ControllerSpec:
+    """How to build a controller in another process (``evaluate_parallel``'s workers)."""
+
+    name: str
+    model: str = ""
+    seed: int = 0
+    mpc: MPCConfig | None = None
+
+
+_WORKER: tuple[DexCubeEnv, Controller] | None = None  # a worker process's env and controller
+
+
+def _worker_init(spec: ControllerSpec, hand: str, task: TaskConfig | None) -> None:
+    global _WORKER
+    import torch
+
+    torch.set_num_threads(1)
+    env = DexCubeEnv(hand, task=task)
+    mpc = replace(spec.mpc or MPCConfig(), threads=1)  # parallel over trials, not rollouts
+    _WORKER = (env, build_controller(spec.name, env, spec.model, spec.seed, mpc))
+
+
+def _worker_trial(job: tuple[int, int, int | None]) -> tuple[dict[str, Any], list[float]]:
+    assert _WORKER is not None
+    env, controller = _WORKER
+    i, seed, max_steps = job
+    controller.timing.reset()
+    row = {"trial": i, **run_trial(env, controller, seed, max_steps)}
+    return row, controller.timing.values()
+
+
+def evaluate_parallel(spec: ControllerSpec, hand: str, trials: int, seed: int = 0,
+                      workers: int = 2, task: TaskConfig | None = None,
+                      max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """``evaluate`` with the trials spread over ``workers`` processes (one planning thread
+    each): trials are independent and seeded, so the rows are the serial run's."""
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1; got {trials}")
+    env = DexCubeEnv(hand, task=task)  # rules and describe() for the result
+    describe = build_controller(spec.name, env, spec.model, spec.seed, spec.mpc).describe()
+    timing = RollingStats(window=10_000_000)
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    jobs = [(i, seed + i, max_steps) for i in range(trials)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(min(workers, trials), _worker_init, (spec, hand, task)) as pool, \
+            tqdm(total=trials, desc=f"eval {spec.name} ({workers} workers)", unit="trial",
+                 disable=not progress) as bar:
+        for row, times in pool.imap_unordered(_worker_trial, jobs):
+            rows.append(row)
+            for t in times:
+                timing.add(t)
+            bar.update()
+            _progress(bar, rows)
+    rows.sort(key=lambda r: r["trial"])
+    return _result({**describe, "workers": workers}, timing, env, hand, seed, max_steps, rows,
+                   time.perf_counter() - t0)
+
+
+def _progress(bar: tqdm, rows: list[dict[str, Any]]) -> None:
+    s = np.array([r["successes"] for r in rows])
+    bar.set_postfix(mean=f"{s.mean():.1f}", median=f"{np.median(s):.1f}")
+
+
+def _result(described: dict[str, Any], timing: RollingStats, env: DexCubeEnv, hand: str,
+            seed: int, max_steps: int | None, rows: list[dict[str, Any]],
+            wall: float) -> dict[str, Any]:
     steps = sum(r["steps"] for r in rows)
     t = env.task
     tc = env.tracker.config
-    return {**controller.describe(), "hand": hand, "mode": "state", "seed": seed,
+    return {**described, "hand": hand, "mode": "state", "seed": seed,
             "rules": {"goal_rule": tc.goal_rule, "success_threshold_rad": tc.success_threshold,
                       "goals_per_trial": tc.goals_per_trial, "goal_timeout_s": tc.goal_timeout_s,
                       "randomize": sorted(t.enabled), "max_steps": max_steps},
             "rows": rows, "summary": summarize(rows), "wall_s": round(wall, 2),
             "steps_per_s": round(steps / wall, 2),
+            # with workers: simulated time over wall time of the whole run, all workers
             "real_time_factor": round(steps * env.hand_spec.control_period / wall, 3),
             # None for the floors, which decide nothing worth timing
-            "decision_time": {"p50_ms": round(controller.timing.p50_ms, 2),
-                              "p99_ms": round(controller.timing.p99_ms, 2),
-                              "mean_ms": round(controller.timing.mean_ms, 2)}
-            if len(controller.timing) else None}
+            "decision_time": {"p50_ms": round(timing.p50_ms, 2),
+                              "p99_ms": round(timing.p99_ms, 2),
+                              "mean_ms": round(timing.mean_ms, 2)}
+            if len(timing) else None}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -185,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--randomize", default="", help="randomization: '' none, 'all', or names "
                    "and groups separated by commas (physics, observation, action, ...)")
     p.add_argument("--max-steps", type=int, default=0, help="cap each trial (0 = no cap)")
-    p.add_argument("--mpc-samples", type=int, default=MPCConfig.n_samples)
-    p.add_argument("--mpc-horizon", type=int, default=MPCConfig.horizon)
+    add_mpc_options(p)
+    p.add_argument("--workers", type=int, default=1,
+                   help="run trials in this many processes, one planning thread each")
     p.add_argument("--json", default="policy_eval.json", help="where to write the result")
     p.add_argument("--png", default="", help="plot (default: the JSON path with .png)")
     a = p.parse_args(argv)
@@ -195,11 +270,16 @@ def main(argv: list[str] | None = None) -> int:
                                  {x.strip() for x in a.randomize.split(",") if x.strip()})
         task = TaskConfig(goal_rule=a.goal_rule, success_threshold=a.threshold,
                           randomize=rand or False)
-        env = DexCubeEnv(a.hand, task=task)
-        ctrl = build_controller(a.controller, env, a.model, a.seed,
-                                MPCConfig(n_samples=a.mpc_samples, horizon=a.mpc_horizon))
-        result = evaluate(ctrl, a.hand, a.trials, a.seed, env=env,
-                          max_steps=a.max_steps or None)
+        mpc = mpc_config_of(a)
+        if a.workers > 1:
+            result = evaluate_parallel(ControllerSpec(a.controller, a.model, a.seed, mpc),
+                                       a.hand, a.trials, a.seed, a.workers, task,
+                                       a.max_steps or None)
+        else:
+            env = DexCubeEnv(a.hand, task=task)
+            ctrl = build_controller(a.controller, env, a.model, a.seed, mpc)
+            result = evaluate(ctrl, a.hand, a.trials, a.seed, env=env,
+                              max_steps=a.max_steps or None)
     except (FileNotFoundError, ValueError, RuntimeError) as e:  # contract errors included
         print(f"dex-policy-eval: {e}", file=sys.stderr)
         return 2

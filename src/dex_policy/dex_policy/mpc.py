@@ -16,13 +16,17 @@ interpolation between knots). Each ``plan`` call:
    still; the rest Gaussian knot noise at a few scales), clipped to the actuator limits;
 3. rolls all of them out from the true state with ``mujoco.rollout`` (threads = cores) on a
    planning model (the scene with a coarser timestep, by default);
-4. scores them (``CostWeights``) and keeps the best (predictive sampling), or refits a Gaussian to
-   the elites for ``cem_iterations`` rounds (cross-entropy method).
+4. scores them (``CostWeights``) and keeps the best (predictive sampling), refits a Gaussian to
+   the elites for ``cem_iterations`` rounds (cross-entropy method), or takes the cost-weighted
+   mean of the samples (MPPI: weights ``exp(-(cost - best) / tau)``, ``tau`` the gap to the
+   ``cem_elites``-th best). The mean changes smoothly with the state where the best sample
+   jumps between near-equal plans, so an MPPI teacher's actions are far easier to imitate.
 The first control step of the chosen plan is returned.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import math
 import os
@@ -36,6 +40,7 @@ import numpy as np
 from dex_description.registry import HandSpec
 
 ACTION_SPACES = ("targets", "relative", "absolute")
+PLANNERS = ("ps", "cem", "mppi")
 
 
 @dataclass
@@ -51,13 +56,16 @@ class CostWeights:
     fall: float = 2000.0  # per m of cube-centre height below rest − ``fall_margin``
     fall_margin: float = 0.02  # m
     velocity: float = 0.0  # per m/s of cube linear speed (0.1 measured worse with tilt)
-    effort: float = 0.0  # per rad² of the mean squared delta (smoothness)
+    # per rad² of the mean squared per-step change of the actuator targets over the horizon
+    # ("relative": of the delta knots). Joints that do not matter then hold still, instead of
+    # each plan picking them a random direction: the teacher's actions become far less random.
+    effort: float = 0.0
     terminal: float = 4.0  # weight of the last control step on top of the average
 
 
 @dataclass
 class MPCConfig:
-    planner: str = "ps"  # "ps" predictive sampling | "cem" cross-entropy method
+    planner: str = "ps"  # "ps" predictive sampling | "cem" cross-entropy method | "mppi"
     # "targets": knots are actuator target destinations, noise scaled by each actuator's range;
     #   each control step the decoder delta that moves the targets towards the destination
     #   (within ±max_delta, through the EMA) is applied — exactly what the student can output.
@@ -68,18 +76,24 @@ class MPCConfig:
     horizon: int = 8  # control steps (8 × 80 ms = 0.64 s)
     knots: int = 4  # decision points over the horizon
     interpolation: str = "linear"  # "linear" | "zero" (zero-order hold between knots)
-    sigmas: tuple[float, ...] = (0.4, 0.8)  # knot noise, fraction of max_delta (sample groups)
+    # knot noise (sample groups): fractions of each actuator's range ("targets", "absolute") or
+    # of max_delta ("relative")
+    sigmas: tuple[float, ...] = (0.4, 0.8)
+    # Fraction of the actuators a sample perturbs (drawn per sample; the rest follow the warm
+    # start). Below 1, plans that move only the joints that matter exist among the samples, so
+    # with an effort cost the others hold still instead of moving at random.
+    noise_fraction: float = 1.0
     plan_timestep: float = 0.004  # s; the sim runs 0.002 (None-equivalent: 0 = the sim's)
     threads: int = 0  # rollout threads; 0 = all cores
     cem_iterations: int = 1  # CEM refits (planner "cem"); PS ignores it
-    cem_elites: int = 8
+    cem_elites: int = 8  # CEM's elites; MPPI's temperature is the cost gap to this rank
     seed: int = 0
     cost: CostWeights = field(default_factory=CostWeights)
 
     def validate(self) -> None:
         errs = []
-        if self.planner not in ("ps", "cem"):
-            errs.append(f"planner must be 'ps' or 'cem'; got {self.planner!r}")
+        if self.planner not in PLANNERS:
+            errs.append(f"planner must be one of {PLANNERS}; got {self.planner!r}")
         if self.action_space not in ACTION_SPACES:
             errs.append(f"action_space must be one of {ACTION_SPACES}; got {self.action_space!r}")
         if self.interpolation not in ("linear", "zero"):
@@ -90,15 +104,52 @@ class MPCConfig:
             errs.append(f"need 1 <= knots ({self.knots}) <= horizon ({self.horizon})")
         if not self.sigmas or any(not 0 < s <= 4 for s in self.sigmas):
             errs.append(f"sigmas must be in (0, 4]; got {self.sigmas}")
+        if not 0 < self.noise_fraction <= 1:
+            errs.append(f"noise_fraction must be in (0, 1]; got {self.noise_fraction}")
         if self.plan_timestep < 0:
             errs.append(f"plan_timestep must be >= 0; got {self.plan_timestep}")
-        if self.planner == "cem" and not 2 <= self.cem_elites < self.n_samples:
+        if self.planner != "ps" and not 2 <= self.cem_elites < self.n_samples:
             errs.append(f"cem_elites must be in [2, n_samples); got {self.cem_elites}")
         if errs:
             raise ValueError("invalid MPCConfig: " + "; ".join(errs))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def add_mpc_options(p: argparse.ArgumentParser) -> None:
+    """The teacher's command-line options (``dex-policy-eval``, ``dex-policy-dagger``)."""
+    d, c = MPCConfig, CostWeights
+    p.add_argument("--mpc-samples", type=int, default=d.n_samples,
+                   help=f"samples per plan (default: {d.n_samples})")
+    p.add_argument("--mpc-horizon", type=int, default=d.horizon,
+                   help=f"control steps per plan (default: {d.horizon})")
+    p.add_argument("--mpc-planner", choices=PLANNERS, default=d.planner,
+                   help=f"default: {d.planner}")
+    p.add_argument("--mpc-sigmas", type=_floats, default=d.sigmas,
+                   help="knot noise scales, fractions of each actuator's range (default: "
+                        f"{','.join(map(str, d.sigmas))})")
+    p.add_argument("--mpc-noise-fraction", type=float, default=d.noise_fraction,
+                   help=f"fraction of actuators each sample perturbs (default: {d.noise_fraction})")
+    p.add_argument("--mpc-effort", type=float, default=c.effort,
+                   help=f"cost per rad² of mean squared target change (default: {c.effort})")
+
+
+def mpc_config_of(a: argparse.Namespace) -> MPCConfig:
+    """The ``MPCConfig`` of parsed ``add_mpc_options`` (validated)."""
+    cfg = MPCConfig(n_samples=a.mpc_samples, horizon=a.mpc_horizon, planner=a.mpc_planner,
+                    sigmas=a.mpc_sigmas, noise_fraction=a.mpc_noise_fraction,
+                    cost=CostWeights(effort=a.mpc_effort))
+    cfg.validate()
+    return cfg
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers; got {text!r}") from None
 
 
 def rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -200,7 +251,10 @@ class SamplingPlanner:
             order = np.argsort(costs)
             if costs[order[0]] < best_cost:
                 best_cost, best_knots = float(costs[order[0]]), knots[order[0]].copy()
-            if cfg.planner == "cem":
+            if cfg.planner == "mppi":
+                idx, w = elite_weights(costs, len(costs), cfg.cem_elites)
+                best_knots = np.einsum("s,skn->kn", w, knots[idx])
+            elif cfg.planner == "cem":
                 elites = knots[order[: cfg.cem_elites]]
                 mean = elites.mean(axis=0)
                 sig = np.maximum(elites.std(axis=0) / self._unit, 0.05)
@@ -222,12 +276,7 @@ class SamplingPlanner:
         ``plan`` with the ``targets`` and ``smoothed`` it was given; ``targets`` action space.)"""
         knots, costs = self.last_samples
         k = min(elites or self.cfg.cem_elites, len(costs))
-        order = np.argsort(costs)[:k]
-        c = costs[order]
-        finite = np.isfinite(c)
-        tau = max(float(c[finite][-1] - c[0]), 1e-9) if finite.any() else 1.0
-        w = np.where(finite, np.exp(-(c - c[0]) / tau), 0.0)
-        w /= w.sum()
+        order, w = elite_weights(costs, k, k)
         first = np.einsum("k,skn->sn", self._interp[0], knots[order])
         return self.delta_towards(first, np.asarray(targets, float), np.asarray(smoothed)), w
 
@@ -262,6 +311,8 @@ class SamplingPlanner:
             noise *= scales[:, None, None]
         else:
             noise *= sig[None]
+        if cfg.noise_fraction < 1:
+            noise *= (self._rng.random((n_s, 1, self.n)) < cfg.noise_fraction)
         knots = mean[None] + noise * self._unit
         knots[0] = mean
         if self.destinations:
@@ -292,14 +343,12 @@ class SamplingPlanner:
             out[:, h] = t
         return out
 
-    def rollout_ends(self, state: np.ndarray, knots: np.ndarray, targets: np.ndarray,
-                     smoothed: np.ndarray, ctrl: np.ndarray,
+    def rollout_ends(self, state: np.ndarray, tg: np.ndarray, ctrl: np.ndarray,
                      warmstart: np.ndarray | None = None) -> np.ndarray:
-        """Roll plans [N, K, n] out from a FULLPHYSICS ``state`` (other actuators keep
-        ``ctrl``; ``warmstart``: the solver's qacc_warmstart, as the sim has it); returns the
-        states at the end of each control step [N, H, nstate]."""
-        n_s, h, sub = knots.shape[0], self.cfg.horizon, self.substeps
-        tg = self.targets_of(knots, targets, smoothed)  # [N, H, n]
+        """Roll target plans [N, H, n] (``targets_of``) out from a FULLPHYSICS ``state`` (other
+        actuators keep ``ctrl``; ``warmstart``: the solver's qacc_warmstart, as the sim has it);
+        returns the states at the end of each control step [N, H, nstate]."""
+        n_s, h, sub = tg.shape[0], self.cfg.horizon, self.substeps
         full = np.broadcast_to(np.asarray(ctrl, float), (n_s, h, self.nu_model)).copy()
         full[:, :, self.act_ids] = tg
         full = np.repeat(full, sub, axis=1)  # [N, H*sub, nu]: targets held a control period
@@ -314,8 +363,10 @@ class SamplingPlanner:
         v = self._qvel0 + self._cube_qvel
         return ends[..., a : a + 3], ends[..., a + 3 : a + 7], ends[..., v : v + 3]
 
-    def costs(self, ends: np.ndarray, knots: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        """Cost [N] of each rollout (``CostWeights``); NaN rollouts cost inf."""
+    def costs(self, ends: np.ndarray, knots: np.ndarray, goal: np.ndarray,
+              moves: np.ndarray | None = None) -> np.ndarray:
+        """Cost [N] of each rollout (``CostWeights``; ``moves`` [N, H, n]: the per-step
+        changes of the targets, for the effort term); NaN rollouts cost inf."""
         c = self.cfg.cost
         pos, quat, lin = self.cube_of(ends)
         rot = rotation_angles(quat, goal)
@@ -330,19 +381,36 @@ class SamplingPlanner:
             up = rotate(qn, goal_up_axis(goal))[..., 2]
             per_step = per_step + c.tilt * np.arccos(np.clip(up, -1.0, 1.0))
         total = per_step.mean(axis=1) + c.terminal * per_step[:, -1]
-        if c.effort and not self.destinations:
-            total += c.effort * np.mean(knots ** 2, axis=(1, 2))
+        if c.effort:
+            steps = knots if moves is None or not self.destinations else moves
+            total += c.effort * np.mean(steps ** 2, axis=(1, 2))
         # A rollout that went unstable (NaN) is never chosen.
         return np.where(np.isfinite(total), total, np.inf)
 
     def _evaluate(self, state: np.ndarray, knots: np.ndarray, targets: np.ndarray,
                   smoothed: np.ndarray, goal: np.ndarray, data: mujoco.MjData) -> np.ndarray:
-        ends = self.rollout_ends(state, knots, targets, smoothed, data.ctrl,
-                                 data.qacc_warmstart)
-        return self.costs(ends, knots, goal)
+        tg = self.targets_of(knots, targets, smoothed)  # [N, H, n]
+        ends = self.rollout_ends(state, tg, data.ctrl, data.qacc_warmstart)
+        start = np.broadcast_to(np.asarray(targets, float), tg[:, :1].shape)
+        return self.costs(ends, knots, goal, np.diff(tg, axis=1, prepend=start))
 
     def close(self) -> None:
         self._rollout.close()
+
+
+def elite_weights(costs: np.ndarray, k: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` lowest-cost sample indices and their weights (sum 1):
+    ``exp(-(cost - best) / tau)`` with ``tau`` the cost gap from the best to the ``rank``-th
+    best, so the weights do not depend on the cost's scale. Infinite costs weigh 0."""
+    order = np.argsort(costs)
+    c = costs[order]
+    finite = np.isfinite(c)
+    if not finite.any():
+        return order[:k], np.full(k, 1.0 / k)
+    ref = c[min(rank, int(finite.sum())) - 1]
+    tau = max(float(ref - c[0]), 1e-9)
+    w = np.where(finite, np.exp(-(c - c[0]) / tau), 0.0)[:k]
+    return order[:k], w / w.sum()
 
 
 def _interp_matrix(knots: int, horizon: int, mode: str) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,7 +53,8 @@ class PPOConfig:
     hold_prior: float = 0.9  # initial probability of the zero-delta bin per actuator (0 = uniform)
     dense: int = 1024
     lstm_hidden: int = 512
-    torch_threads: int = 1
+    torch_threads: int = 1  # during the rollout, where MuJoCo shares the cores
+    update_threads: int = 0  # during the update, where nothing else runs (0 = every core)
     goal_timeout_s: float = 8.0  # task: s of sim time per goal (episode ends on timeout)
     randomize: bool = False  # all Dactyl randomizations at their static ranges
     adr: bool = False  # vectorised ADR over the adr=True ranges (implies randomize)
@@ -79,7 +81,8 @@ class PPOConfig:
         return self.randomize or self.adr
 
     def hash(self) -> str:
-        # Task/randomization fields at their defaults are left out: older configs keep their hash.
+        # Fields added since the first models (task, randomization, threads) are left out at
+        # their defaults: older configs keep their hash.
         d = {k: v for k, v in asdict(self).items()
              if not (k in _RAND_FIELDS and v == _RAND_FIELDS[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -87,7 +90,7 @@ class PPOConfig:
 
 _RAND_FIELDS = {k: getattr(PPOConfig, k) for k in
                 ("goal_timeout_s", "randomize", "adr", "adr_t_high", "adr_t_low", "adr_queue",
-                 "adr_boundary_fraction")}
+                 "adr_boundary_fraction", "update_threads")}
 
 
 def _keep(starts: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -279,7 +282,11 @@ class PPOTrainer:
         t0 = time.perf_counter()
         buf = self.collect()
         t1 = time.perf_counter()
-        stats = self.update(buf)
+        torch.set_num_threads(self.cfg.update_threads or os.cpu_count() or 1)
+        try:
+            stats = self.update(buf)
+        finally:
+            torch.set_num_threads(self.cfg.torch_threads)
         t2 = time.perf_counter()
         eps = buf["episodes"]
         n_steps = buf["rew"].size

@@ -41,7 +41,13 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, UInt32
 
-from dex_common.ros_util import IMAGE_QOS, STATE_QOS, DiagnosticsPublisher, ns_to_stamp
+from dex_common.ros_util import (
+    IMAGE_QOS,
+    STATE_QOS,
+    STATE_WRITER_QOS,
+    DiagnosticsPublisher,
+    ns_to_stamp,
+)
 from dex_common.stats import RollingStats
 from dex_description.registry import get_hand
 from dex_sim.physics import HandCubeSim
@@ -114,8 +120,8 @@ class SimNode(Node):
 
         # ---- publishers (order of creation = nothing; order of publishing = /clock first) ----
         self.clock_pub = self.create_publisher(Clock, "/clock", STATE_QOS)
-        self.js_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
-        self.pose_pub = self.create_publisher(PoseStamped, "/object/pose_gt", STATE_QOS)
+        self.js_pub = self.create_publisher(JointState, "/joint_states", STATE_WRITER_QOS)
+        self.pose_pub = self.create_publisher(PoseStamped, "/object/pose_gt", STATE_WRITER_QOS)
         self.img_pubs = []
         self.info_pubs = []
         if self.publish_images:
