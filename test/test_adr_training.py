@@ -144,13 +144,14 @@ def test_static_randomize_without_adr_and_stable_config_hash() -> None:
     for env in tr.envs.envs:
         assert env.randomizer is not None and env.last_draw.ranges == {}  # Dactyl's ranges
     tr.envs.close()
-    # New task/randomization fields at their defaults leave an older config's hash unchanged.
+    # Fields added later (task, randomization, threads) at their defaults leave an older
+    # config's hash unchanged.
     import hashlib
     from dataclasses import asdict
 
     old = {k: v for k, v in asdict(PPOConfig()).items()
            if k not in ("goal_timeout_s", "randomize", "adr", "adr_t_high", "adr_t_low",
-                        "adr_queue", "adr_boundary_fraction")}
+                        "adr_queue", "adr_boundary_fraction", "update_threads")}
     want = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
     assert PPOConfig().hash() == want
     assert PPOConfig(adr=True).hash() != want
