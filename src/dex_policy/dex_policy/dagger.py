@@ -50,6 +50,7 @@ from dex_common.config_cli import Options, add_config_options, config_kwargs, th
 from dex_policy.controllers import MPCController
 from dex_policy.mpc import MPCConfig, add_mpc_options, mpc_config_of
 from dex_policy.net import PolicyNet
+from dex_policy.workers import worker_pool
 from dex_sim.env import DexCubeEnv, TaskConfig
 
 
@@ -187,7 +188,6 @@ _WORKER: Collector | None = None  # the collector of a worker process
 
 def _worker_init(cfg: dict[str, Any], net_state: dict[str, np.ndarray] | None) -> None:
     global _WORKER
-    torch.set_num_threads(1)
     _WORKER = Collector(DaggerConfig.from_dict(cfg), net_state, planning_threads=1)
 
 
@@ -217,9 +217,8 @@ def collect_iteration(out: Path, cfg: DaggerConfig, iteration: int,
                 bar.set_postfix(collector.collect(*job))
                 bar.update()
             return True
-        ctx = multiprocessing.get_context("spawn")  # no forked torch/MuJoCo thread state
-        with ctx.Pool(min(workers, len(jobs) or 1), _worker_init,
-                      (cfg.to_dict(), net_state)) as pool:
+        with worker_pool(min(workers, len(jobs)), _worker_init,
+                         (cfg.to_dict(), net_state)) as pool:
             results = pool.imap_unordered(_worker_collect, jobs)
             for _ in jobs:
                 wait = None if deadline == math.inf else max(0.0, deadline - time.monotonic())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ from dex_policy.controllers import (
     RandomController,
 )
 from dex_policy.mpc import MPCConfig, add_mpc_options, mpc_config_of
+from dex_policy.workers import worker_pool
 from dex_sim.env import DexCubeEnv, TaskConfig
 
 CONTROLLERS = ("onnx", "mpc", "mpc-measured", "zero", "random")
@@ -99,12 +99,14 @@ _WORKER: tuple[DexCubeEnv, Controller] | None = None  # a worker process's env a
 
 def _worker_init(spec: ControllerSpec, hand: str, task: TaskConfig | None) -> None:
     global _WORKER
-    import torch
-
-    torch.set_num_threads(1)
     env = DexCubeEnv(hand, task=task)
     mpc = replace(spec.mpc or MPCConfig(), threads=1)  # parallel over trials, not rollouts
     _WORKER = (env, build_controller(spec.name, env, spec.model, spec.seed, mpc))
+
+
+def _worker_describe() -> dict[str, Any]:
+    assert _WORKER is not None
+    return _WORKER[1].describe()
 
 
 def _worker_trial(job: tuple[int, int, int | None]) -> tuple[dict[str, Any], list[float]]:
@@ -123,16 +125,15 @@ def evaluate_parallel(spec: ControllerSpec, hand: str, trials: int, seed: int = 
     each): trials are independent and seeded, so the rows are the serial run's."""
     if trials < 1:
         raise ValueError(f"trials must be >= 1; got {trials}")
-    env = DexCubeEnv(hand, task=task)  # rules and describe() for the result
-    describe = build_controller(spec.name, env, spec.model, spec.seed, spec.mpc).describe()
+    env = DexCubeEnv(hand, task=task)  # the rules for the result
     timing = RollingStats(window=10_000_000)
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     jobs = [(i, seed + i, max_steps) for i in range(trials)]
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(min(workers, trials), _worker_init, (spec, hand, task)) as pool, \
+    with worker_pool(min(workers, trials), _worker_init, (spec, hand, task)) as pool, \
             tqdm(total=trials, desc=f"eval {spec.name} ({workers} workers)", unit="trial",
                  disable=not progress) as bar:
+        describe = pool.apply(_worker_describe)  # as the workers run it (one thread)
         for row, times in pool.imap_unordered(_worker_trial, jobs):
             rows.append(row)
             for t in times:
