@@ -3,9 +3,10 @@
     ros2 launch dex_bringup hardware.launch.py trials:=1 record:=runs/hw \
         cameras:="cam0=/left/image_raw,cam1=/top/image_raw,cam2=/right/image_raw"
 
-The hand's ros2_control stack (joint_state_broadcaster + forward_command_controller
-``hand_position_controller``) and the camera drivers are started by their own launch files; this
-one adds the dex nodes from ``dex_bringup.graph.hardware_graph`` — the same description the
+With ``hand_port:=/dev/serial/by-id/...`` (LEAP hand) this launch also starts dex_hardware's
+driver for the hand; without it, the hand's own ros2_control stack (joint_state_broadcaster +
+forward_command_controller ``hand_position_controller``) is started by its own launch file. The
+camera drivers too; this one adds the dex nodes from ``dex_bringup.graph.hardware_graph`` — the same description the
 ``dex`` command uses. ``cameras`` maps each registry camera name to its driver's image topic.
 """
 
@@ -17,6 +18,8 @@ ARGS = {
     "hand": ("shadow", "hand profile in dex_description.registry"),
     "controller": ("onnx", "onnx (the LSTM policy model) | mpc (the sampling-MPC planner)"),
     "record": ("", "directory for one bag per trial ('' = no recording)"),
+    "hand_port": ("", "serial port of a LEAP hand: start dex_hardware's driver ('' = the hand's"
+                      " own ros2_control stack publishes /joint_states)"),
     "cameras": ("", "NAME=TOPIC,... driver image topic per registry camera ('' = already named"
                     " /cameras/NAME/image_raw)"),
     "rviz": ("false", "start RViz with dex_description's config"),
@@ -40,6 +43,7 @@ def _nodes(context):  # noqa: ANN001 - launch context
         record_dir=arg("record") or None,
         camera_remaps=camera_remaps_from_text(arg("cameras"), arg("hand")),
         controller=arg("controller"),
+        hand_port=arg("hand_port") or None,
     )
     return launch_actions(
         specs, arg("hand"), False, truthy(arg("robot_state_publisher"), "robot_state_publisher"),

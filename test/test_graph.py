@@ -78,6 +78,18 @@ def test_hardware_graph_wall_time_and_camera_remaps() -> None:
         hardware_graph(camera_remaps={"/usb0/image": "/cam0"})
 
 
+def test_hardware_graph_with_a_leap_port_starts_the_driver() -> None:
+    nodes = _by_name(hardware_graph("leap", hand_port="/dev/serial/by-id/leap"))
+    assert list(nodes)[0] == "leap_hand"
+    drv = nodes["leap_hand"]
+    assert (drv.package, drv.executable, drv.module) == ("dex_hardware", "leap_node",
+                                                         "dex_hardware.leap_node")
+    assert drv.parameters["port"] == "/dev/serial/by-id/leap"
+    assert "-p" in drv.ros_args() and "port:=/dev/serial/by-id/leap" in drv.ros_args()
+    with pytest.raises(GraphError, match="no driver for hand 'shadow'"):
+        hardware_graph("shadow", hand_port="/dev/ttyUSB0")
+
+
 @pytest.mark.parametrize(
     "value", [True, False, 3, 0.25, 1e-3, "shadow", "", "1.5", "true", "a b", "it's", "x:y", ["/a", "/b"], []]
 )

@@ -16,8 +16,10 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/models", glob(PACKAGE + "/models/*")),
     ],
-    install_requires=["numpy", "dex_description"],
+    install_requires=["numpy", "dex_description", "dex_common", "dynamixel-sdk"],
     zip_safe=False,
     python_requires=">=3.10",
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "leap_node = dex_hardware.leap_node:main",
+        "dex-hardware-bench = dex_hardware.bench_bus:main"]},
 )

@@ -314,14 +314,27 @@ def hardware_graph(
     pose_model: str | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
     controller: str = "onnx",
+    hand_port: str | None = None,
 ) -> list[NodeSpec]:
     """The real-hand graph: perception, policy (vision-judged), recorder. Wall time.
 
-    The hand's own ros2_control stack publishes /joint_states and consumes
-    /hand_position_controller/commands; the camera drivers publish images (map their topics onto
-    /cameras/camN/image_raw with ``camera_remaps``). No /clock, no /object/pose_gt.
+    With ``hand_port`` (a serial device) the graph drives the hand itself: dex_hardware's
+    driver node for the hand (LEAP: ``leap_node``) publishes /joint_states and consumes
+    /hand_position_controller/commands. Without it, the hand's own ros2_control stack does.
+    The camera drivers publish images (map their topics onto /cameras/camN/image_raw with
+    ``camera_remaps``). No /clock, no /object/pose_gt.
     """
     _check_hand(hand)
+    driver = None
+    if hand_port:
+        from dex_description.registry import SERVO_MAPS, get_hand
+
+        if get_hand(hand).name not in SERVO_MAPS:
+            raise GraphError(f"hand_port: dex_hardware has no driver for hand {hand!r} (it has "
+                             f"one for {sorted(SERVO_MAPS)}); leave hand_port empty to use "
+                             f"the hand's ros2_control stack")
+        driver = NodeSpec("dex_hardware", "leap_node", "dex_hardware.leap_node", "leap_hand",
+                          {"hand": hand, "port": hand_port, "use_sim_time": False})
     _check_controller(controller)
     if int(num_trials) < 1:
         raise GraphError(f"num_trials must be >= 1, got {num_trials}")
@@ -358,6 +371,8 @@ def hardware_graph(
         ),
         NodeSpec("dex_policy", "policy_node", "dex_policy.node", "dex_policy", policy),
     ]
+    if driver is not None:
+        nodes.insert(0, driver)
     if record_dir:
         topics = [t for t in record_topics(hand, "vision") if t not in ("/clock", "/object/pose_gt")]
         nodes.append(_recorder(record_dir, topics, False))

@@ -290,6 +290,59 @@ LEAP = HandSpec(
     control_period=0.08,
 )
 
+@dataclass(frozen=True)
+class ServoMap:
+    """Where a real hand's actuators are on its servo bus (drivers only: not a model fact, so
+    not part of ``HandSpec`` or its facts hash).
+
+    ``ids[i]`` is the servo ID of registry actuator ``i``; the servo angle (rad) of a model
+    joint angle ``q`` is ``offsets[i] + signs[i] * q``.
+    """
+    ids: tuple[int, ...]
+    signs: tuple[float, ...]
+    offsets: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if len(set(self.ids)) != n or len(self.signs) != n or len(self.offsets) != n:
+            raise ValueError("ServoMap: ids must be distinct; ids, signs, offsets of one length")
+        if any(s not in (1.0, -1.0) for s in self.signs):
+            raise ValueError(f"ServoMap: signs must be +1 or -1; got {self.signs}")
+
+    def to_servo(self, q: np.ndarray) -> np.ndarray:
+        """Model actuator angles (registry order) → servo angles (rad, same order)."""
+        return np.asarray(self.offsets) + np.asarray(self.signs) * np.asarray(q, float)
+
+    def from_servo(self, a: np.ndarray) -> np.ndarray:
+        """Servo angles (rad, registry order) → model actuator angles."""
+        return (np.asarray(a, float) - np.asarray(self.offsets)) * np.asarray(self.signs)
+
+
+# LEAP's servo IDs (LEAP_Hand_API): index 0-3, middle 4-7, ring 8-11, thumb 12-15; on each finger
+# MCP side (our ``rot``), MCP forward (our ``mcp``), PIP, DIP: so our mcp/rot pairs swap IDs.
+# Thumb IDs 12-15 in the order cmc, axl, mcp, ipl (MuJoCo Menagerie's naming of the same joints).
+# Angles: pi (2048 ticks) is the open hand and closing is positive: servo = q + pi.
+LEAP_SERVOS = ServoMap(
+    ids=(1, 0, 2, 3, 5, 4, 6, 7, 9, 8, 10, 11, 12, 13, 14, 15),
+    signs=(1.0,) * 16,
+    offsets=(math.pi,) * 16,
+)
+SERVO_MAPS: dict[str, ServoMap] = {LEAP.name: LEAP_SERVOS}
+
+
+def get_servo_map(hand: str | HandSpec) -> ServoMap:
+    """The servo map of a hand that has a real-hand driver (``KeyError`` names those that do)."""
+    spec = hand if isinstance(hand, HandSpec) else get_hand(hand)
+    if spec.name not in SERVO_MAPS:
+        raise KeyError(f"hand {spec.name!r} has no servo map (real-hand drivers exist for: "
+                       f"{sorted(SERVO_MAPS)})")
+    m = SERVO_MAPS[spec.name]
+    if len(m.ids) != spec.n_actuators:
+        raise ValueError(f"servo map of {spec.name} has {len(m.ids)} ids for "
+                         f"{spec.n_actuators} actuators")
+    return m
+
+
 HANDS: dict[str, HandSpec] = {
     "shadow": SHADOW,
     SHADOW.name: SHADOW,

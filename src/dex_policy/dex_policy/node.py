@@ -55,7 +55,13 @@ from visualization_msgs.msg import Marker
 
 from dex_common.contract import ModelContractError, file_sha256
 from dex_common.observations import policy_observation
-from dex_common.ros_util import clock_now, float_to_stamp, stamp_to_float
+from dex_common.ros_util import (
+    COMMAND_TOPIC,
+    clock_now,
+    float_to_stamp,
+    make_executor,
+    stamp_to_float,
+)
 from dex_common.stats import RollingStats
 from dex_common.sync import ApproxTimeSynchronizer
 from dex_common.trial import TrialConfig, TrialEvent, TrialTracker
@@ -71,7 +77,6 @@ try:
 except ImportError:  # pragma: no cover - other rclpy layouts
     RCLError = RuntimeError
 
-COMMAND_TOPIC = "/hand_position_controller/commands"
 POSE_TOPICS = {"gt": "/object/pose_gt", "vision": "/object/pose"}
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                  history=HistoryPolicy.KEEP_LAST)
@@ -641,22 +646,13 @@ class PolicyNode(Node):
         self.warning = ""
 
 
-def _make_executor() -> rclpy.executors.Executor:
-    try:  # ~5x the throughput of the default executor for many small callbacks
-        from rclpy.experimental.events_executor import EventsExecutor
-
-        return EventsExecutor()
-    except ImportError:  # pragma: no cover - rclpy builds without it
-        return rclpy.executors.SingleThreadedExecutor()
-
-
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop: list[int] = []
     signal.signal(signal.SIGINT, lambda signum, _f: stop.append(signum))
     signal.signal(signal.SIGTERM, lambda signum, _f: stop.append(signum))
     node = PolicyNode()
-    executor = _make_executor()
+    executor = make_executor()
     executor.add_node(node)
     never = rclpy.task.Future()
     try:

@@ -20,33 +20,29 @@ from __future__ import annotations
 
 import array
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
-import rclpy
-import rclpy.executors
-import rclpy.task
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, UInt32
 
 from dex_common.ros_util import (
+    COMMAND_TOPIC,
     IMAGE_QOS,
     STATE_QOS,
     STATE_WRITER_QOS,
     DiagnosticsPublisher,
     ns_to_stamp,
+    run_node,
 )
 from dex_common.stats import RollingStats
 from dex_description.registry import get_hand
@@ -58,7 +54,6 @@ except ImportError:  # pragma: no cover - older/newer rclpy layouts
     RCLError = RuntimeError
 
 MODES = ("lockstep", "realtime")
-COMMAND_TOPIC = "/hand_position_controller/commands"
 STATUS = "dex_sim"  # periodic status: mode, counters, timing stats
 CMD_STATUS = "dex_sim/commands"  # ERROR at once on a rejected command, OK again a period later
 
@@ -528,62 +523,15 @@ class SimNode(Node):
             f"{k}={v[k]}" for k in keys if k in v))
 
 
-def _make_executor() -> rclpy.executors.Executor:
-    try:  # ~5x the throughput of the default executor for many small callbacks
-        from rclpy.experimental.events_executor import EventsExecutor
-
-        return EventsExecutor()
-    except Exception:  # pragma: no cover - fall back on rclpy builds without it
-        return rclpy.executors.SingleThreadedExecutor()
-
-
-class _StopRequest:
-    """SIGINT/SIGTERM set a flag that the spin loop checks between slices, so a signal never
-    lands inside a callback (half-published set, render interrupted) and the context stays
-    valid for the shutdown summary."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    def __call__(self, signum: int, _frame: object) -> None:
-        if self.signal is not None:  # second signal: the user means it
-            raise KeyboardInterrupt
-        self.signal = signum
-
-
-def spin(executor: rclpy.executors.Executor, stop: _StopRequest | None = None) -> None:
-    """Spin until shutdown or a stop request. EventsExecutor.spin() (and
-    spin_until_future_complete without a timeout) in this rclpy build hangs without firing
-    timers and ignores signals, so spin in bounded slices; each slice drains all ready events."""
-    never = rclpy.task.Future()
-    while executor.context.ok() and (stop is None or stop.signal is None):
-        executor.spin_until_future_complete(never, timeout_sec=0.1)
+def _on_exit(node: SimNode) -> None:
+    node.log_summary()
+    node.sim.close()
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = _StopRequest()
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        node = SimNode()
-    except (ParameterError, ParameterException, KeyError, FileNotFoundError) as e:
-        rclpy.logging.get_logger("dex_sim").fatal(f"dex_sim cannot start: {e}")
-        rclpy.try_shutdown()
-        return 2
-    executor = _make_executor()
-    executor.add_node(node)
-    try:
-        spin(executor, stop)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # a second signal, or the context was shut down from elsewhere
-    finally:
-        node.log_summary()
-        executor.remove_node(node)
-        node.sim.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(SimNode, "dex_sim",
+                    (ParameterError, ParameterException, KeyError, FileNotFoundError),
+                    _on_exit, args)
 
 
 if __name__ == "__main__":
