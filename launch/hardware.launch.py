@@ -20,6 +20,9 @@ ARGS = {
     "record": ("", "directory for one bag per trial ('' = no recording)"),
     "hand_port": ("", "serial port of a LEAP hand: start dex_hardware's driver ('' = the hand's"
                       " own ros2_control stack publishes /joint_states)"),
+    "camera_sources": ("", "NAME=SOURCE,... start dex_hardware camera nodes (OpenCV source: device"
+                           " index, /dev/videoN, file, URL) instead of external drivers"),
+    "calibration_dir": ("", "folder of NAME.json from dex-calibrate-camera for those cameras"),
     "cameras": ("", "NAME=TOPIC,... driver image topic per registry camera ('' = already named"
                     " /cameras/NAME/image_raw)"),
     "rviz": ("false", "start RViz with dex_description's config"),
@@ -30,7 +33,11 @@ ARGS = {
 
 
 def _nodes(context):  # noqa: ANN001 - launch context
-    from dex_bringup.graph import camera_remaps_from_text, hardware_graph
+    from dex_bringup.graph import (
+        camera_remaps_from_text,
+        camera_sources_from_text,
+        hardware_graph,
+    )
     from dex_bringup.launch_support import int_arg, launch_actions, truthy
 
     def arg(name: str) -> str:
@@ -44,6 +51,8 @@ def _nodes(context):  # noqa: ANN001 - launch context
         camera_remaps=camera_remaps_from_text(arg("cameras"), arg("hand")),
         controller=arg("controller"),
         hand_port=arg("hand_port") or None,
+        camera_sources=camera_sources_from_text(arg("camera_sources"), arg("hand")),
+        calibration_dir=arg("calibration_dir") or None,
     )
     return launch_actions(
         specs, arg("hand"), False, truthy(arg("robot_state_publisher"), "robot_state_publisher"),

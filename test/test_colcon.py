@@ -30,7 +30,7 @@ def test_colcon_build_installs_packages_executables_and_launch_files(tmp_path: P
         assert (install / "share/ament_index/resource_index/packages" / pkg).is_file(), pkg
     # every node of every graph is installed where `ros2 run <package> <executable>` looks
     for spec in [*sim_graph(record_dir="x"), *hardware_graph(record_dir="x"),
-                 *hardware_graph("leap", hand_port="/dev/ttyUSB0")]:
+                 *hardware_graph("leap", hand_port="/dev/ttyUSB0", camera_sources={"cam0": "0"})]:
         exe = install / "lib" / spec.package / spec.executable
         assert exe.is_file() and os.access(exe, os.X_OK), exe
     assert (install / "lib/dex_bringup/dex").is_file()

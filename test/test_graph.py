@@ -90,6 +90,21 @@ def test_hardware_graph_with_a_leap_port_starts_the_driver() -> None:
         hardware_graph("shadow", hand_port="/dev/ttyUSB0")
 
 
+def test_hardware_graph_with_camera_sources_starts_camera_nodes() -> None:
+    from dex_bringup.graph import camera_sources_from_text
+
+    src = camera_sources_from_text("cam0=/dev/video0, cam2=2", "leap")
+    assert src == {"cam0": "/dev/video0", "cam2": "2"}
+    nodes = _by_name(hardware_graph("leap", camera_sources=src, calibration_dir="calib/"))
+    assert list(nodes)[:2] == ["camera_cam0", "camera_cam2"]
+    cam = nodes["camera_cam2"]
+    assert (cam.package, cam.executable) == ("dex_hardware", "camera_node")
+    assert cam.parameters["source"] == "2" and cam.parameters["calibration"] == "calib/cam2.json"
+    for bad in ("cam9=0", "cam0"):
+        with pytest.raises(GraphError):
+            camera_sources_from_text(bad, "leap")
+
+
 @pytest.mark.parametrize(
     "value", [True, False, 3, 0.25, 1e-3, "shadow", "", "1.5", "true", "a b", "it's", "x:y", ["/a", "/b"], []]
 )

@@ -15,11 +15,14 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/models", glob(PACKAGE + "/models/*")),
+        ("share/" + PACKAGE + "/config", glob(PACKAGE + "/config/*")),
     ],
-    install_requires=["numpy", "dex_description", "dex_common", "dynamixel-sdk"],
+    install_requires=["numpy", "dex_description", "dex_common", "dynamixel-sdk", "opencv-python-headless"],
     zip_safe=False,
     python_requires=">=3.10",
     entry_points={"console_scripts": [
         "leap_node = dex_hardware.leap_node:main",
-        "dex-hardware-bench = dex_hardware.bench_bus:main"]},
+        "camera_node = dex_hardware.camera_node:main",
+        "dex-hardware-bench = dex_hardware.bench_bus:main",
+        "dex-calibrate-camera = dex_hardware.calibrate:main"]},
 )

@@ -123,19 +123,31 @@ def camera_topics(hand: str = "shadow") -> list[str]:
     return [t for c in spec.camera_names for t in (f"/cameras/{c}/image_raw", f"/cameras/{c}/camera_info")]
 
 
+def _camera_pairs(text: str, hand: str, what: str) -> list[tuple[str, str]]:
+    """``NAME=VALUE,...`` with registry camera names → [(name, value)] (GraphError if bad)."""
+    names = get_hand(hand).camera_names
+    out = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or not value:
+            raise GraphError(f"camera {what} {item!r} is not NAME={what.upper()}")
+        if name not in names:
+            raise GraphError(f"unknown camera {name!r}; {hand} has {names}")
+        out.append((name, value))
+    return out
+
+
 def camera_remaps_from_text(text: str, hand: str = "shadow") -> dict[str, str]:
     """Parse ``NAME=TOPIC,...`` (registry camera name -> a driver's image topic) into the
     ``camera_remaps`` of :func:`hardware_graph` (driver topic -> /cameras/NAME/image_raw)."""
-    names = get_hand(hand).camera_names
-    out: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, topic = item.partition("=")
-        if not sep or not topic.strip():
-            raise GraphError(f"camera mapping {item!r} is not NAME=TOPIC")
-        if name.strip() not in names:
-            raise GraphError(f"unknown camera {name.strip()!r}; {hand} has {names}")
-        out[topic.strip()] = f"/cameras/{name.strip()}/image_raw"
-    return out
+    return {topic: f"/cameras/{name}/image_raw"
+            for name, topic in _camera_pairs(text, hand, "topic")}
+
+
+def camera_sources_from_text(text: str, hand: str = "shadow") -> dict[str, str]:
+    """Parse ``NAME=SOURCE,...`` (registry camera name -> an OpenCV source: device index,
+    /dev/videoN, video file, URL) into the ``camera_sources`` of :func:`hardware_graph`."""
+    return dict(_camera_pairs(text, hand, "source"))
 
 
 def topic_types(hand: str = "shadow") -> dict[str, str]:
@@ -315,6 +327,8 @@ def hardware_graph(
     extra: Mapping[str, Mapping[str, Any]] | None = None,
     controller: str = "onnx",
     hand_port: str | None = None,
+    camera_sources: Mapping[str, str] | None = None,
+    calibration_dir: str | None = None,
 ) -> list[NodeSpec]:
     """The real-hand graph: perception, policy (vision-judged), recorder. Wall time.
 
@@ -322,12 +336,25 @@ def hardware_graph(
     driver node for the hand (LEAP: ``leap_node``) publishes /joint_states and consumes
     /hand_position_controller/commands. Without it, the hand's own ros2_control stack does.
     The camera drivers publish images (map their topics onto /cameras/camN/image_raw with
-    ``camera_remaps``). No /clock, no /object/pose_gt.
+    ``camera_remaps``), or, with ``camera_sources`` (camera name -> OpenCV source), dex_hardware's
+    camera nodes do (``calibration_dir``: their ``NAME.json`` from dex-calibrate-camera).
+    No /clock, no /object/pose_gt.
     """
     _check_hand(hand)
+    cameras = []
+    for name, source in sorted((camera_sources or {}).items()):
+        if name not in get_hand(hand).camera_names:
+            raise GraphError(f"camera_sources: unknown camera {name!r}; {hand} has "
+                             f"{get_hand(hand).camera_names}")
+        cp: dict[str, ParamValue] = {"hand": hand, "camera": name, "source": source,
+                                     "use_sim_time": False}
+        if calibration_dir:
+            cp["calibration"] = f"{calibration_dir.rstrip('/')}/{name}.json"
+        cameras.append(NodeSpec("dex_hardware", "camera_node", "dex_hardware.camera_node",
+                                f"camera_{name}", cp))
     driver = None
     if hand_port:
-        from dex_description.registry import SERVO_MAPS, get_hand
+        from dex_description.registry import SERVO_MAPS
 
         if get_hand(hand).name not in SERVO_MAPS:
             raise GraphError(f"hand_port: dex_hardware has no driver for hand {hand!r} (it has "
@@ -371,8 +398,7 @@ def hardware_graph(
         ),
         NodeSpec("dex_policy", "policy_node", "dex_policy.node", "dex_policy", policy),
     ]
-    if driver is not None:
-        nodes.insert(0, driver)
+    nodes[:0] = ([driver] if driver is not None else []) + cameras
     if record_dir:
         topics = [t for t in record_topics(hand, "vision") if t not in ("/clock", "/object/pose_gt")]
         nodes.append(_recorder(record_dir, topics, False))
