@@ -118,8 +118,9 @@ def test_overheating_is_a_safe_stop(rig) -> None:
 def test_a_servo_that_stops_answering_is_a_safe_stop(rig) -> None:
     hand, _, loop = rig
     until(loop, "ready")
+    loop.cfg.status_every = 2  # status polls fall on cycles where the servo is silent too
     hand.silent.add(9)
-    run(loop, 0.5)
+    run(loop, 0.6)
     assert loop.state == "fault" and "silent: servo 9 (rf_mcp)" in loop.message
     assert loop.counts["bus_errors"] >= 5
 

@@ -122,6 +122,10 @@ class HandLoop:
             self._cycle_on_bus(now)
         except BusDisconnected as e:
             self._lost(now, str(e))
+        except BusError as e:  # a status poll or a write failed: counted, never a crash
+            self.counts["bus_errors"] += 1
+            if self.state not in ("fault", "estopped") and self.level == OK:
+                self.level, self.message = WARN, f"bus error: {e}"
         return self.status()
 
     def _cycle_on_bus(self, now: float) -> None:
@@ -142,8 +146,8 @@ class HandLoop:
                 self.level, self.message = WARN, f"bus error, holding: {e}"
         if self.state == "estopped":
             return
-        if self.reading is not None and (self.reading.alert_ids
-                                         or self._cycle % self.cfg.status_every == 0):
+        if self._bus_errors == 0 and self.reading is not None and (
+                self.reading.alert_ids or self._cycle % self.cfg.status_every == 0):
             problems = self.hand.health()
             if problems:
                 self.faults = problems
