@@ -124,6 +124,7 @@ def test_servo_map_matches_leap_ids() -> None:
     by_name = dict(zip(spec.actuator_names, m.ids, strict=True))
     assert by_name["if_rot"] == 0 and by_name["if_mcp"] == 1
     assert by_name["rf_mcp"] == 9 and by_name["rf_dip"] == 11
+    assert sorted(by_name[f"{f}_rot"] for f in ("if", "mf", "rf")) == list(m.side_to_side)
     assert sorted(m.ids) == list(range(16))
     q = np.linspace(-0.3, 0.3, 16)
     assert np.allclose(m.from_servo(m.to_servo(q)), q)

@@ -72,7 +72,7 @@ def test_leap_node_drives_the_hand_and_stops_safely(graph) -> None:
     assert list(js.name) == SPEC.joint_names and len(js.position) == 16
     assert js.header.stamp.sec > 0
     # The sim's command topic, registry order.
-    goal = np.array(js.position) * 0 + np.clip(0.3, *SPEC.actuator_limits())
+    goal = np.clip(np.full(16, 0.3), *SPEC.actuator_limits())
 
     def settled(target: np.ndarray) -> bool:
         pubs["cmd"].publish(Float64MultiArray(data=target.tolist()))

@@ -301,6 +301,7 @@ class ServoMap:
     ids: tuple[int, ...]
     signs: tuple[float, ...]
     offsets: tuple[float, ...]
+    side_to_side: tuple[int, ...] = ()  # servos of the abduction joints (softer gains on LEAP)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -308,6 +309,8 @@ class ServoMap:
             raise ValueError("ServoMap: ids must be distinct; ids, signs, offsets of one length")
         if any(s not in (1.0, -1.0) for s in self.signs):
             raise ValueError(f"ServoMap: signs must be +1 or -1; got {self.signs}")
+        if not set(self.side_to_side) <= set(self.ids):
+            raise ValueError(f"ServoMap: side_to_side {self.side_to_side} are not all ids")
 
     def to_servo(self, q: np.ndarray) -> np.ndarray:
         """Model actuator angles (registry order) → servo angles (rad, same order)."""
@@ -326,6 +329,7 @@ LEAP_SERVOS = ServoMap(
     ids=(1, 0, 2, 3, 5, 4, 6, 7, 9, 8, 10, 11, 12, 13, 14, 15),
     signs=(1.0,) * 16,
     offsets=(math.pi,) * 16,
+    side_to_side=(0, 4, 8),  # if_rot, mf_rot, rf_rot
 )
 SERVO_MAPS: dict[str, ServoMap] = {LEAP.name: LEAP_SERVOS}
 

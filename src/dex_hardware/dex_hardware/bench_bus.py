@@ -45,15 +45,14 @@ def run(seconds: float, baudrate: int) -> dict:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             t0 = time.perf_counter()
-            r = drv.read()
-            drv.command(r.positions * 0 + here)
+            drv.read()
+            drv.command(here)
             times.append(time.perf_counter() - t0)
         # Command-to-motion latency: steps of +-0.3 rad on every joint.
         lat = []
         for k in range(10):
             goal = here + (0.3 if k % 2 == 0 else 0.0)
             start = drv.read().positions
-            drv.guard.reset(drv.guard.last_safe)
             t0 = time.perf_counter()
             drv.command(goal)
             while time.perf_counter() - t0 < 1.0:

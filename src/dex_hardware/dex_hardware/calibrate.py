@@ -116,7 +116,7 @@ def calibrate(frames: list[np.ndarray], cols: int, rows: int, square: float,
     at = [c for i, c in found if i == want]
     if not at:
         raise ValueError(f"board frame {want}: the board was not found in it")
-    ok, rvec, tvec = cv2.solvePnP(obj, at[0], K, dist)
+    _, rvec, tvec = cv2.solvePnP(obj, at[0], K, dist)
     R_cb, _ = cv2.Rodrigues(rvec)  # board -> camera
     T_cb = np.eye(4)
     T_cb[:3, :3], T_cb[:3, 3] = R_cb, tvec.ravel()

@@ -44,15 +44,12 @@ class ReadResult:
 class DynamixelBus:
     """The servos ``ids`` on one serial port (Protocol 2.0)."""
 
-    def __init__(self, port: str, baudrate: int, ids: Sequence[int],
-                 latency_timer_ms: float | None = None) -> None:
+    def __init__(self, port: str, baudrate: int, ids: Sequence[int]) -> None:
         self.port_name = port
         self.baudrate = int(baudrate)
         self.ids = [int(i) for i in ids]
-        self.latency_timer_ms = latency_timer_ms
         self.ph = sdk.PacketHandler(2.0)
         self.port: sdk.PortHandler | None = None
-        self.tx_bytes = 0
 
     # ---- port --------------------------------------------------------------------------------
     def open(self) -> None:
@@ -73,10 +70,6 @@ class DynamixelBus:
             except (serial.SerialException, OSError):
                 pass
             self.port = None
-
-    @property
-    def is_open(self) -> bool:
-        return self.port is not None
 
     def _port(self) -> sdk.PortHandler:
         if self.port is None:
@@ -147,7 +140,6 @@ class DynamixelBus:
                            f"dynamixel_sdk's Python txPacket does not send; refused")
         result = self._call(self.ph.syncWriteTxOnly, self._port(), field.address, field.size,
                             param, len(param))
-        self.tx_bytes += 14 + len(param)
         if result != sdk.COMM_SUCCESS:
             raise BusError(f"sync write {field.address}: {self.ph.getTxRxResult(result)}")
 

@@ -13,12 +13,12 @@ most ``max_step`` rad from the last one): nothing else writes Goal Position.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from dex_common import dynamixel as dxl
-from dex_description.registry import get_hand, get_servo_map
+from dex_description.registry import LEAP_SERVOS, get_hand, get_servo_map
 from dex_hardware.dynamixel_bus import BusError, DynamixelBus
 from dex_hardware.safety import CommandGuard
 
@@ -37,7 +37,7 @@ class LeapConfig:
     i_gain: int = 0
     d_gain: int = 200
     side_gain_scale: float = 0.75  # P and D of the side-to-side servos
-    side_ids: tuple[int, ...] = (0, 4, 8)
+    side_ids: tuple[int, ...] = LEAP_SERVOS.side_to_side
     current_limit_ma: int = 350  # Goal Current: Lite hand 300-350, full hand up to 550
     return_delay_time: int = 0  # unit 2 us
     rate_hz: float = 100.0  # control loop: one sync read + one sync write per cycle
@@ -79,9 +79,6 @@ class LeapConfig:
             problems.append(f"side_ids {self.side_ids} are not all servos of {self.hand}: {ids}")
         if problems:
             raise ValueError("LEAP driver parameters: " + "; ".join(problems))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -198,7 +195,6 @@ class LeapHand:
                 msgs.append(f"temperature {t} C > {self.config.max_temperature_c} C")
             if msgs:
                 out[int(i)] = "; ".join(msgs)
-        self.temperatures = temp
         return out
 
     def reboot(self, servo_ids: list[int]) -> None:

@@ -70,10 +70,6 @@ class Servo:
         for f, v in _DEFAULTS.items():
             self.set(f, v)
 
-    @property
-    def id(self) -> int:
-        return self.table[dxl.ID.address]
-
     def get(self, f: dxl.Field) -> int:
         return dxl.decode(f, self.table[f.address:f.address + f.size])
 
@@ -104,6 +100,7 @@ class EmulatedHand:
         self.lock = threading.RLock()
         m, ix = self.sim.model, self.sim.idx
         self._act = np.asarray(ix.actuator_ids)
+        self._act_matrix = self.spec.actuation_matrix()  # joints -> actuators (read per packet)
         self._kp0 = m.actuator_gainprm[self._act, 0].copy()
         self._bias0 = m.actuator_biasprm[self._act, 1].copy()
         self._lo, self._hi = self.spec.actuator_limits()
@@ -152,12 +149,12 @@ class EmulatedHand:
                 self.sim.data.ctrl[self._act[a]] = q[a]
 
     def _actuator_positions(self) -> np.ndarray:
-        return self.spec.actuation_matrix() @ self.sim.joint_positions()
+        return self._act_matrix @ self.sim.joint_positions()
 
     def _refresh_present(self) -> None:
         d = self.sim.data
         q = self._actuator_positions()
-        qd = self.spec.actuation_matrix() @ self.sim.joint_velocities()
+        qd = self._act_matrix @ self.sim.joint_velocities()
         ticks = np.rint(self.map.to_servo(q) * dxl.TICKS_PER_REV / (2 * math.pi))
         vel = np.rint(np.asarray(self.map.signs) * qd * 60 / (2 * math.pi)
                       / dxl.VELOCITY_UNIT_RPM)
