@@ -123,7 +123,11 @@ def test_lockstep_vision_graph_end_to_end(dds_env: dict[str, str], tmp_path: Pat
     bag = bags / "trial_000"
     assert (bag / "metadata.yaml").is_file(), list(bags.iterdir()) if bags.exists() else "no bag dir"
     counts, custom = read_bag(bag)
-    assert set(counts) == set(record_topics(pose_source="vision")), counts
+    # the recorded topics, and the frames the recorder derives (dex_bringup.bag_frames)
+    assert set(counts) == set(record_topics(pose_source="vision")) | {
+        "/tf", "/tf_static", "/robot_description"}, counts
+    assert counts["/tf"] == sum(counts[t] for t in ("/joint_states", "/object/pose_gt",
+                                                    "/object/pose", "/goal/pose"))
     assert abs(counts["/joint_states"] - steps) <= 1, (counts["/joint_states"], steps)
     assert counts["/trial/status"] >= steps
     for t in camera_topics():
@@ -136,3 +140,24 @@ def test_lockstep_vision_graph_end_to_end(dds_env: dict[str, str], tmp_path: Pat
     assert custom["successes"] == end_values["successes"] and custom["seed"] == "3"
     assert custom["trial"] == "0" and custom["mode"] == "vision"
     assert custom["policy_model_sha256"] == end_values["policy_model_sha256"] != ""
+
+    # ---- the bag read by an independent reader, and the report of the run ----------------------
+    from mcap.reader import make_reader
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    seen: dict[str, int] = {}
+    with open(next(bag.glob("*.mcap")), "rb") as f:
+        for schema, channel, message in make_reader(f).iter_messages():
+            store.deserialize_cdr(message.data, schema.name)  # every message decodes
+            seen[channel.topic] = seen.get(channel.topic, 0) + 1
+    assert seen == counts
+
+    from dex_bringup.report import build_report
+
+    index = build_report(bags)
+    summary = __import__("json").loads((index.parent / "summary.json").read_text())
+    assert summary["rows"][0]["successes"] == int(custom["successes"])
+    assert summary["rows"][0]["end_reason"] == custom["end_reason"]
+    assert summary["vision"]["estimates"] == counts["/object/pose"]
+    assert (index.parent / "trial_000.mp4").stat().st_size > 10_000

@@ -248,5 +248,7 @@ def test_recorder_node_writes_bags_from_dds(node_procs, tmp_path: Path) -> None:
     node_procs.stop_all()
     assert proc.returncode == 0, node_procs.log("recorder")
     counts, custom = read_bag(out / "trial_000")
-    assert counts == {"/joint_states": 10, "/trial/status": 10}, node_procs.log("recorder")
+    # + the hand's description and fixed frames (no /tf: "a" is no hand's joint state)
+    assert counts == {"/joint_states": 10, "/trial/status": 10, "/robot_description": 1,
+                      "/tf_static": 1}, node_procs.log("recorder")
     assert custom["end_reason"] == "timeout" and custom["end_stamp"].startswith("1.72")

@@ -17,17 +17,19 @@ setup(
     version="0.1.0",
     packages=find_namespace_packages(include=[PACKAGE, PACKAGE + ".*"], exclude=["*__pycache__"]),
     include_package_data=True,
+    package_data={PACKAGE: ["foxglove/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", LAUNCH),
     ],
-    install_requires=["numpy", "rosbags", "dex_sim", "dex_perception", "dex_policy", "dex_hardware"],
+    install_requires=["numpy", "rosbags", "foxglove-sdk", "dex_sim", "dex_perception", "dex_policy", "dex_hardware"],
     zip_safe=False,
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
             "recorder_node = dex_bringup.recorder:main",
+            "view_node = dex_bringup.view_node:main",
             "dex = dex_bringup.cli:main",
             "dex_bench = dex_bringup.bench:main",
         ]

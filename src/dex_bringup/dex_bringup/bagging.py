@@ -320,6 +320,26 @@ def outcome_metadata(trial: Trial, extra: dict[str, str] | None = None) -> dict[
     return {k: str(v) for k, v in out.items()}
 
 
+# Topics whose publishers are transient-local (latched): recorded with that offered QoS, so
+# `ros2 bag play` republishes them latched and a late subscriber (RViz) still gets them.
+LATCHED_TOPICS = frozenset({"/tf_static", "/robot_description"})
+
+
+def _latched_qos() -> list:
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
+
+    never = QosTime(0x7FFFFFFF, 0xFFFFFFFF)
+    return [Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
+                never, never, QosLiveliness.AUTOMATIC, never, False)]
+
+
 class RosbagsSink:
     """Writes each bag as a rosbag2 (MCAP storage, version 8) with the ``rosbags`` library."""
 
@@ -358,7 +378,9 @@ class RosbagsSink:
         w = self._writer(bag)
         conn = self._conns.get((bag, topic))
         if conn is None:
-            conn = w.add_connection(topic, msgtype, typestore=self._typestore)
+            conn = w.add_connection(topic, msgtype, typestore=self._typestore,
+                                    offered_qos_profiles=_latched_qos() if topic in LATCHED_TOPICS
+                                    else ())
             self._conns[(bag, topic)] = conn
         w.write(conn, stamp_ns, data)
 

@@ -4,6 +4,7 @@
     dex demo  [--trials 3] [--source vision] [--seed 0] [--out runs/demo]
     dex graph [same options as run]     # print the node graph (what run/launch start)
     dex bench [--steps N]               # per-node step time and loop latency
+    dex report RUN_DIR [--no-video]     # HTML page, plots and a video per trial, from the bags
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def graph_from_args(args: argparse.Namespace, record_dir: str | None) -> list[No
         pose_model=args.pose_model,
         extra=_extra(args.param),
         controller=args.controller,
+        view_port=args.view_port if getattr(args, "view", False) else None,
     )
 
 
@@ -65,6 +67,10 @@ def _add_graph_args(p: argparse.ArgumentParser, trials: int = 3, mode: bool = Tr
                         "than real time on 2 cores: use lockstep)")
     p.add_argument("--policy-model", default=None, help="ONNX policy (default: the packaged one)")
     p.add_argument("--pose-model", default=None, help="ONNX pose model (default: packaged)")
+    p.add_argument("--view", action="store_true",
+                   help="serve a live 3D view on a local Foxglove WebSocket (ws://127.0.0.1:PORT; "
+                        "layout: dex_bringup/foxglove/dex_layout.json)")
+    p.add_argument("--view-port", type=int, default=8765, help="port of --view (default 8765)")
     p.add_argument("--respawn", action="store_true",
                    help="restart a node that dies (up to 3 times each); the controller resumes "
                         "at the first trial that did not end")
@@ -87,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="bags go to OUT/<timestamp>/trial_NNN")
     demo.add_argument("--timeout", type=float, default=900.0, help="overall wall-clock limit, s")
     demo.add_argument("--quiet-nodes", action="store_true", help="only show node warnings/errors")
+    demo.add_argument("--no-report", action="store_true",
+                      help="skip the report (OUT/<timestamp>/report: page, plots, videos)")
     graph = sub.add_parser("graph", help="print the node graph")
     _add_graph_args(graph)
     graph.add_argument("--record", default=None, metavar="DIR")
@@ -95,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     recover = sub.add_parser("bag-recover", help="make the bags of a killed recorder readable "
                              "(keeps each original as <bag>.damaged)")
     recover.add_argument("dirs", nargs="+", metavar="DIR", help="a bag, or a directory of bags")
+    sub.add_parser("report", add_help=False,
+                   help="HTML page, plots and a video per trial of a recorded run (dex report -h)")
     return ap
 
 
@@ -224,6 +234,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     problems += print_bags(bag_root)
     if not core.trials_ok():
         problems.append("not every trial ended")
+    if not problems and not args.no_report:
+        from dex_bringup.report import build_report
+
+        index = build_report(bag_root, progress=True)
+        print(f"\nreport: {index} (videos, plots; open it in a browser)")
     if problems:
         print("\n[dex] DEMO FAILED:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
@@ -237,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         from dex_bringup.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["report"]:
+        from dex_bringup.report import main as report_main
+
+        return report_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "graph":

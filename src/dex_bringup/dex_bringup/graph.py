@@ -245,13 +245,15 @@ def _apply_extra(nodes: list[NodeSpec], extra: Mapping[str, Mapping[str, Any]] |
     return out
 
 
-def _recorder(record_dir: str | None, topics: Iterable[str], use_sim_time: bool) -> NodeSpec:
+def _recorder(record_dir: str | None, topics: Iterable[str], use_sim_time: bool,
+              hand: str) -> NodeSpec:
     return NodeSpec(
         "dex_bringup",
         "recorder_node",
         "dex_bringup.recorder",
         "dex_recorder",
-        {"out_dir": str(record_dir), "topics": list(topics), "use_sim_time": use_sim_time},
+        {"out_dir": str(record_dir), "topics": list(topics), "use_sim_time": use_sim_time,
+         "hand": hand},
     )
 
 
@@ -267,8 +269,10 @@ def sim_graph(
     pose_model: str | None = None,
     extra: Mapping[str, Mapping[str, Any]] | None = None,
     controller: str = "onnx",
+    view_port: int | None = None,
 ) -> list[NodeSpec]:
-    """The simulated graph: sim, perception (vision only), policy, recorder (if record_dir)."""
+    """The simulated graph: sim, perception (vision only), policy, recorder (if record_dir),
+    the Foxglove live view (if view_port)."""
     _check_hand(hand)
     _check_mode(mode)
     _check_controller(controller)
@@ -310,10 +314,20 @@ def sim_graph(
         pp["model_path"] = policy_model
     nodes.append(NodeSpec("dex_policy", "policy_node", "dex_policy.node", "dex_policy", pp))
     if record_dir:
-        nodes.append(_recorder(record_dir, record_topics(hand, pose_source), use_sim_time))
-    # Lockstep's first set waits until the sim has discovered every other node of the graph.
+        nodes.append(_recorder(record_dir, record_topics(hand, pose_source), use_sim_time, hand))
+    # Lockstep's first set waits until the sim has discovered every other node of the graph
+    # (not the view: a viewer never holds the hand up).
     nodes[0] = nodes[0].with_parameters(wait_nodes=",".join(n.name for n in nodes[1:]))
+    if view_port is not None:
+        nodes.append(_view(hand, view_port, use_sim_time))
     return _apply_extra(nodes, extra)
+
+
+def _view(hand: str, port: int, use_sim_time: bool) -> NodeSpec:
+    if not 0 <= int(port) <= 65535:
+        raise GraphError(f"view port must be in 0..65535, got {port}")
+    return NodeSpec("dex_bringup", "view_node", "dex_bringup.view_node", "dex_view",
+                    {"hand": hand, "port": int(port), "use_sim_time": use_sim_time})
 
 
 def hardware_graph(
@@ -401,7 +415,7 @@ def hardware_graph(
     nodes[:0] = ([driver] if driver is not None else []) + cameras
     if record_dir:
         topics = [t for t in record_topics(hand, "vision") if t not in ("/clock", "/object/pose_gt")]
-        nodes.append(_recorder(record_dir, topics, False))
+        nodes.append(_recorder(record_dir, topics, False, hand))
     return _apply_extra(nodes, extra)
 
 

@@ -19,6 +19,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
 
+from dex_bringup.bag_frames import FrameSink
 from dex_bringup.bagging import RosbagsSink, TrialRouter
 from dex_bringup.graph import message_class, record_topics, topic_types
 
@@ -30,12 +31,16 @@ class RecorderNode(Node):
         self.out_dir = self.declare_parameter("out_dir", "runs/record").value
         topics = list(self.declare_parameter("topics", record_topics(hand)).value)
         grace = float(self.declare_parameter("grace_s", 1.0).value)
+        # /tf, /tf_static, /robot_description derived into each bag (dex_bringup.bag_frames)
+        frames = bool(self.declare_parameter("frames", True).value)
         known = topic_types(hand)
         unknown = [t for t in topics if t not in known]
         if unknown:
             self.get_logger().error(f"not recording unknown topics {unknown}; known: {sorted(known)}")
         self.types = {t: known[t] for t in topics if t in known}
         self.sink = RosbagsSink(self.out_dir, log=lambda s: self.get_logger().info(s))
+        if frames:
+            self.sink = FrameSink(self.sink, hand)
         self.router = TrialRouter(self.sink, self.types, grace_s=grace)
         self._subs: dict[str, object] = {}
         self._reliability: dict[str, ReliabilityPolicy] = {}

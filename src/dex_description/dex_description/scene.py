@@ -61,3 +61,32 @@ def load_model(hand: str) -> mujoco.MjModel:
             f"MJCF scene {path} not found; generate it with `python -m dex_description.generate`"
         )
     return mujoco.MjModel.from_xml_path(str(path))
+
+
+class PosedScene:
+    """A hand scene posed from a recorded or measured state, no physics: the joints, the cube
+    and the goal marker set, then forward kinematics (for renderers and viewers)."""
+
+    def __init__(self, hand: str) -> None:
+        from dex_description.registry import get_hand
+
+        self.spec = get_hand(hand)
+        self.model = load_model(hand)
+        self.data = mujoco.MjData(self.model)
+        self.idx = SceneIndex(self.model, self.spec)
+
+    def pose(self, joints: np.ndarray | None = None,
+             cube: tuple[np.ndarray, np.ndarray] | None = None,
+             goal_quat: np.ndarray | None = None) -> None:
+        """Joint angles (registry order), the cube (position, quaternion w x y z), the goal
+        marker's quaternion; each left as it was when None."""
+        d = self.data
+        if joints is not None:
+            d.qpos[self.idx.qpos_adr] = joints
+        if cube is not None:
+            c = self.idx.cube_qpos
+            d.qpos[c:c + 3] = cube[0]
+            d.qpos[c + 3:c + 7] = cube[1]
+        if goal_quat is not None and self.idx.goal_mocap >= 0:
+            d.mocap_quat[self.idx.goal_mocap] = goal_quat
+        mujoco.mj_kinematics(self.model, d)
