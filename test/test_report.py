@@ -209,3 +209,38 @@ def test_report_of_a_trial_bag(tmp_path: Path) -> None:
         assert count == len(made["q"]), ext
     cap = cv2.VideoCapture(str(out / "trial_000.mp4"))
     assert abs(cap.get(cv2.CAP_PROP_FPS) - 12.5) < 0.1
+
+
+@pytest.mark.parametrize("hand", ["shadow", "leap"])
+def test_rviz_config_names_only_served_topics_and_known_frames(hand: str) -> None:
+    """The shipped RViz config (used with a distro) subscribes only to topics the graph
+    publishes (+ robot_state_publisher's /robot_description) and names only frames the URDF or
+    the stack's /tf provide."""
+    import yaml
+
+    from dex_bringup.bag_frames import POSE_FRAMES
+    from dex_description.frames import urdf_joints
+    from dex_description.paths import rviz_config, urdf_path
+
+    text = rviz_config(hand).read_text()
+    topics: set[str] = set()
+    frames: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in ("Topic", "Description Topic") and isinstance(v, dict):
+                    topics.add(v["Value"])
+                elif k in ("Fixed Frame", "Reference Frame", "Target Frame") and \
+                        isinstance(v, str) and v != "<Fixed Frame>":
+                    frames.add(v)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(yaml.safe_load(text))
+    assert topics and topics <= set(topic_types(hand)) | {"/robot_description"}, topics
+    links = {j[k] for j in urdf_joints(urdf_path(hand).read_text()) for k in ("parent", "child")}
+    assert frames and frames <= links | set(POSE_FRAMES.values()), frames

@@ -303,12 +303,11 @@ def _videos(rec: TrialRecord, out: Path, stem: str, renderer, first: bool) -> st
     sheet. Returns the HTML that embeds them."""
     import cv2
 
-    from dex_bringup.trial_video import FOURCC, contact_sheet, frames
+    from dex_bringup.trial_video import FOURCC, contact_sheet, frames, open_writer, playback_fps
 
-    fps = 1.0 / float(np.median(np.diff(rec.t_joints))) if len(rec.t_joints) > 1 else 12.5
+    fps = playback_fps(rec)
     size = (renderer.width, renderer.height)
-    writers = [cv2.VideoWriter(str(out / f"{stem}{ext}"), cv2.VideoWriter_fourcc(*cc), fps, size)
-               for ext, cc in FOURCC.items()]
+    writers = [open_writer(out / f"{stem}{ext}", fps, size) for ext in FOURCC]
     kept: list[np.ndarray] = []
     n = 0
     try:

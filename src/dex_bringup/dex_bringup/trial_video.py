@@ -12,6 +12,7 @@ VP9, which browsers play: the report embeds that). ``contact_sheet`` tiles frame
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,32 +114,54 @@ def frames(record: TrialRecord, renderer: TrialRenderer, every: int = 1) -> Iter
         yield img
 
 
+def playback_fps(record: TrialRecord) -> float:
+    """Frames per second that play the trial in real time (one frame per control step)."""
+    dt = np.diff(record.t_joints)
+    return 1.0 / float(np.median(dt)) if len(dt) and np.median(dt) > 0 else 12.5
+
+
 def write_video(record: TrialRecord, path: str | Path, renderer: TrialRenderer | None = None,
                 fps: float | None = None) -> int:
     """Write the trial's video (container by extension: .mp4 or .webm); returns frames written.
-    ``fps`` defaults to real time (one frame per recorded control step)."""
-    path = Path(path)
-    if path.suffix not in FOURCC:
-        raise ValueError(f"video path must end in {sorted(FOURCC)}; got {path}")
+    ``fps`` defaults to real time."""
+    if record.hand is None:
+        raise ValueError(f"{record.path}: /joint_states names match no registry hand")
     own = renderer is None
-    r = renderer or TrialRenderer(record.hand.name if record.hand else "?")
-    if fps is None:
-        dt = np.diff(record.t_joints)
-        fps = 1.0 / float(np.median(dt)) if len(dt) and np.median(dt) > 0 else 12.5
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC[path.suffix]), fps,
-                             (r.width, r.height))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV could not open a {path.suffix} writer for {path}")
+    r = renderer or TrialRenderer(record.hand.name)
     n = 0
     try:
-        for img in frames(record, r):
-            writer.write(img[:, :, ::-1])
-            n += 1
+        writer = open_writer(path, fps or playback_fps(record), (r.width, r.height))
+        try:
+            for img in frames(record, r):
+                writer.write(img[:, :, ::-1])
+                n += 1
+        finally:
+            writer.release()
     finally:
-        writer.release()
         if own:
             r.close()
     return n
+
+
+def open_writer(path: str | Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    """An OpenCV video writer for ``path`` (.mp4: MPEG-4 Part 2, .webm: VP9); RuntimeError if
+    OpenCV cannot encode it. FFmpeg's note that WebM takes no codec tag (it writes VP9 all the
+    same) is kept off the terminal: it reads like an error and is not one."""
+    path = Path(path)
+    if path.suffix not in FOURCC:
+        raise ValueError(f"video path must end in {sorted(FOURCC)}; got {path}")
+    fourcc = cv2.VideoWriter_fourcc(*FOURCC[path.suffix])
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            writer = cv2.VideoWriter(str(path), fourcc, fps, size)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV could not open a {path.suffix} writer for {path}")
+    return writer
 
 
 def contact_sheet(images: list[np.ndarray], columns: int = 4) -> np.ndarray:
