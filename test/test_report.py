@@ -186,7 +186,7 @@ def test_report_of_a_trial_bag(tmp_path: Path) -> None:
     assert rec.hand is not None and rec.hand.name == "dex_leap"
     assert rec.final_successes == 1 and rec.end_reason == "timeout"
     assert len(rec.success_times()) == 1
-    _, rot, _ = rec.vision_errors()
+    _, rot, _ = rec.vision_errors
     assert np.allclose(rot, 0.1, atol=1e-6)  # the estimate was 0.1 rad off throughout
 
     index = build_report(tmp_path / "run", actuator="if_mcp")

@@ -26,6 +26,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from dex_common.rotations import rotation_distance
 from dex_description.frames import LinkFrames
 from dex_description.scene import PosedScene
 
@@ -188,8 +189,8 @@ class LiveView:
         if err is not None and math.isfinite(err):
             msg["rotation_error_deg"] = math.degrees(err)
         if self.cube is not None and self.estimate is not None:
-            d = min(1.0, abs(float(np.dot(self.cube[1], self.estimate[1]))))
-            msg["vision_rotation_error_deg"] = math.degrees(2 * math.acos(d))
+            msg["vision_rotation_error_deg"] = math.degrees(
+                rotation_distance(self.cube[1], self.estimate[1]))
             msg["vision_position_error_mm"] = 1000 * float(
                 np.linalg.norm(self.cube[0] - self.estimate[0]))
         self.trial.log(msg, log_time=stamp_ns)

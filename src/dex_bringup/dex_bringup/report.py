@@ -119,7 +119,7 @@ def vision_summary(records: list[TrialRecord]) -> dict[str, float] | None:
     """Mean/median rotation (deg) and position (mm) error of the estimates over all trials."""
     rot, pos = [], []
     for r in records:
-        _, a, b = r.vision_errors()
+        _, a, b = r.vision_errors
         rot.append(a)
         pos.append(b)
     if not rot or not sum(len(a) for a in rot):
@@ -131,7 +131,7 @@ def vision_summary(records: list[TrialRecord]) -> dict[str, float] | None:
 
 
 def plot_vision(rec: TrialRecord, path: Path) -> Path | None:
-    t, rot, pos = rec.vision_errors()
+    t, rot, pos = rec.vision_errors
     if not len(t):
         return None
     plt = _plt()
@@ -222,7 +222,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, actuator: s
 
         threshold = TrialConfig().success_threshold
     if actuator is None and hand is not None:
-        actuator = next((a for a in hand.actuator_names if "WR" not in a), hand.actuator_names[0])
+        actuator = hand.actuator_names[0]
     rows = [trial_row(r) for r in records]
     summary = summarize(rows)
     first = records[0].outcome
@@ -336,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "(the newest run)")
     p.add_argument("--out", default=None, help="output directory (default RUN_DIR/report)")
     p.add_argument("--actuator", default=None,
-                   help="actuator for the commanded-vs-measured plot (default: the first finger "
-                        "actuator of the hand)")
+                   help="actuator for the commanded-vs-measured plot (default: the hand's first "
+                        "actuator in registry order)")
     p.add_argument("--no-video", action="store_true", help="skip the videos (faster)")
     a = p.parse_args(argv)
     try:

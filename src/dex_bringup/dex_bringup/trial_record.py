@@ -9,12 +9,13 @@ run's trial bags in order. Used by ``dex report`` and the trial video.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from dex_common.rotations import rotation_distance
 from dex_description.registry import HANDS, HandSpec
 
 STATUS_TOPIC = "/trial/status"
@@ -84,6 +85,7 @@ class TrialRecord:
             return np.zeros(0)
         return self.t_status[1:][np.diff(self.successes) > 0]
 
+    @cached_property
     def vision_errors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(t, rotation error rad, position error m) of each estimate against the true pose at
         its stamp (empty without both)."""
@@ -95,15 +97,9 @@ class TrialRecord:
             if truth is None:
                 continue
             t.append(ts)
-            rot.append(quat_angle(self.estimate.quat[i], truth[1]))
+            rot.append(rotation_distance(self.estimate.quat[i], truth[1]))
             pos.append(float(np.linalg.norm(self.estimate.pos[i] - truth[0])))
         return np.array(t), np.array(rot), np.array(pos)
-
-
-def quat_angle(a: np.ndarray, b: np.ndarray) -> float:
-    """Rotation angle (rad) between two unit quaternions (q ≡ −q)."""
-    d = min(1.0, abs(float(np.dot(a, b))))
-    return 2.0 * math.acos(d)
 
 
 def hand_of_joints(names: list[str]) -> HandSpec | None:
