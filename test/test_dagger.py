@@ -88,9 +88,9 @@ def test_every_tenth_episode_is_held_out() -> None:
     assert [p.stem for p in names if dagger.is_held_out(p)] == ["it002_ep009", "it002_ep019"]
 
 
-def test_worker_processes_collect_the_same_episodes(tmp_path: Path) -> None:
-    # Episodes are seeded by (run seed, iteration, index): two worker processes, one planning
-    # thread each, write the shards the in-process collector writes, array for array.
+def test_ray_workers_collect_the_same_episodes(tmp_path: Path) -> None:
+    # Episodes are seeded by (run seed, iteration, index): two Ray workers (a local runtime),
+    # one planning thread each, write the shards the in-process collector writes, exactly.
     cfg = _cfg(iterations=1, episodes=3, episode_steps=3)
     assert dagger.collect_iteration(tmp_path / "a", cfg, 0, None, workers=1) is True
     assert dagger.collect_iteration(tmp_path / "b", cfg, 0, None, workers=2) is True

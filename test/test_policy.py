@@ -177,7 +177,7 @@ def test_evaluate_cli(tiny_run, tmp_path, capsys):
     assert res["summary"]["trials"] == 2 and len(res["model_sha256"]) == 64
     table = capsys.readouterr().out
     assert "consecutive successes: mean" in table and "end reason" in table
-    # Two worker processes run the same seeded trials: the same rows.
+    # Two Ray workers (a local runtime) run the same seeded trials: the same rows.
     js2 = tmp_path / "eval2.json"
     assert evaluate.main(["--model", str(out / "policy_dex_shadow.onnx"), "--trials", "2",
                           "--seed", "5", "--json", str(js2), "--workers", "2"]) == 0

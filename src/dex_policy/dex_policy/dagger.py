@@ -8,8 +8,8 @@
    (iteration 0 = behavioural cloning), else the student's (argmax). Each episode is one shard
    ``shards/it{i:03d}_ep{k:03d}.npz``, written atomically: a killed run loses at most the episode
    in flight, and ``--resume`` collects only the missing shards. ``--workers N`` collects in N
-   processes, one planning thread each (the same shards: episodes are seeded by run seed,
-   iteration and index).
+   Ray workers, one planning thread each (the same shards: episodes are seeded by run seed,
+   iteration and index); a local Ray runtime by default, a cluster with ``--ray-address``.
 2. **train**: the student (Dense 1024 → LSTM 512, the ONNX contract the node loads) on every
    shard so far (the DAgger aggregate) by truncated BPTT: ``updates`` Adam steps per iteration,
    each on ``batch`` windows of ``window`` steps cut at random from random episodes (a third of
@@ -32,7 +32,6 @@ import argparse
 import hashlib
 import json
 import math
-import multiprocessing
 import shlex
 import sys
 import time
@@ -50,7 +49,13 @@ from dex_common.config_cli import Options, add_config_options, config_kwargs, th
 from dex_policy.controllers import MPCController
 from dex_policy.mpc import MPCConfig, add_mpc_options, mpc_config_of
 from dex_policy.net import PolicyNet
-from dex_policy.workers import worker_pool
+from dex_policy.workers import (
+    ADDRESS_HELP,
+    WorkerPool,
+    default_workers,
+    start_runtime,
+    stop_runtime,
+)
 from dex_sim.env import DexCubeEnv, TaskConfig
 
 
@@ -198,10 +203,12 @@ def _worker_collect(job: tuple[int, int, Path]) -> dict[str, Any]:
 
 def collect_iteration(out: Path, cfg: DaggerConfig, iteration: int,
                       net_state: dict[str, np.ndarray] | None, workers: int = 1,
-                      deadline: float = math.inf, progress: bool = False) -> bool:
+                      deadline: float = math.inf, progress: bool = False,
+                      ray_address: str | None = None) -> bool:
     """Collect the iteration's missing shards; False if ``deadline`` (monotonic s) came first.
-    ``workers`` > 1: that many processes, each planning on one thread (episodes are
-    independent, so this scales with cores where multi-threaded rollouts of one plan do not);
+    ``workers`` > 1: that many Ray workers (local, or the cluster at ``ray_address``), each
+    planning on one thread (episodes are independent, so this scales with cores where
+    multi-threaded rollouts of one plan do not);
     at the deadline the episodes in flight are dropped, as if the run had been killed."""
     (out / "shards").mkdir(parents=True, exist_ok=True)
     jobs = [(iteration, k, shard_path(out, iteration, k)) for k in range(cfg.episodes)]
@@ -217,17 +224,15 @@ def collect_iteration(out: Path, cfg: DaggerConfig, iteration: int,
                 bar.set_postfix(collector.collect(*job))
                 bar.update()
             return True
-        with worker_pool(min(workers, len(jobs)), _worker_init,
-                         (cfg.to_dict(), net_state)) as pool:
-            results = pool.imap_unordered(_worker_collect, jobs)
-            for _ in jobs:
-                wait = None if deadline == math.inf else max(0.0, deadline - time.monotonic())
-                try:
-                    bar.set_postfix(results.next(timeout=wait))
-                except multiprocessing.TimeoutError:
-                    pool.terminate()
-                    return False
-                bar.update()
+        with WorkerPool(min(workers, len(jobs)), _worker_init, (cfg.to_dict(), net_state),
+                        address=ray_address) as pool:
+            try:
+                for result in pool.imap_unordered(
+                        _worker_collect, jobs, None if deadline == math.inf else deadline):
+                    bar.set_postfix(result)
+                    bar.update()
+            except TimeoutError:
+                return False  # the pool's close kills the episodes in flight
     return True
 
 
@@ -332,7 +337,19 @@ def train_student(net: PolicyNet, opt: torch.optim.Optimizer, episodes: list[dic
 
 
 def run(out: Path, cfg: DaggerConfig, resume: bool = False, max_minutes: float | None = None,
-        progress: bool = True, workers: int = 1) -> dict[str, Any]:
+        progress: bool = True, workers: int = 1,
+        ray_address: str | None = None) -> dict[str, Any]:
+    """``workers`` > 1: collect on Ray (one runtime for the whole run)."""
+    started = workers > 1 and start_runtime(workers, ray_address)
+    try:
+        return _run(out, cfg, resume, max_minutes, progress, workers, ray_address)
+    finally:
+        if started:
+            stop_runtime()
+
+
+def _run(out: Path, cfg: DaggerConfig, resume: bool, max_minutes: float | None,
+         progress: bool, workers: int, ray_address: str | None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "shards").mkdir(exist_ok=True)
     ck_path = out / "student.pt"
@@ -360,7 +377,8 @@ def run(out: Path, cfg: DaggerConfig, resume: bool = False, max_minutes: float |
         beta = cfg.beta(it)
         net_state = None if it == 0 else {k: v.numpy().copy()
                                            for k, v in net.state_dict().items()}
-        if not collect_iteration(out, cfg, it, net_state, workers, deadline, progress):
+        if not collect_iteration(out, cfg, it, net_state, workers, deadline, progress,
+                                 ray_address):
             log.close()
             return {"stopped": "max_minutes", "iteration": it}
         episodes, held_out = load_shards(out)
@@ -418,9 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="run directory (shards, checkpoint, log)")
     add_config_options(p, DaggerConfig, DAGGER_OPTIONS)
     add_mpc_options(p)
-    p.add_argument("--workers", type=int, default=1,
-                   help="collect episodes in this many processes, one planning thread each "
-                        "(default 1: in this process, rollouts on every core)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="collect episodes on this many Ray workers, one planning thread each "
+                        "(default: one per core; 1: in this process, rollouts on every core)")
+    p.add_argument("--ray-address", default=None, help=ADDRESS_HELP)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--max-minutes", type=float, default=None, help="stop collecting after this")
     p.add_argument("--export", default="", help="write the ONNX student here at the end")
@@ -428,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = DaggerConfig(**config_kwargs(a, DAGGER_OPTIONS), mpc=mpc_config_of(a))
         res = run(Path(a.out), cfg, resume=a.resume, max_minutes=a.max_minutes,
-                  workers=a.workers)
+                  workers=a.workers, ray_address=a.ray_address)
     except (ValueError, RuntimeError) as e:
         print(f"dex-policy-dagger: {e}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ from dex_policy.controllers import (
     RandomController,
 )
 from dex_policy.mpc import MPCConfig, add_mpc_options, mpc_config_of
-from dex_policy.workers import worker_pool
+from dex_policy.workers import ADDRESS_HELP, WorkerPool
 from dex_sim.env import DexCubeEnv, TaskConfig
 
 CONTROLLERS = ("onnx", "mpc", "mpc-measured", "zero", "random")
@@ -93,7 +93,7 @@ def _worker_init(spec: ControllerSpec, hand: str, task: TaskConfig | None) -> No
     _WORKER = (env, build_controller(spec.name, env, spec.model, spec.seed, mpc))
 
 
-def _worker_describe() -> dict[str, Any]:
+def _worker_describe(_: object = None) -> dict[str, Any]:
     assert _WORKER is not None
     return _WORKER[1].describe()
 
@@ -109,9 +109,11 @@ def _worker_trial(job: tuple[int, int, int | None]) -> tuple[dict[str, Any], lis
 
 def evaluate_parallel(spec: ControllerSpec, hand: str, trials: int, seed: int = 0,
                       workers: int = 2, task: TaskConfig | None = None,
-                      max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """``evaluate`` with the trials spread over ``workers`` processes (one planning thread
-    each): trials are independent and seeded, so the rows are the serial run's."""
+                      max_steps: int | None = None, progress: bool = True,
+                      ray_address: str | None = None) -> dict[str, Any]:
+    """``evaluate`` with the trials spread over ``workers`` Ray workers (one planning thread
+    each; a local runtime, or the cluster at ``ray_address``): trials are independent and
+    seeded, so the rows are the serial run's."""
     if trials < 1:
         raise ValueError(f"trials must be >= 1; got {trials}")
     env = DexCubeEnv(hand, task=task)  # the rules for the result
@@ -119,10 +121,11 @@ def evaluate_parallel(spec: ControllerSpec, hand: str, trials: int, seed: int = 
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     jobs = [(i, seed + i, max_steps) for i in range(trials)]
-    with worker_pool(min(workers, trials), _worker_init, (spec, hand, task)) as pool, \
+    with WorkerPool(min(workers, trials), _worker_init, (spec, hand, task),
+                    address=ray_address) as pool, \
             tqdm(total=trials, desc=f"eval {spec.name} ({workers} workers)", unit="trial",
                  disable=not progress) as bar:
-        describe = pool.apply(_worker_describe)  # as the workers run it (one thread)
+        describe = pool.call(_worker_describe)  # as the workers run it (one thread)
         for row, times in pool.imap_unordered(_worker_trial, jobs):
             rows.append(row)
             for t in times:
@@ -214,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=0, help="cap each trial (0 = no cap)")
     add_mpc_options(p)
     p.add_argument("--workers", type=int, default=1,
-                   help="run trials in this many processes, one planning thread each")
+                   help="run trials on this many Ray workers, one planning thread each")
+    p.add_argument("--ray-address", default=None, help=ADDRESS_HELP)
     p.add_argument("--json", default="policy_eval.json", help="where to write the result")
     p.add_argument("--png", default="", help="plot (default: the JSON path with .png)")
     a = p.parse_args(argv)
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.workers > 1:
             result = evaluate_parallel(ControllerSpec(a.controller, a.model, a.seed, mpc),
                                        a.hand, a.trials, a.seed, a.workers, task,
-                                       a.max_steps or None)
+                                       a.max_steps or None, ray_address=a.ray_address)
         else:
             env = DexCubeEnv(a.hand, task=task)
             ctrl = build_controller(a.controller, env, a.model, a.seed, mpc)
