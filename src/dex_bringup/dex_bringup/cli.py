@@ -5,6 +5,7 @@
     dex graph [same options as run]     # print the node graph (what run/launch start)
     dex bench [--steps N]               # per-node step time and loop latency
     dex report RUN_DIR [--no-video]     # HTML page, plots and a video per trial, from the bags
+    dex replay RUN_DIR [--consumer perception|policy --model M]   # republish; re-run a model
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     recover.add_argument("dirs", nargs="+", metavar="DIR", help="a bag, or a directory of bags")
     sub.add_parser("report", add_help=False,
                    help="HTML page, plots and a video per trial of a recorded run (dex report -h)")
+    sub.add_parser("replay", add_help=False,
+                   help="republish a recorded run's inputs; re-run a model on them and compare "
+                        "(dex replay -h)")
     return ap
 
 
@@ -256,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         from dex_bringup.report import main as report_main
 
         return report_main(argv[1:])
+    if argv[:1] == ["replay"]:
+        from dex_bringup.replay import main as replay_main
+
+        return replay_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "graph":

@@ -165,6 +165,9 @@ class PolicyNode(Node):
         self._declare("first_trial", 0)
         # Exit (code 0) EXIT_AFTER_FINISHED_S after 'finished': how a launch file ends the graph.
         self._declare("exit_when_finished", False)
+        # False: the first set starts trial 0 as it is, with no /sim/reset request (the state
+        # source is already at the trial's start: dex replay of a recorded trial).
+        self._declare("reset_first_trial", True)
         self._declare("slop", 0.005)
         self._declare("input_timeout_s", 0.5)
         self._declare("goal_timeout_s", 8.0)  # Dactyl: 8 s sim, 80 s on the robot
@@ -245,6 +248,11 @@ class PolicyNode(Node):
         if not isinstance(self.realtime, bool):
             problems.append(f"realtime must be true or false; got {self.realtime!r}")
             self.realtime = False
+        reset_first = gp("reset_first_trial").value
+        if not isinstance(reset_first, bool):
+            problems.append(f"reset_first_trial must be true or false; got {reset_first!r}")
+        elif not reset_first:
+            self.reset_wall = time.monotonic()  # as if requested: no set predates the trial
         if self.controller not in NODE_CONTROLLERS:
             problems.append(f"controller must be one of {list(NODE_CONTROLLERS)}; got "
                             f"{self.controller!r}")
