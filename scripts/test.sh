@@ -8,6 +8,16 @@ bash scripts/setup.sh
 . "${DEX_VENV:-$ROOT/.venv}/bin/activate"
 echo "[test] test-only requirements"
 pip install -q --disable-pip-version-check -r requirements-test.txt
+# Debian's Chromium: the report page is checked in a real headless browser (test_report).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[test] installing Debian's chromium (headless browser for the report page test)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+      >/dev/null 2>&1 || echo "[test] WARNING: could not install chromium; the browser test will fail"
+  else
+    echo "[test] note: chromium missing (apt-get install chromium); the browser test will fail"
+  fi
+fi
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 echo "[test] ruff check src test launch"

@@ -54,7 +54,7 @@ def _cdr(store, msgtype: str, **fields) -> bytes:
     return bytes(store.serialize_cdr(store.types[msgtype](**fields), msgtype))
 
 
-def write_trial_bag(out: Path, hand: str = "leap", steps: int = 12) -> dict:
+def write_trial_bag(out: Path, hand: str = "leap", steps: int = 12, trial: int = 0) -> dict:
     """A trial bag as the recorder writes it (TrialRouter → FrameSink → RosbagsSink), from
     messages serialized with rosbags: the hand moves, the cube turns, one success."""
     from rosbags.typesys import Stores, get_typestore
@@ -77,13 +77,14 @@ def write_trial_bag(out: Path, hand: str = "leap", steps: int = 12) -> dict:
     qs, cube_q = [], []
     goal = (math.cos(0.5), 0.0, 0.0, math.sin(0.5))  # 1 rad about z
     for i in range(steps):
-        t = 1.0 + 0.08 * i
+        t = 1.0 + 20.0 * trial + 0.08 * i
         q = _random_q(hand, i)
         ang = 1.0 * i / (steps - 1)  # the cube turns towards the goal
         cq = (math.cos(ang / 2), 0.0, 0.0, math.sin(ang / 2))
         err = abs(1.0 - ang)
         succ = int(err < 0.4)
-        values = {"trial": "0", "seed": "5", "start_stamp": "1.0", "successes": str(succ),
+        values = {"trial": str(trial), "seed": str(5 + trial),
+                  "start_stamp": f"{1.0 + 20.0 * trial}", "successes": str(succ),
                   "rotation_error": f"{err:.6f}", "goal_index": str(succ), "steps": str(i + 1),
                   "ended": "false", "end_reason": "", "mode": "vision"}
         router.on_status(t, "running", values, 0.0)
@@ -106,12 +107,12 @@ def write_trial_bag(out: Path, hand: str = "leap", steps: int = 12) -> dict:
                 dim=[], data_offset=0), data=spec.actuation_matrix() @ q), 0.0)
         qs.append(q)
         cube_q.append(cq)
-    end = 1.0 + 0.08 * steps
+    end = 1.0 + 20.0 * trial + 0.08 * steps
     router.on_status(end, "timeout", {**values, "ended": "true", "end_reason": "timeout",
                                       "successes": "1"}, 0.0)
     router.on_status(end + 0.1, "finished", {}, 0.0)
     router.close_all(10.0)
-    return {"q": qs, "cube_q": cube_q, "bag": out / "trial_000"}
+    return {"q": qs, "cube_q": cube_q, "bag": out / f"trial_{trial:03d}"}
 
 
 def test_bags_carry_tf_and_read_back_with_the_mcap_library(tmp_path: Path) -> None:
@@ -244,3 +245,38 @@ def test_rviz_config_names_only_served_topics_and_known_frames(hand: str) -> Non
     assert topics and topics <= set(topic_types(hand)) | {"/robot_description"}, topics
     links = {j[k] for j in urdf_joints(urdf_path(hand).read_text()) for k in ("parent", "child")}
     assert frames and frames <= links | set(POSE_FRAMES.values()), frames
+
+
+def test_report_page_loads_in_headless_chromium(tmp_path: Path) -> None:
+    """The page as a user opens it (file://, no server) in a real browser: no errors, every
+    trial shown, every image decoded, every video playable to its recorded length."""
+    from browser import Browser
+
+    from dex_bringup.report import build_report
+
+    steps = (12, 9)
+    for trial, n in enumerate(steps):
+        write_trial_bag(tmp_path / "run", steps=n, trial=trial)
+    index = build_report(tmp_path / "run", actuator="if_mcp")
+    with Browser() as b:
+        b.open(index.as_uri())
+        shown = b.evaluate("""(async () => {
+            const videos = [...document.querySelectorAll('video')];
+            const durations = await Promise.all(videos.map(v => v.readyState >= 1
+                ? v.duration : new Promise(res => {
+                    v.addEventListener('loadedmetadata', () => res(v.duration));
+                    v.addEventListener('error', () => res(-1)); })));
+            const imgs = [...document.images];
+            await Promise.all(imgs.map(i => i.complete ? 0 : new Promise(
+                res => { i.onload = i.onerror = res; })));
+            return {sections: document.querySelectorAll('section.trial').length,
+                    durations,
+                    broken: imgs.filter(i => !(i.naturalWidth > 0)).map(i => i.src),
+                    images: imgs.length, text: document.body.innerText};
+        })()""")
+        assert not b.errors, b.errors
+    assert shown["sections"] == len(steps), shown["sections"]
+    assert shown["images"] >= 4 * len(steps) and not shown["broken"], shown["broken"]
+    # one frame per control step at real-time rate (12.5 fps): the recorded trial length
+    assert shown["durations"] == pytest.approx([n / 12.5 for n in steps], abs=0.1)
+    assert "mean 1.00 ± 0.00" in shown["text"]
