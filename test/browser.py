@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -36,10 +38,13 @@ class Browser:
         if exe is None:
             raise RuntimeError("Chromium is not installed (scripts/test.sh installs Debian's "
                                "chromium as root: apt-get install chromium)")
-        self._dir = tempfile.TemporaryDirectory(prefix="dex-chromium-")
+        self._dir = tempfile.TemporaryDirectory(prefix="dex-chromium-",
+                                                ignore_cleanup_errors=True)
+        # Its own process group: closing stops the renderer and zygote children too, before
+        # the profile directory is removed.
         self.proc = subprocess.Popen(
             [exe, *FLAGS, f"--user-data-dir={self._dir.name}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         port_file = Path(self._dir.name) / "DevToolsActivePort"
         end = time.monotonic() + timeout
         while not (port_file.is_file() and port_file.read_text().strip()):
@@ -102,12 +107,14 @@ class Browser:
         stack = getattr(self, "_stack", None)
         if stack is not None:
             stack.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):  # whatever of the group is left
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        time.sleep(0.2)  # the children's exit, after the browser's
         self._dir.cleanup()
 
     def __enter__(self) -> Browser:

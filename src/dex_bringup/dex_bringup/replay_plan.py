@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,27 +156,29 @@ def _store():
     return get_typestore(Stores.ROS2_KILTED)
 
 
-def decode_poses(msgs: Iterable[Recorded | tuple[str, bytes]]) -> dict[int, np.ndarray]:
-    """PoseStamped CDR → {stamp ns: [x, y, z, qw, qx, qy, qz]}."""
+def _decode(msgs: Iterable[Recorded | tuple[int, bytes]], msgtype: str,
+            values: Callable[[object], list[float]]) -> dict[int, np.ndarray]:
+    """CDR messages (recorded, or (stamp, bytes) as received) → {stamp ns: values(msg)}."""
     store = _store()
     out = {}
     for m in msgs:
         data = m.data if isinstance(m, Recorded) else m[1]
-        msg = store.deserialize_cdr(data, "geometry_msgs/msg/PoseStamped")
+        out[cdr_stamp_ns(data)] = np.asarray(values(store.deserialize_cdr(data, msgtype)), float)
+    return out
+
+
+def decode_poses(msgs: Iterable[Recorded | tuple[int, bytes]]) -> dict[int, np.ndarray]:
+    """PoseStamped → {stamp ns: [x, y, z, qw, qx, qy, qz]}."""
+    def row(msg: object) -> list[float]:
         p, q = msg.pose.position, msg.pose.orientation
-        out[cdr_stamp_ns(data)] = np.array([p.x, p.y, p.z, q.w, q.x, q.y, q.z], float)
-    return out
+        return [p.x, p.y, p.z, q.w, q.x, q.y, q.z]
+
+    return _decode(msgs, "geometry_msgs/msg/PoseStamped", row)
 
 
-def decode_positions(msgs: Iterable[Recorded | tuple[str, bytes]]) -> dict[int, np.ndarray]:
-    """JointState CDR → {stamp ns: positions}."""
-    store = _store()
-    out = {}
-    for m in msgs:
-        data = m.data if isinstance(m, Recorded) else m[1]
-        msg = store.deserialize_cdr(data, "sensor_msgs/msg/JointState")
-        out[cdr_stamp_ns(data)] = np.asarray(msg.position, float)
-    return out
+def decode_positions(msgs: Iterable[Recorded | tuple[int, bytes]]) -> dict[int, np.ndarray]:
+    """JointState → {stamp ns: positions}."""
+    return _decode(msgs, "sensor_msgs/msg/JointState", lambda msg: msg.position)
 
 
 def _pose_errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
