@@ -219,7 +219,7 @@ def test_explicit_contact_pairs_match_the_automatic_mechanism(hand):
     floor, which the pairs leave out). Friction randomization reaches the pairs too."""
     import mujoco
 
-    from dex_description.generate import JACOBIAN, build_mjcf
+    from dex_description.generate import DESCRIPTIONS, build_mjcf
     from dex_sim.randomization import DomainRandomizer
 
     spec = get_hand(hand)
@@ -228,7 +228,7 @@ def test_explicit_contact_pairs_match_the_automatic_mechanism(hand):
     da = mujoco.MjData(auto)
     assert s.model.npair > len(spec.joint_names) // 2 and auto.npair == 0
     jac = {"sparse": mujoco.mjtJacobian.mjJAC_SPARSE, "dense": mujoco.mjtJacobian.mjJAC_DENSE}
-    assert s.model.opt.jacobian == jac[JACOBIAN[spec.name]]
+    assert s.model.opt.jacobian == jac[DESCRIPTIONS[spec.name].jacobian]
     lo, hi = spec.actuator_limits()
     rng = np.random.default_rng(0)
     seen: set[tuple[str, str]] = set()

@@ -148,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     steps = len(mon.core.latencies)
 
     refs: dict[str, list[float]] = {}
-    pol = default_model("dex_policy", "policy_dex_shadow.onnx")
-    pose = default_model("dex_perception", "pose_dex_shadow.onnx")
+    from dex_description.registry import get_hand
+
+    name = get_hand(args.hand).name  # the models the graph loads for this hand
+    pol = default_model("dex_policy", f"policy_{name}.onnx")
+    pose = default_model("dex_perception", f"pose_{name}.onnx")
     if pol:
         refs["policy ONNX (raw ort, batch 1)"] = onnx_reference(pol, args.ref_n)
     if pose and vision:

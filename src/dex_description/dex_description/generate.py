@@ -41,12 +41,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from dex_description.paths import rviz_name
 from dex_description.pose import default_actuator_targets, default_joint_positions
 from dex_description.registry import HandSpec, get_hand
 
@@ -97,13 +99,11 @@ CUBE_CONDIM = 4  # sliding + torsional friction on the cube
 # (env steps/s, hold / random actions; same physics either way). Shadow, a tree of five long
 # finger chains: sparse 1,533 / 1,172 vs dense 1,429 / 684 (20 substeps). LEAP: dense 1,754 /
 # 1,503 vs sparse 1,580 / 1,371.
-JACOBIAN = {"dex_shadow": "sparse", "dex_leap": "dense"}
 # Constraint islands (MuJoCo solves each connected group of constraints on its own), per hand by
 # the same measurement: the Shadow env runs 1.10x / 1.03x faster with them off (hold / random,
 # 20 substeps; hand and cube are one island most of the time, so the bookkeeping is pure cost),
 # the LEAP env 1.08x / 1.07x faster with them on. Either way the solver answers the same problem
 # (trajectories agree to ~1e-7 rad over 300 control steps), not with the same bits.
-ISLANDS = {"dex_shadow": False, "dex_leap": True}
 
 # LEAP: Dynamixel XC330 servos in current-based position mode. kp 3 N m/rad is the stiffness the
 # published LEAP model uses; the force limit approximates the servos' capped torque.
@@ -122,12 +122,14 @@ LEAP_GOAL_POS = (0.0, 0.055, 0.6)  # goal marker high above the LEAP cameras (ou
 
 def goal_pos(hand: HandSpec) -> tuple[float, float, float]:
     """Where the (visual-only) goal marker sits: outside every camera's view."""
-    return LEAP_GOAL_POS if hand.name == "dex_leap" else GOAL_POS
+    return description(hand).goal_pos
 
 
-def _gains_for(joint: str, hand: HandSpec | None = None) -> Gains:
-    if hand is not None and hand.name == "dex_leap":
-        return LEAP_GAINS
+def _gains_for(joint: str, hand: HandSpec) -> Gains:
+    return description(hand).gains(joint)
+
+
+def _shadow_gains(joint: str) -> Gains:
     if joint.startswith("WR"):
         return GAINS["wrist"]
     if joint.startswith("TH"):
@@ -250,10 +252,10 @@ def _thumb(hand: HandSpec) -> Body:
 
 def hand_tree(hand: HandSpec) -> Body:
     """The hand's kinematic tree: forearm (fixed in the world) -> wrist -> palm -> digits."""
-    if hand.name == "dex_leap":
-        return _leap_tree(hand)
-    if hand.name != "dex_shadow":
-        raise ValueError(f"no kinematic description for hand {hand.name!r}")
+    return description(hand).tree(hand)
+
+
+def _shadow_tree(hand: HandSpec) -> Body:
     fingers = [
         _finger(hand, "FF", (0.033, 0.095, 0.0)),
         _finger(hand, "MF", (0.011, 0.095, 0.0)),
@@ -387,6 +389,32 @@ def _leap_tree(hand: HandSpec) -> Body:
     )
 
 
+@dataclass(frozen=True)
+class HandDescription:
+    """What the generator builds differently per hand: data, looked up in one table."""
+
+    tree: Callable[[HandSpec], Body]  # the kinematic tree (hand_tree)
+    gains: Callable[[str], Gains]  # joint name -> actuator gains
+    goal_pos: tuple[float, float, float]  # the goal marker, out of every camera's view
+    jacobian: str  # MuJoCo's constraint Jacobian (see the measurement above)
+    islands: bool  # constraint islands on (see the measurement above)
+
+
+DESCRIPTIONS: dict[str, HandDescription] = {
+    "dex_shadow": HandDescription(_shadow_tree, _shadow_gains, GOAL_POS, "sparse", False),
+    "dex_leap": HandDescription(_leap_tree, lambda _joint: LEAP_GAINS, LEAP_GOAL_POS, "dense",
+                                True),
+}
+
+
+def description(hand: HandSpec) -> HandDescription:
+    try:
+        return DESCRIPTIONS[hand.name]
+    except KeyError:
+        raise ValueError(f"no kinematic description for hand {hand.name!r}; "
+                         f"described: {sorted(DESCRIPTIONS)}") from None
+
+
 def _walk(body: Body):
     yield body
     for c in body.children:
@@ -488,15 +516,15 @@ def build_mjcf(hand: HandSpec, contacts: str = "pairs") -> str:
     ``contacts="pairs"`` (shipped) lists every colliding geom pair explicitly (``contact_pairs``);
     ``"auto"`` leaves them to MuJoCo's contype/conaffinity filter and broad phase instead: the
     same contacts with the same parameters (tested), dearer per ``mj_step`` (measured by
-    ``dex-sim-bench --scene-variants``, as are the Jacobian and island choices, ``JACOBIAN``,
-    ``ISLANDS``)."""
+    ``dex-sim-bench --scene-variants``, as are the Jacobian and island choices in
+    ``DESCRIPTIONS``)."""
     if contacts not in ("pairs", "auto"):
         raise ValueError(f"contacts must be 'pairs' or 'auto', not {contacts!r}")
     on = contacts == "auto"
     hand_col = 'contype="1" conaffinity="0"' if on else 'contype="0" conaffinity="0"'
     both_col = 'contype="1" conaffinity="1"' if on else 'contype="0" conaffinity="0"'
-    jacobian = JACOBIAN.get(hand.name, "auto")
-    islands = "" if ISLANDS.get(hand.name, True) else ' island="disable"'
+    jacobian = description(hand).jacobian
+    islands = "" if description(hand).islands else ' island="disable"'
     tree = hand_tree(hand)
     half = hand.cube.size / 2.0
     vis = max([640] + [c.width for c in hand.cameras])
@@ -834,11 +862,6 @@ def build_rviz(hand: HandSpec) -> str:
 
 # ---- files -----------------------------------------------------------------------------------
 HAND_PROFILES = ("shadow", "leap")  # every hand the generator writes files for
-
-
-def rviz_name(hand: HandSpec) -> str:
-    """RViz config file name: ``dex.rviz`` for the Shadow hand (the default), else per hand."""
-    return "dex.rviz" if hand.name == "dex_shadow" else f"{hand.name}.rviz"
 
 
 def outputs(hand_name: str = "shadow") -> dict[Path, str]:

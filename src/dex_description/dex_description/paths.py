@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dex_description.registry import get_hand
+from dex_description.registry import HandSpec, get_hand
 
 _PKG_DIR = Path(__file__).resolve().parent
 
@@ -35,6 +35,9 @@ def urdf_path(hand: str = "shadow") -> Path:
 def rviz_config(hand: str = "shadow") -> Path:
     """The RViz2 config (fixed frame world, robot model, camera images, goal, object poses);
     ``dex.rviz`` for the Shadow hand, ``<hand name>.rviz`` for another profile."""
-    spec = get_hand(hand)
-    name = "dex.rviz" if spec.name == "dex_shadow" else f"{spec.name}.rviz"
-    return _existing(_PKG_DIR / "rviz" / name, f"RViz config for {hand!r}")
+    return _existing(_PKG_DIR / "rviz" / rviz_name(get_hand(hand)), f"RViz config for {hand!r}")
+
+
+def rviz_name(spec: HandSpec) -> str:
+    """RViz config file name: ``dex.rviz`` for the default hand, ``<hand name>.rviz`` else."""
+    return "dex.rviz" if spec.name == get_hand().name else f"{spec.name}.rviz"

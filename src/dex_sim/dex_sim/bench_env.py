@@ -298,7 +298,7 @@ def variant_rates(seconds: float, repeats: int) -> dict[str, dict[str, Any]]:
     return out
 
 
-# The LEAP scene's shipped choices, each undone (``generate.JACOBIAN``, ``generate.ISLANDS``).
+# The LEAP scene's shipped choices, each undone (``generate.DESCRIPTIONS``: jacobian, islands).
 LEAP_VARIANTS: dict[str, Edits] = {
     "sparse Jacobian": ((' jacobian="dense"', ' jacobian="sparse"'),),
     "islands off": (('<flag warmstart="enable"/>', '<flag warmstart="enable" island="disable"/>'),),
@@ -308,7 +308,7 @@ LEAP_VARIANTS: dict[str, Edits] = {
 def leap_scene_rates(seconds: float, repeats: int) -> dict[str, dict[str, Any]]:
     """LEAP env steps/s (registry substeps, no randomization) on its shipped scene and with
     each shipped choice undone (``LEAP_VARIANTS``), runs alternating: the check behind
-    ``dex_description.generate.JACOBIAN`` / ``ISLANDS`` for LEAP."""
+    ``dex_description.generate.DESCRIPTIONS`` for LEAP (jacobian, islands)."""
     envs = {}
     for name, edits in (("shipped", ()), *LEAP_VARIANTS.items()):
         with scene_variant(edits, hand="leap"):
