@@ -29,11 +29,13 @@ from dex_bringup.replay_plan import (
     JOINT_STATES,
     POSE_GT,
     Consumer,
+    Recorded,
     Step,
     compare,
     consumer_for,
     decode_poses,
     decode_positions,
+    joint_names,
     plan_steps,
     read_recorded,
     schedule,
@@ -48,7 +50,7 @@ class Replayer:
     """Publishes steps on raw (CDR) publishers and collects a consumer's raw answers."""
 
     def __init__(self, node: object, types: dict[str, str], consumer: Consumer) -> None:
-        from dex_bringup.graph import message_class
+        from dex_bringup.graph import message_class, topic_types
         from dex_common.ros_util import IMAGE_QOS, STATE_QOS, STATE_WRITER_QOS
 
         self.node = node
@@ -62,7 +64,7 @@ class Replayer:
         if consumer.output:
             from dex_bringup.bagging import cdr_stamp_ns
 
-            out_type = types.get(consumer.output) or _OUTPUT_TYPES[consumer.output]
+            out_type = types.get(consumer.output) or topic_types()[consumer.output]
 
             def on_output(data: bytes) -> None:
                 self.outputs[cdr_stamp_ns(data)] = data
@@ -88,13 +90,13 @@ class Replayer:
 
     def play(self, steps: list[Step], spin: Callable[[float], None], rate: float,
              lockstep: bool, expected: set[int], timeout: float,
-             progress: Callable[[int], None] | None = None) -> int:
+             progress: Callable[[], None] | None = None) -> int:
         """Publish every step (paced at ``rate``, or in lockstep: a step with an expected output
         waits for it up to ``timeout`` s); returns how many waits timed out."""
         times = schedule(steps, 0.0 if lockstep else rate)
         start = time.monotonic()
         timeouts = 0
-        for i, (st, at) in enumerate(zip(steps, times, strict=True)):
+        for st, at in zip(steps, times, strict=True):
             while (wait := start + at - time.monotonic()) > 0:
                 spin(min(wait, 0.05))
             for m in st.messages:
@@ -107,7 +109,7 @@ class Replayer:
             else:
                 spin(0.0)
             if progress:
-                progress(i)
+                progress()
         # Answers still in flight (paced mode, or the last step).
         end = time.monotonic() + timeout
         while not expected <= set(self.outputs) and time.monotonic() < end:
@@ -115,32 +117,13 @@ class Replayer:
         return timeouts
 
 
-_OUTPUT_TYPES = {"/object/pose": "geometry_msgs/msg/PoseStamped",
-                 "/policy/action": "sensor_msgs/msg/JointState"}
-
-
-def _bag_facts(bag: Path) -> tuple[dict[str, str], str | None]:
-    """(custom_data, hand name from the recorded joint names) of a bag."""
-    from dex_bringup.bagging import read_bag
+def _hand_of(msgs: list[Recorded]) -> str | None:
+    """The registry hand whose joint names the bag's first /joint_states carries, if any."""
     from dex_bringup.trial_record import hand_of_joints
 
-    try:
-        _, custom = read_bag(bag)
-    except FileNotFoundError:
-        raise
-    except Exception:  # a foreign bag: no custom data is fine
-        custom = {}
-    js, _ = read_recorded(bag, [JOINT_STATES])
-    names = list(decode_names(js[0].data)) if js else []
-    spec = hand_of_joints(names)
-    return custom, spec.name if spec else None
-
-
-def decode_names(data: bytes) -> list[str]:
-    from rosbags.typesys import Stores, get_typestore
-
-    return list(get_typestore(Stores.ROS2_KILTED).deserialize_cdr(
-        data, "sensor_msgs/msg/JointState").name)
+    js = next((m for m in msgs if m.topic == JOINT_STATES), None)
+    spec = hand_of_joints(joint_names(js)) if js else None
+    return spec.name if spec else None
 
 
 def consumer_node(consumer: str, hand: str, custom: dict[str, str], model: str | None) -> object:
@@ -165,11 +148,12 @@ def replay_bag(bag: Path, args: argparse.Namespace, node: object,
                spin: Callable[[float], None], out_dir: Path) -> dict | None:
     from tqdm import tqdm
 
+    from dex_bringup.bagging import read_bag
     from dex_bringup.procs import ProcessGroup
 
-    custom, hand = _bag_facts(bag)
-    hand = args.hand or hand
+    _, custom = read_bag(bag)  # the trial's outcome ({} for another tool's bag)
     msgs_all, types = read_recorded(bag)
+    hand = args.hand or _hand_of(msgs_all)
     mode = custom.get("mode", "vision")
     consumer = consumer_for(args.consumer, types, pose_source=mode)
     inputs = [m for m in msgs_all if m.topic in consumer.inputs]
@@ -197,7 +181,7 @@ def replay_bag(bag: Path, args: argparse.Namespace, node: object,
         with tqdm(total=len(steps), desc=f"replay {bag.name}", unit="step",
                   disable=args.quiet) as bar:
             timeouts = replayer.play(steps, spin, args.rate, lockstep, expected, args.timeout,
-                                     progress=lambda _i: bar.update())
+                                     progress=bar.update)
         if group is not None and group.dead():
             raise RuntimeError(f"{args.consumer} node died during the replay"
                                + _exit_note(group))

@@ -49,16 +49,12 @@ class Step:
     log_ns: int  # the earliest log time of its messages
     messages: list[Recorded] = field(default_factory=list)
 
-    @property
-    def topics(self) -> set[str]:
-        return {m.topic for m in self.messages}
-
 
 @dataclass(frozen=True)
 class Consumer:
-    """A node ``dex replay`` can re-run on a bag: which recorded topics it reads, which topic
-    it answers on (stamped like its input), and which recorded topic that answer is compared
-    with."""
+    """A node ``dex replay`` can re-run on a bag: which recorded topics it reads, and which
+    topic it answers on (stamped like its input; the recording's messages on that same topic
+    are what the answers are compared with)."""
 
     name: str
     inputs: tuple[str, ...]
@@ -174,6 +170,11 @@ def decode_poses(msgs: Iterable[Recorded | tuple[int, bytes]]) -> dict[int, np.n
         return [p.x, p.y, p.z, q.w, q.x, q.y, q.z]
 
     return _decode(msgs, "geometry_msgs/msg/PoseStamped", row)
+
+
+def joint_names(msg: Recorded) -> list[str]:
+    """The joint names of a recorded JointState."""
+    return list(_store().deserialize_cdr(msg.data, "sensor_msgs/msg/JointState").name)
 
 
 def decode_positions(msgs: Iterable[Recorded | tuple[int, bytes]]) -> dict[int, np.ndarray]:

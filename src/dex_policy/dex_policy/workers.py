@@ -9,6 +9,7 @@ Every node of a cluster needs this project installed (``bash scripts/setup.sh``)
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -18,7 +19,9 @@ ADDRESS_HELP = ("Ray cluster to run the workers on (e.g. HEAD:6379, or 'auto' fo
                 "machine joined); default: a local Ray runtime on this machine's cores")
 
 
+@functools.cache
 def _actor_class() -> Any:
+    """The Ray actor class, defined (and registered with Ray) once per process."""
     import ray
 
     @ray.remote(num_cpus=1)
