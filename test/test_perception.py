@@ -4,6 +4,7 @@ contract / input checks, and the shipped default model."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -98,11 +99,27 @@ def test_export_has_contract_and_ort_matches_torch(tiny_model: dict) -> None:
     np.testing.assert_allclose(oq, tq.numpy(), atol=1e-5)
 
 
-def test_resume_continues_from_checkpoint(tiny_model: dict) -> None:
-    cfg = tr.TrainConfig(epochs=2, batch_size=4, val_frac=0.2, net=NetConfig(**TINY_NET))
-    res = tr.train(tiny_model["root"] / "data", tiny_model["root"] / "m" / "pose.onnx", cfg,
-                   resume=True, progress=False, producer="pytest tiny")
+def test_resume_trains_only_the_missing_epochs_and_ends_bit_identical(
+        tiny_model: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tiny_model["root"] / "data"
+
+    def run(out: str, **kw: object) -> dict:
+        cfg = tr.TrainConfig(epochs=2, batch_size=4, val_frac=0.2, net=NetConfig(**TINY_NET))
+        return tr.train(data, tmp_path / out / "pose.onnx", cfg, progress=False,
+                        producer="pytest tiny", **kw)
+
+    whole = run("whole")
+    run("parts", max_minutes=1e-9)  # the time budget stops it after epoch 1
+    capsys.readouterr()
+    res = run("parts", resume=True)
+    printed = capsys.readouterr().out
+    assert "epoch 2/2" in printed and "epoch 1/2" not in printed, printed
     assert [h["epoch"] for h in res["history"]] == [1, 2]
+    a = load_checkpoint(whole["checkpoint"])["model"]
+    b = load_checkpoint(res["checkpoint"])["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 def test_loader_refuses_mismatched_contract(tiny_model: dict, tmp_path) -> None:

@@ -7,21 +7,19 @@ trial windows from /trial/status, counts on /diagnostics. Run:
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
-from rclpy.signals import SignalHandlerOptions
 
 from dex_bringup.bag_frames import FrameSink
 from dex_bringup.bagging import RosbagsSink, TrialRouter
 from dex_bringup.graph import message_class, record_topics, topic_types
+from dex_common.ros_util import ERROR, OK, WARN, DiagnosticsPublisher, run_node
 
 
 class RecorderNode(Node):
@@ -47,7 +45,8 @@ class RecorderNode(Node):
         for topic in self.types:
             self._subscribe(topic, ReliabilityPolicy.RELIABLE)
         self._status_cls = DiagnosticArray
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag = DiagnosticsPublisher(self, hardware_id="dex",
+                                         refresh=lambda: self._publish_diag(immediate=False))
         self._last_errors = 0
         # Wall-clock timers: with use_sim_time a sim-time timer would stall whenever /clock does.
         wall = Clock(clock_type=ClockType.STEADY_TIME)
@@ -90,7 +89,6 @@ class RecorderNode(Node):
                 self._publish_diag()
 
     def _slow_tick(self) -> None:
-        self._publish_diag()
         # Match best-effort publishers (a reliable subscription would receive nothing).
         for topic in self.types:
             infos = self.get_publishers_info_by_topic(topic)
@@ -101,25 +99,15 @@ class RecorderNode(Node):
                 self.get_logger().warn(f"{topic} has a best-effort publisher: subscribing best-effort")
                 self._subscribe(topic, ReliabilityPolicy.BEST_EFFORT)
 
-    def _publish_diag(self) -> None:
+    def _publish_diag(self, immediate: bool = True) -> None:
         c = self.router.counts
         lost = c["bad"] + c["write_errors"]
-        level = DiagnosticStatus.ERROR if lost else (
-            DiagnosticStatus.WARN if c["late"] + c["overflow"] else DiagnosticStatus.OK
-        )
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        st = DiagnosticStatus(name="dex_recorder", hardware_id="dex", level=level)
-        st.message = (
-            f"{c['written']} written, {lost} not written" + (f": {self.router.errors[-1]}" if lost else "")
-        )
-        st.values = [KeyValue(key=k, value=str(v)) for k, v in c.items()]
-        st.values.append(KeyValue(key="out_dir", value=str(self.out_dir)))
-        st.values.append(
-            KeyValue(key="closed_trials", value=str(sum(t.closed for t in self.router.trials.values())))
-        )
-        msg.status = [st]
-        self._diag_pub.publish(msg)
+        level = ERROR if lost else WARN if c["late"] + c["overflow"] else OK
+        message = (f"{c['written']} written, {lost} not written"
+                   + (f": {self.router.errors[-1]}" if lost else ""))
+        closed = sum(t.closed for t in self.router.trials.values())
+        self.diag.report("dex_recorder", level, message,
+                         {**c, "out_dir": self.out_dir, "closed_trials": closed}, immediate)
 
     def shutdown(self) -> None:
         self.router.close_all(time.monotonic())
@@ -131,24 +119,7 @@ class RecorderNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    stop = {"flag": False}
-
-    def _stop(_sig: int, _frame: object) -> None:
-        stop["flag"] = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    node = RecorderNode()
-    try:
-        while rclpy.ok() and not stop["flag"]:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(RecorderNode, "dex_recorder", (), RecorderNode.shutdown, argv)
 
 
 if __name__ == "__main__":

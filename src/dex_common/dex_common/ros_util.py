@@ -110,7 +110,9 @@ class DiagnosticsPublisher:
     publishes it at once; ``report(..., immediate=False)`` only stores it (for values updated
     every control step, which would otherwise flood /diagnostics). A 1 Hz timer on a *steady* clock
     republishes all latest statuses, so diagnostics keep flowing when sim time is paused or
-    use_sim_time is set (a ROS-clock timer would stop with /clock)."""
+    use_sim_time is set (a ROS-clock timer would stop with /clock). ``refresh``, when given, is
+    called before each periodic publication: a node whose status is computed (watchdogs,
+    staleness) reports it there with ``immediate=False``."""
 
     def __init__(
         self,
@@ -118,6 +120,7 @@ class DiagnosticsPublisher:
         hardware_id: str = "",
         period_s: float = 1.0,
         topic: str = "/diagnostics",
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
         self.hardware_id = hardware_id or node.get_name()
@@ -126,7 +129,13 @@ class DiagnosticsPublisher:
         self._latest: dict[str, DiagnosticStatus] = {}
         self._clock = Clock(clock_type=ClockType.STEADY_TIME)
         self.published = 0
-        self._timer = node.create_timer(period_s, self.publish_all, clock=self._clock)
+        self._refresh = refresh
+        self._timer = node.create_timer(period_s, self._periodic, clock=self._clock)
+
+    def _periodic(self) -> None:
+        if self._refresh is not None:
+            self._refresh()
+        self.publish_all()
 
     def report(
         self,
@@ -205,22 +214,26 @@ class StopRequest:
         self.signal = signum
 
 
-def spin(executor: rclpy.executors.Executor, stop: StopRequest | None = None) -> None:
-    """Spin until shutdown or a stop request. EventsExecutor.spin() (and
-    spin_until_future_complete without a timeout) in this rclpy build hangs without firing
+def spin(executor: rclpy.executors.Executor, stop: StopRequest | None = None,
+         keep_running: Callable[[], bool] | None = None) -> None:
+    """Spin until shutdown, a stop request or ``keep_running()`` turns false. EventsExecutor.spin()
+    (and spin_until_future_complete without a timeout) in this rclpy build hangs without firing
     timers and ignores signals, so spin in bounded slices; each slice drains all ready events."""
     never = rclpy.task.Future()
-    while executor.context.ok() and (stop is None or stop.signal is None):
+    while (executor.context.ok() and (stop is None or stop.signal is None)
+           and (keep_running is None or keep_running())):
         executor.spin_until_future_complete(never, timeout_sec=0.1)
 
 
 def run_node(build: Callable[[], Node], name: str,
              start_errors: tuple[type[BaseException], ...] = (ValueError, KeyError),
              on_exit: Callable[[Node], None] | None = None,
-             args: list[str] | None = None) -> int:
+             args: list[str] | None = None,
+             keep_running: Callable[[Node], bool] | None = None) -> int:
     """A node process's main: init, build the node (``start_errors`` → a fatal log line and
     exit code 2: bad parameters, missing files), spin until SIGINT/SIGTERM (checked between
-    executor slices), then ``on_exit(node)`` and a clean shutdown. Returns the exit code."""
+    executor slices) or until ``keep_running(node)`` is false (a node that has finished its
+    work), then ``on_exit(node)`` and a clean shutdown. Returns the exit code."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = StopRequest()
     signal.signal(signal.SIGINT, stop)
@@ -234,7 +247,7 @@ def run_node(build: Callable[[], Node], name: str,
     executor = make_executor()
     executor.add_node(node)
     try:
-        spin(executor, stop)
+        spin(executor, stop, None if keep_running is None else lambda: keep_running(node))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # a second signal, or the context was shut down from elsewhere
     finally:

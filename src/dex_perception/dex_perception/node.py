@@ -17,8 +17,6 @@ import threading
 import time
 
 import numpy as np
-import rclpy
-import rclpy.executors
 from geometry_msgs.msg import PoseStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -32,6 +30,7 @@ from dex_common.ros_util import (
     WARN,
     DiagnosticsPublisher,
     clock_now,
+    run_node,
     stamp_to_float,
 )
 from dex_common.sync import ApproxTimeSynchronizer
@@ -211,21 +210,10 @@ class PerceptionNode(Node):
         self.diag.report(DIAG_NAME, level, message or "", self._values(), immediate=immediate)
 
 
-def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node = PerceptionNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    except RuntimeError:  # RCLError: SIGINT's shutdown can race the executor's wait set
-        if rclpy.ok():
-            raise
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+def main(args: list[str] | None = None) -> int:
+    # Never a start error: a missing or mismatched model is reported on /diagnostics.
+    return run_node(PerceptionNode, "dex_perception", (), None, args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

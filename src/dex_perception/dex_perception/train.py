@@ -280,14 +280,16 @@ def train(
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
-    gen = torch.Generator().manual_seed(cfg.seed + start_epoch)
 
     deadline = time.monotonic() + 60.0 * max_minutes if max_minutes else None
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         t0 = time.perf_counter()
+        # Every random stream restarts per epoch from (seed, epoch): a resumed run draws what
+        # the uninterrupted run drew, so it ends bit-identical (tested).
         order = tr_idx[np.random.default_rng(cfg.seed * 1000 + epoch).permutation(len(tr_idx))]
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
         tot = 0.0

@@ -33,22 +33,16 @@ delivered within ``input_timeout_s`` (for /joint_states: of the last command) is
 from __future__ import annotations
 
 import math
-import signal
 import sys
 import time
 
 import numpy as np
-import rclpy
-import rclpy.executors
-import rclpy.task
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, UInt32
 from visualization_msgs.msg import Marker
@@ -57,9 +51,14 @@ from dex_common.contract import ModelContractError, file_sha256
 from dex_common.observations import policy_observation
 from dex_common.ros_util import (
     COMMAND_TOPIC,
+    ERROR,
+    OK,
+    STALE,
+    WARN,
+    DiagnosticsPublisher,
     clock_now,
     float_to_stamp,
-    make_executor,
+    run_node,
     stamp_to_float,
 )
 from dex_common.stats import RollingStats
@@ -80,8 +79,6 @@ except ImportError:  # pragma: no cover - other rclpy layouts
 POSE_TOPICS = {"gt": "/object/pose_gt", "vision": "/object/pose"}
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                  history=HistoryPolicy.KEEP_LAST)
-OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
-STALE = DiagnosticStatus.STALE
 # A pre-reset stamp arriving this long (wall) after the reset request means the request was
 # lost (a lockstep sim re-sends its last set every lockstep_resend_s): request it again.
 RESET_STALE_S = 0.5
@@ -181,7 +178,8 @@ class PolicyNode(Node):
         self.goal_pub = self.create_publisher(PoseStamped, "/goal/pose", QOS)
         self.marker_pub = self.create_publisher(Marker, "/goal/marker", QOS)
         self.reset_pub = self.create_publisher(UInt32, "/sim/reset", QOS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QOS)
+        self.diag = DiagnosticsPublisher(
+            self, refresh=lambda: self._publish_diagnostics(immediate=False))
 
         # Statistics and trial state.
         self.step_stats = RollingStats()
@@ -204,11 +202,11 @@ class PolicyNode(Node):
         self.stale = ""  # inputs that stopped (STALE on /diagnostics)
         self.last_event: TrialEvent | None = None
         self.runtime: PolicyRuntime | MPCRuntime | None = None
+        self.sync: ApproxTimeSynchronizer | None = None
         self.model_sha = ""
 
         self._configure()
         wall = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(1.0, self._publish_diagnostics, clock=wall)
         self.create_timer(0.05, self._watchdog, clock=wall)
 
     # ---- setup ---------------------------------------------------------------------------------
@@ -226,6 +224,7 @@ class PolicyNode(Node):
         except KeyError as e:
             self.spec = get_hand("shadow")  # names for hold commands only
             self._set_fault(f"bad parameter hand: {e}")
+        self.diag.hardware_id = self.spec.name
         self.joint_names = self.spec.joint_names
         self.act_names = self.spec.actuator_names
         self.act_matrix = self.spec.actuation_matrix()
@@ -622,7 +621,7 @@ class PolicyNode(Node):
                     f"driver or the sim running?)")
         return ""
 
-    def _publish_diagnostics(self) -> None:
+    def _publish_diagnostics(self, immediate: bool = True) -> None:
         if self.fault or self.error:
             level, msg = ERROR, self.fault or self.error
         elif self.stale:
@@ -643,38 +642,17 @@ class PolicyNode(Node):
         if self.runtime is not None:
             vals.update(self.runtime.infer_stats.as_strings("inference_"))
             vals.update({k: str(v) for k, v in getattr(self.runtime, "stats", {}).items()})
-        vals.update({"sync_" + k: str(v) for k, v in self.sync.stats.items()}
-                    if hasattr(self, "sync") else {})
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [DiagnosticStatus(level=level, name="dex_policy", message=msg,
-                                       hardware_id=self.spec.name if hasattr(self, "spec") else "",
-                                       values=[KeyValue(key=k, value=v) for k, v in vals.items()])]
-        self._publish(self.diag_pub, arr)
+        if self.sync is not None:
+            vals.update({"sync_" + k: str(v) for k, v in self.sync.stats.items()})
+        self.diag.report("dex_policy", level, msg, vals, immediate=immediate)
         self.warning = ""
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, _f: stop.append(signum))
-    signal.signal(signal.SIGTERM, lambda signum, _f: stop.append(signum))
-    node = PolicyNode()
-    executor = make_executor()
-    executor.add_node(node)
-    never = rclpy.task.Future()
-    try:
-        # EventsExecutor.spin() in this rclpy build never fires timers and ignores signals:
-        # spin in bounded slices (each drains all ready events) and check for a stop request.
-        while executor.context.ok() and not stop and time.monotonic() < node.exit_at:
-            executor.spin_until_future_complete(never, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.remove_node(node)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Never a start error: bad parameters or models put the node in its fault state (it stays
+    # up and answers with hold commands). It exits by itself after its last trial.
+    return run_node(PolicyNode, "dex_policy", (), None, args,
+                    keep_running=lambda node: time.monotonic() < node.exit_at)
 
 
 if __name__ == "__main__":
