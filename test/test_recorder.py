@@ -240,8 +240,21 @@ def test_recorder_node_writes_bags_from_dds(node_procs, tmp_path: Path) -> None:
             m.header.stamp.nanosec = round((t - int(t)) * 1e9)
             pub_js.publish(m)
             send_status(t, ended=i == 9)
-            time.sleep(0.01)
-        time.sleep(1.0)
+        # Stop only once the recorder says it wrote all 20 and closed the trial (its
+        # /diagnostics), not after a guessed sleep: under load a sleep can be too short.
+        seen: dict[str, str] = {}
+
+        def on_diag(m: DiagnosticArray) -> None:
+            for st in m.status:
+                if st.name == "dex_recorder":
+                    seen.update({kv.key: kv.value for kv in st.values})
+
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, qos)
+        deadline = time.monotonic() + 30
+        while not (seen.get("written") == "20" and seen.get("closed_trials") == "1"):
+            assert time.monotonic() < deadline, f"recorder reports {seen}:\n" + node_procs.log(
+                "recorder")
+            rclpy.spin_once(node, timeout_sec=0.1)
         node.destroy_node()
     finally:
         rclpy.shutdown()

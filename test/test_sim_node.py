@@ -278,8 +278,12 @@ def test_lockstep_waits_for_wait_nodes():
     try:
         node = rclpy.create_node("dex_sim_wait_test", context=ctx)
         lis = Listener(node, executor)
-        # Everything the default rule waits for is here; the named node is not.
-        assert not lis.spin_until(lambda: lis.stamps("/clock"), 4.0), "sent before late_observer"
+        # Everything the default rule waits for is here; the named node is not. The sim must
+        # be up and say it waits for that node (not merely slow to start), and send nothing.
+        assert lis.spin_until(lambda: any("(node late_observer)" in s.message for s in lis.diag),
+                              30.0), _drain(proc)
+        assert not lis.stamps("/clock"), "sent before late_observer"
+        assert not lis.spin_until(lambda: lis.stamps("/clock"), 1.0), "sent before late_observer"
         late = rclpy.create_node("late_observer", context=ctx)
         late.create_subscription(JointState, "/joint_states", lambda m: None, QOS)
         executor.add_node(late)
