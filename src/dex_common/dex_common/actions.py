@@ -21,6 +21,11 @@ import numpy as np
 
 from dex_description.registry import HandSpec, get_hand
 
+# Dactyl's action space, named once: every config that has these fields takes its default here.
+BINS = 11  # per actuator
+MAX_DELTA = 0.15  # rad per control step at the extreme bin
+EMA = 0.3  # weight of the previous smoothed delta
+
 
 class ActionDecoder:
     """bins[n_actuators] (ints in [0, bins)) -> float64[n_actuators] absolute targets (rad)."""
@@ -28,9 +33,9 @@ class ActionDecoder:
     def __init__(
         self,
         hand: HandSpec | str = "shadow",
-        bins: int = 11,
-        max_delta: float = 0.15,
-        ema: float = 0.3,
+        bins: int = BINS,
+        max_delta: float = MAX_DELTA,
+        ema: float = EMA,
     ) -> None:
         self.hand = get_hand(hand) if isinstance(hand, str) else hand
         if isinstance(bins, bool) or int(bins) != bins or int(bins) < 2:

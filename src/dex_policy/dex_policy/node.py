@@ -167,7 +167,8 @@ class PolicyNode(Node):
         self._declare("reset_first_trial", True)
         self._declare("slop", 0.005)
         self._declare("input_timeout_s", 0.5)
-        self._declare("goal_timeout_s", 8.0)  # Dactyl: 8 s sim, 80 s on the robot
+        # Dactyl: 8 s sim, 80 s on the robot
+        self._declare("goal_timeout_s", TrialConfig.goal_timeout_s)
         # The perception model in the loop (vision mode): its hash goes into every trial record.
         self._declare("pose_model_path", "")
 

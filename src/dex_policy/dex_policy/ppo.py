@@ -25,8 +25,10 @@ import numpy as np
 import torch
 from torch.distributions import Categorical
 
+from dex_common.actions import BINS
 from dex_common.checkpoints import load_checkpoint, save_checkpoint
 from dex_common.observations import obs_dim
+from dex_common.trial import TrialConfig
 from dex_description.registry import get_hand
 from dex_policy.net import PolicyNet, ValueNet
 from dex_sim.adr import VectorADR, default_adr_params
@@ -49,13 +51,13 @@ class PPOConfig:
     epochs: int = 3
     minibatch_chunks: int = 16  # big minibatches: per-call overhead dominates on small CPUs
     max_grad_norm: float = 1.0
-    bins: int = 11
+    bins: int = BINS
     hold_prior: float = 0.9  # initial probability of the zero-delta bin per actuator (0 = uniform)
     dense: int = 1024
     lstm_hidden: int = 512
     torch_threads: int = 1  # during the rollout, where MuJoCo shares the cores
     update_threads: int = 0  # during the update, where nothing else runs (0 = every core)
-    goal_timeout_s: float = 8.0  # task: s of sim time per goal (episode ends on timeout)
+    goal_timeout_s: float = TrialConfig.goal_timeout_s  # task: s of sim time per goal
     randomize: bool = False  # all Dactyl randomizations at their static ranges
     adr: bool = False  # vectorised ADR over the adr=True ranges (implies randomize)
     adr_t_high: float = 20.0  # mean successes at a boundary to widen it (DeXtreme)

@@ -32,7 +32,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from dex_common.actions import ActionDecoder
+from dex_common.actions import BINS, EMA, MAX_DELTA, ActionDecoder
 from dex_common.observations import policy_obs_layout
 from dex_common.trial import GOAL_RULES, TrialConfig, TrialTracker
 from dex_description.kinematics import HandKinematics
@@ -68,15 +68,15 @@ class TaskConfig:
     ``ranges``: static ``{name: (lo, hi)}`` overrides (ADR passes its own per episode).
     """
 
-    success_threshold: float = 0.4  # rad
-    goals_per_trial: int = 50
-    goal_timeout_s: float = 8.0  # s of sim time per goal
-    goal_rule: str = "uniform"  # dex_common.trial.GOAL_RULES ("far90": >= 90 deg from the last)
+    success_threshold: float = TrialConfig.success_threshold  # rad
+    goals_per_trial: int = TrialConfig.goals_per_trial
+    goal_timeout_s: float = TrialConfig.goal_timeout_s  # s of sim time per goal
+    goal_rule: str = TrialConfig.goal_rule  # GOAL_RULES ("far90": >= 90 deg from the last)
     drop_height: float | None = None  # m, cube centre z; None = from the registry cube
     discrete: bool = True  # False: continuous actions in [-1, 1]
-    bins: int = 11
-    max_delta: float = 0.15  # rad per step at the extreme bin / action 1
-    ema: float = 0.3  # weight of the previous smoothed delta (ActionDecoder convention)
+    bins: int = BINS
+    max_delta: float = MAX_DELTA  # rad per step at the extreme bin / action 1
+    ema: float = EMA  # weight of the previous smoothed delta (ActionDecoder convention)
     obs_cube_orientation: bool = False  # add the (noisy) cube quaternion to the policy obs
     randomize: bool | frozenset[str] | set[str] = False
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
