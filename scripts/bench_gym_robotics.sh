@@ -11,7 +11,7 @@
 # Usage:
 #   scripts/bench_gym_robotics.sh --setup-only        # create/refresh the venv, then exit
 #   scripts/bench_gym_robotics.sh [probe args...]     # ensure venv, run the probe (JSON on stdout)
-#       probe args: --seconds S --repeats R --env-id ID  (see src/dex_sim/dex_sim/gymrob_probe.py)
+#       probe args: --seconds S --repeats R --env-id ID  (see src/dex_bringup/dex_bringup/benchmarks/gymrob_probe.py)
 # Env: DEX_GYMROB_VENV (default ${XDG_CACHE_HOME:-~/.cache}/dex/gymrob-venv: outside the repo, a
 #      third-party venv with its own tests must not sit in the source tree),
 #      PYTHON (interpreter used to create the venv; default python3).
@@ -24,7 +24,7 @@ VENV="${DEX_GYMROB_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/dex/gymrob-venv}"
 PY="${PYTHON:-python3}"
 PINS=("gymnasium-robotics==1.4.2" "gymnasium==1.4.0" "mujoco==3.11.0")
 STAMP="$VENV/.dex-gymrob-pins"
-PROBE="$ROOT/src/dex_sim/dex_sim/gymrob_probe.py"
+PROBE="$ROOT/src/dex_bringup/dex_bringup/benchmarks/gymrob_probe.py"
 
 venv_ok() {
     [[ -x "$VENV/bin/python" && -f "$STAMP" ]] || return 1

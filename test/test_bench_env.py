@@ -1,4 +1,4 @@
-"""Smoke test of `dex-sim-bench` (dex_sim.bench_env / gymrob_probe): every bench function runs a
+"""Smoke test of `dex-sim-bench` (dex_bringup.benchmarks.env_speed / gymrob_probe): every bench function runs a
 handful of steps and returns sane structures. No timing assertions: speed is judged by the
 benchmark script itself, as ratios measured in one run."""
 
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from dex_sim import bench_env
-from dex_sim.gymrob_probe import raw_physics_rate, summarize
+from dex_bringup.benchmarks import env_speed as bench_env
+from dex_bringup.benchmarks.gymrob_probe import raw_physics_rate, summarize
 
 T = 0.05  # seconds per measurement: just enough for a few steps
 

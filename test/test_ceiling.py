@@ -1,11 +1,11 @@
-"""dex_sim.ceiling: the same-work physics ceiling dex-sim-bench judges the env against. The replay
+"""dex_bringup.benchmarks.ceiling: the same-work physics ceiling dex-sim-bench judges the env against. The replay
 must be the env's physics exactly (else the ratio compares different work)."""
 
 import mujoco
 import numpy as np
 import pytest
 
-from dex_sim.ceiling import record_env, replay_rate, same_work_ratio
+from dex_bringup.benchmarks.ceiling import record_env, replay_rate, same_work_ratio
 from dex_sim.env import DexCubeEnv, TaskConfig
 
 ACTIONS = np.random.default_rng(0).integers(0, 11, size=(64, 20))

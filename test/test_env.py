@@ -11,7 +11,6 @@ from dex_sim.env import (
     DexCubeVectorEnv,
     TaskConfig,
     VecDexCubeEnv,
-    env_steps_per_second,
     make_vec_env,
     value_obs_dim,
 )
@@ -319,10 +318,6 @@ def test_gymnasium_vector_env_is_the_batched_step_with_same_step_autoreset():
         v.vec.reset(seed=[1, 2])
     for e in (v, again, *alone):
         e.close()
-
-
-def test_env_steps_per_second_helper():
-    assert env_steps_per_second(10, randomize=True) > 1.0
 
 
 def test_fingertips_are_the_policy_nodes_forward_kinematics():

@@ -32,6 +32,7 @@ setup(
             "view_node = dex_bringup.view_node:main",
             "dex = dex_bringup.cli:main",
             "dex_bench = dex_bringup.bench:main",
+            "dex-sim-bench = dex_bringup.benchmarks.env_speed:main",
         ]
     },
 )

@@ -19,6 +19,5 @@ setup(
     install_requires=["numpy", "mujoco>=3.2", "gymnasium>=1.0", "dex_description", "dex_common", "dex_hardware"],
     zip_safe=False,
     python_requires=">=3.10",
-    entry_points={"console_scripts": ["sim_node = dex_sim.node:main",
-                                    "dex-sim-bench = dex_sim.bench_env:main"]},
+    entry_points={"console_scripts": ["sim_node = dex_sim.node:main"]},
 )

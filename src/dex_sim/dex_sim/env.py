@@ -22,13 +22,11 @@ on the goal timeout.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 from gymnasium import spaces
 
@@ -443,65 +441,3 @@ def make_vec_env(n: int, hand: str = "shadow", seed: int = 0, task: TaskConfig |
         return lambda: DexCubeEnv(hand, seed=seed * 1000 + i, task=task)
 
     return gym.vector.SyncVectorEnv([factory(i) for i in range(n)])
-
-
-def env_steps_per_second(n_steps: int = 500, randomize: bool | Iterable[str] = False,
-                         hand: str = "shadow", seed: int = 0) -> float:
-    """Control steps/s of one DexCubeEnv (random discrete actions, auto-reset; resets count)."""
-    env = DexCubeEnv(hand, seed=seed, task=TaskConfig(
-        randomize=randomize if isinstance(randomize, bool) else set(randomize)))
-    dt = _time_random_steps(env, n_steps, seed)
-    env.close()
-    return n_steps / dt
-
-
-def _time_random_steps(env: DexCubeEnv, n_steps: int, seed: int) -> float:
-    """Wall seconds for ``n_steps`` small random discrete actions (auto-reset; resets count)."""
-    actions = np.random.default_rng(seed).integers(4, 7, size=(n_steps, env.n_actuators))
-    env.reset(seed=seed)
-    t0 = time.perf_counter()
-    for a in actions:
-        _, _, term, trunc, _ = env.step(a)
-        if term or trunc:
-            env.reset()
-    return time.perf_counter() - t0
-
-
-def raw_control_steps_per_second(n_steps: int = 500, hand: str = "shadow") -> float:
-    """The physics ceiling: ``mj_step`` steps/s divided by substeps (no env, no Python hooks)."""
-    sim = HandCubeSim(hand, render=False)
-    m, d, k = sim.model, sim.data, sim.substeps
-    t0 = time.perf_counter()
-    for _ in range(n_steps):
-        mujoco.mj_step(m, d, nstep=k)
-    dt = time.perf_counter() - t0
-    sim.close()
-    return n_steps / dt
-
-
-def speed_report(n_steps: int = 1000, seed: int = 0) -> dict[str, float]:
-    """Env steps/s without and with full randomization, and the physics ceiling measured on the
-    SAME trajectories (time inside ``mj_step`` only, ÷ substeps per control step) and at rest."""
-    out: dict[str, float] = {"raw_rest_steps_per_s": raw_control_steps_per_second(n_steps)}
-    for key, rnd in (("norand", False), ("fullrand", True)):
-        env = DexCubeEnv(seed=seed, task=TaskConfig(randomize=rnd))
-        phys = [0.0]
-        step = env.sim.step_control
-
-        def timed(extra: float = 0.0, _step=step, phys=phys) -> None:
-            t = time.perf_counter()
-            _step(extra)
-            phys[0] += time.perf_counter() - t
-
-        env.sim.step_control = timed  # type: ignore[method-assign]
-        total = _time_random_steps(env, n_steps, seed)
-        out[f"env_{key}_steps_per_s"] = n_steps / total
-        out[f"physics_{key}_steps_per_s"] = n_steps / phys[0]
-        out[f"ratio_{key}"] = phys[0] / total
-        env.close()
-    return out
-
-
-if __name__ == "__main__":
-    for k, v in speed_report(1000).items():
-        print(f"{k}: {v:.3g}")

@@ -14,7 +14,7 @@ What is measured (rates are steps per second of wall time, one process unless st
    middle one: targets unchanged, the same physics as 1.) and "random" (uniform bins, pre-drawn);
    without randomization and with ``TaskConfig(randomize=True)`` (every randomization). Also
    the share of env time spent inside ``HandCubeSim.step_control`` (measured in-run).
-   Same-work ceiling (``dex_sim.ceiling``; the goal verdict): the resting hand is the
+   Same-work ceiling (``dex_bringup.benchmarks.ceiling``; the goal verdict): the resting hand is the
    cheapest state the scene has, and randomized episodes (forces, drops, other masses) make
    every mj_step dearer, so each env configuration is also compared with bare ``mj_step``
    replayed from every state that configuration's run recorded (bit-exact replay checked),
@@ -58,8 +58,8 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from dex_sim.ceiling import same_work_ratio
-from dex_sim.gymrob_probe import raw_physics_rate, summarize
+from dex_bringup.benchmarks.ceiling import same_work_ratio
+from dex_bringup.benchmarks.gymrob_probe import raw_physics_rate, summarize
 
 GOALS = {"env_vs_ceiling": 0.95, "vs_gymrob": 3.0, "scaling": 1.8}
 GYMROB_SUBSTEPS = 20  # HandManipulateBlock-v1: n_substeps 20 x 2 ms = 40 ms per env step
@@ -166,7 +166,7 @@ SAME_WORK = (("env_hold", "hold", False), ("env_random", "random", False),
 
 
 def same_work(action: str, randomize: bool, steps: int, repeats: int) -> dict[str, Any]:
-    """Env control steps/s vs bare mj_step on the same trajectory (``dex_sim.ceiling``)."""
+    """Env control steps/s vs bare mj_step on the same trajectory (``dex_bringup.benchmarks.ceiling``)."""
     probe = make_env(randomize=randomize)
     acts = _actions(probe, action)
     probe.close()
@@ -174,7 +174,7 @@ def same_work(action: str, randomize: bool, steps: int, repeats: int) -> dict[st
 
 
 class VecAsEnv:
-    """``VecDexCubeEnv`` behind the single-env calls ``dex_sim.ceiling`` makes (``reset``,
+    """``VecDexCubeEnv`` behind the single-env calls ``dex_bringup.benchmarks.ceiling`` makes (``reset``,
     ``step`` -> 5-tuple); it auto-resets its members itself, so ``step`` never reports an end."""
 
     def __init__(self, n: int, randomize: bool, seed: int = 0) -> None:

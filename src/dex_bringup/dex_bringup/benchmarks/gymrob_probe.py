@@ -2,7 +2,7 @@
 
 Runs INSIDE a separate venv (``scripts/bench_gym_robotics.sh`` builds it: gymnasium-robotics'
 hand envs need mujoco <= 3.11), so it imports nothing from dex: only the standard library,
-numpy, mujoco and (in ``main``) gymnasium / gymnasium_robotics. ``dex_sim.bench_env`` imports
+numpy, mujoco and (in ``main``) gymnasium / gymnasium_robotics. ``dex_bringup.benchmarks.env_speed`` imports
 ``raw_physics_rate`` and ``summarize`` from here so both scenes' raw ceilings are measured by the
 same code.
 

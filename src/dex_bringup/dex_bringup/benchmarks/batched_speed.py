@@ -1,7 +1,7 @@
 """Batched physics throughput: MuJoCo Warp (BatchedHandCube) vs CPU MuJoCo, same run, same scene.
 
-    python -m dex_sim.bench_batched                      # nworld 1 64 1024 4096 (GPU session)
-    python -m dex_sim.bench_batched --nworld 1 4 --control-steps 2   # CPU device: proves it runs
+    python -m dex_bringup.benchmarks.batched_speed                      # nworld 1 64 1024 4096 (GPU session)
+    python -m dex_bringup.benchmarks.batched_speed --nworld 1 4 --control-steps 2   # CPU device: proves it runs
 
 Reports physics steps/s summed over worlds (one step = one 2 ms mj_step of one world) and control
 steps/s. Kernel compilation happens in the constructor, timed separately, never in the figure.
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
               f" vs CPU; build {r['build_s']} s)")
     if not any(r["device"].startswith("cuda") for r in rows):
         print("note: Warp ran on its CPU device (no GPU here); this only proves the batched path "
-              "runs. The real figure needs a GPU session: python -m dex_sim.bench_batched")
+              "runs. The real figure needs a GPU session: python -m dex_bringup.benchmarks.batched_speed")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"cpu_steps_per_s": cpu, "batched": rows}, f, indent=2)
