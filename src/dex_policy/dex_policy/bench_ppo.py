@@ -1,6 +1,6 @@
 """PPO throughput against the bare vector env, measured in the same run: ``dex-policy-bench-ppo``.
 
-Prints env steps/s of (1) ``VecDexCubeEnv`` stepped with random bins (the reference: physics,
+Prints env steps/s of (1) ``DexCubeVectorEnv`` (the trainer's env) stepped with random bins (the reference: physics,
 decoding, observations, trial logic, nothing learned), (2) PPO's rollout alone (the same env
 plus batched policy and value inference) and (3) whole PPO iterations (rollout + update), and
 the ratios (2)/(1) and (3)/(1). The issue's bar: (3) at least half of (1) on the same cores.
@@ -17,11 +17,11 @@ import numpy as np
 
 from dex_description.registry import get_hand
 from dex_policy.ppo import PPOConfig, PPOTrainer
-from dex_sim.env import TaskConfig, VecDexCubeEnv
+from dex_sim.env import DexCubeVectorEnv, TaskConfig
 
 
 def bare_env_steps_per_s(cfg: PPOConfig, steps: int) -> float:
-    env = VecDexCubeEnv(cfg.n_envs, cfg.hand, seed=cfg.seed, task=TaskConfig(bins=cfg.bins))
+    env = DexCubeVectorEnv(cfg.n_envs, cfg.hand, seed=cfg.seed, task=TaskConfig(bins=cfg.bins))
     env.reset()
     rng = np.random.default_rng(0)
     n_act = get_hand(cfg.hand).n_actuators

@@ -1,6 +1,6 @@
 """PPO with LSTM policy and value nets (Dactyl Table 10 hyper-parameters), CPU rollouts.
 
-Rollout: ``n_envs`` envs stepped sequentially (``VecDexCubeEnv``), ``rollout_steps`` per env per
+Rollout: ``n_envs`` envs stepped together (``DexCubeVectorEnv``), ``rollout_steps`` per env per
 iteration. Update: truncated BPTT over chunks of ``chunk`` transitions; each chunk starts from the
 LSTM state stored during the rollout, and the state is zeroed where an episode starts inside a
 chunk (``starts`` mask), exactly as during the rollout. Timeouts (truncation) bootstrap V(final).
@@ -8,7 +8,7 @@ chunk (``starts`` mask), exactly as during the rollout. Timeouts (truncation) bo
 Domain randomization: ``randomize`` turns on every Dactyl randomization at its static range;
 ``adr`` (implies ``randomize``) runs DeXtreme-style vectorised ADR (``dex_sim.adr.VectorADR``):
 before every env reset the ADR learns the finished episode's successes and hands the new episode
-its ranges (``VecDexCubeEnv`` reset hook). The ADR state and its rng are checkpointed.
+its ranges (the vector env's reset hook). The ADR state and its rng are checkpointed.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dex_common.trial import TrialConfig
 from dex_description.registry import get_hand
 from dex_policy.net import PolicyNet, ValueNet
 from dex_sim.adr import VectorADR, default_adr_params
-from dex_sim.env import TaskConfig, VecDexCubeEnv, value_obs_dim
+from dex_sim.env import DexCubeVectorEnv, TaskConfig, value_obs_dim
 
 
 @dataclass
@@ -119,7 +119,7 @@ class PPOTrainer:
                                     lr=cfg.lr)
         self.iteration = 0
         self.total_steps = 0
-        self.envs: VecDexCubeEnv | None = None
+        self.envs: DexCubeVectorEnv | None = None
         self._gen = torch.Generator().manual_seed(cfg.seed)
         self.task = TaskConfig(bins=cfg.bins, goal_timeout_s=cfg.goal_timeout_s,
                                randomize=cfg.randomized)
@@ -136,10 +136,11 @@ class PPOTrainer:
     def _start_envs(self) -> None:
         # A resumed run gets fresh episode seeds (the env state itself is not checkpointed).
         n = self.cfg.n_envs
-        self.envs = VecDexCubeEnv(n, self.cfg.hand, seed=self.cfg.seed + 7919 * self.iteration,
-                                  task=self.task,
-                                  reset_hook=self._adr_hook if self.adr is not None else None)
-        self.obs, self.vobs = self.envs.reset()
+        self.envs = DexCubeVectorEnv(
+            n, self.cfg.hand, seed=self.cfg.seed + 7919 * self.iteration, task=self.task,
+            reset_hook=self._adr_hook if self.adr is not None else None)
+        self.obs, infos = self.envs.reset()
+        self.vobs = infos["value_obs"]
         self.pstate = self.policy.initial_state(n)
         self.vstate = self.value.initial_state(n)
         self.starts = np.ones(n, dtype=np.float32)
@@ -188,17 +189,18 @@ class PPOTrainer:
             buf["act"][t] = act.numpy()
             buf["logp"][t] = dist.log_prob(act).sum(-1).numpy()
             buf["val"][t] = v[:, 0].numpy()
-            obs, vobs, rew, term, trunc, infos = self.envs.step(act.numpy())
+            obs, rew, term, trunc, infos = self.envs.step(act.numpy())
+            vobs = infos["value_obs"]
+            ended = term | trunc
             if trunc.any():  # bootstrap V(final state) on timeouts
-                fv = np.stack([inf.get("final_value_obs", vobs[j]) for j, inf in enumerate(infos)])
+                fv = np.where(ended[:, None], infos["final_info"]["value_obs"], vobs)
                 vf, _ = self.value.step(torch.from_numpy(fv), self.vstate)
                 rew = rew + cfg.gamma * vf[:, 0].numpy() * trunc
-            done = (term | trunc).astype(np.float32)
+            done = ended.astype(np.float32)
             buf["rew"][t], buf["done"][t] = rew, done
-            for inf in infos:
-                if inf.get("final"):
-                    ep_successes.append(int(inf["successes"]))
-                    ep_reasons.append(str(inf["end_reason"]))
+            for i in np.flatnonzero(ended):
+                ep_successes.append(int(infos["final_info"]["successes"][i]))
+                ep_reasons.append(str(infos["final_info"]["end_reason"][i]))
             self.obs, self.vobs, self.starts = obs, vobs, done
         keep = _keep(self.starts)
         v_last, _ = self.value.step(torch.from_numpy(self.vobs),

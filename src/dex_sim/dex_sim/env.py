@@ -52,11 +52,6 @@ def value_obs_dim(hand: HandSpec | str = "shadow") -> int:
     return sum(n for _, n in value_obs_layout(spec))
 
 
-def trial_config_for(spec: HandSpec) -> TrialConfig:
-    """The trial rules used by env, evaluator and node (registry control period)."""
-    return TrialConfig.for_hand(spec)
-
-
 @dataclass
 class TaskConfig:
     """The task (Dactyl defaults) and which randomizations are on.
@@ -280,7 +275,8 @@ ResetHook = Callable[[int, dict | None], dict | None]
 
 
 class VecDexCubeEnv:
-    """``n`` envs stepped together, auto-reset on episode end (the finished episode's last info,
+    """The batched engine behind ``DexCubeVectorEnv`` (use that: gymnasium's vector API).
+    ``n`` envs stepped together, auto-reset on episode end (the finished episode's last info,
     with ``final=True``, ``final_obs`` and ``final_value_obs``, replaces that env's info).
 
     Arrays are stacked: obs [n, obs_dim], value_obs [n, V], rewards/terminated/truncated [n].
@@ -369,19 +365,20 @@ class DexCubeVectorEnv(gym.vector.VectorEnv):
     ``infos["final_obs"]`` / ``infos["final_info"]`` (masks ``_final_obs`` / ``_final_info``).
     ``infos`` holds per env ``value_obs`` [n, V] (the asymmetric critic input), ``successes``,
     ``state``, ``end_reason`` and ``seed``, each with gymnasium's ``_key`` mask. Env i is the
-    DexCubeEnv seeded ``seed * 1000 + i`` (as ``make_vec_env``); ``reset(seed=s)`` starts env i's
-    episode with seed ``s + i``. ``make_vec_env`` gives the same envs in a plain
-    ``SyncVectorEnv`` (next-step autoreset), stepped one by one."""
+    DexCubeEnv seeded ``seed * 1000 + i``; ``reset(seed=s)`` starts env i's episode with seed
+    ``s + i``. ``reset_hook``: as ``VecDexCubeEnv``'s (ADR gives each new episode its ranges).
+    This is the vector env the PPO trainer steps; the same DexCubeEnvs also run in a plain
+    gymnasium ``SyncVectorEnv`` (next-step autoreset), stepped one by one (tested)."""
 
     metadata: dict[str, Any] = {"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP,
                                 "render_modes": []}
     _KEYS = ("successes", "state", "end_reason", "seed")
 
     def __init__(self, n: int, hand: str = "shadow", seed: int = 0,
-                 task: TaskConfig | None = None) -> None:
+                 task: TaskConfig | None = None, reset_hook: ResetHook | None = None) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"need at least one env; got {n!r}")
-        self.vec = VecDexCubeEnv(n, hand, seed=seed, task=task)
+        self.vec = VecDexCubeEnv(n, hand, seed=seed, task=task, reset_hook=reset_hook)
         e0 = self.vec.envs[0]
         self.num_envs = n
         self.single_observation_space = e0.observation_space
@@ -389,6 +386,11 @@ class DexCubeVectorEnv(gym.vector.VectorEnv):
         self.observation_space = gym.vector.utils.batch_space(e0.observation_space, n)
         self.action_space = gym.vector.utils.batch_space(e0.action_space, n)
         self._all = np.ones(n, dtype=bool)
+
+    @property
+    def envs(self) -> list[DexCubeEnv]:
+        """The member envs (row i = env i)."""
+        return self.vec.envs
 
     def reset(self, *, seed: int | None = None,
               options: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -427,17 +429,3 @@ class DexCubeVectorEnv(gym.vector.VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self.vec.close()
-
-
-def make_vec_env(n: int, hand: str = "shadow", seed: int = 0, task: TaskConfig | None = None,
-                 ) -> gym.vector.SyncVectorEnv:
-    """``n`` DexCubeEnvs in a gymnasium ``SyncVectorEnv`` (env i seeded ``seed * 1000 + i``, as
-    ``VecDexCubeEnv``). Per-env ``info`` entries (value_obs, state, ...) come back stacked."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"need at least one env; got {n!r}")
-    task = task if task is not None else TaskConfig()
-
-    def factory(i: int) -> Callable[[], DexCubeEnv]:
-        return lambda: DexCubeEnv(hand, seed=seed * 1000 + i, task=task)
-
-    return gym.vector.SyncVectorEnv([factory(i) for i in range(n)])

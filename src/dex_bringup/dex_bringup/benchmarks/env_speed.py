@@ -160,7 +160,7 @@ def env_rate(env: Any, seconds: float, action: str = "hold", seed: int = 0) -> d
             "episodes_ended": episodes, "end_reasons": ends}
 
 
-VEC_ENVS = 8  # members of the vector env measured (the trainer steps a VecDexCubeEnv)
+VEC_ENVS = 8  # members of the vector env measured (VecDexCubeEnv: the trainer's env's engine)
 SAME_WORK = (("env_hold", "hold", False), ("env_random", "random", False),
              ("env_rand_hold", "hold", True), ("env_rand_random", "random", True))
 
@@ -208,13 +208,18 @@ def same_work_vec(action: str, randomize: bool, steps: int, repeats: int, n: int
 
 def gym_vector_rates(seconds: float, repeats: int, n: int = VEC_ENVS) -> dict[str, Any]:
     """Env steps/s (all members) of ``n`` envs, full randomization, random actions, under
-    gymnasium's vector API: ``DexCubeVectorEnv`` (the batched step) vs ``make_vec_env``'s
+    gymnasium's vector API: ``DexCubeVectorEnv`` (the batched step) vs gymnasium's
     ``SyncVectorEnv`` of the same envs (stepped one by one), runs alternating."""
-    from dex_sim.env import DexCubeVectorEnv, TaskConfig, make_vec_env
+    import functools
+
+    import gymnasium as gym
+
+    from dex_sim.env import DexCubeEnv, DexCubeVectorEnv, TaskConfig
 
     task = TaskConfig(randomize=True)
     envs = {"DexCubeVectorEnv": DexCubeVectorEnv(n, task=task),
-            "SyncVectorEnv": make_vec_env(n, task=task)}
+            "SyncVectorEnv": gym.vector.SyncVectorEnv(
+                [functools.partial(DexCubeEnv, seed=i, task=task) for i in range(n)])}
     probe = make_env()
     acts = _actions(probe, "random", members=n)
     probe.close()
