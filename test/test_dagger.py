@@ -12,7 +12,7 @@ import pytest
 from dex_common.actions import soft_labels
 from dex_policy import dagger
 from dex_policy.evaluate import evaluate
-from dex_policy.mpc import MPCConfig
+from dex_policy.mpc import CostWeights, MPCConfig
 
 
 def test_soft_labels_split_between_the_two_nearest_bins() -> None:
@@ -33,7 +33,10 @@ def _cfg(**kw) -> dagger.DaggerConfig:
 
 def test_run_collects_shards_trains_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cfg = _cfg()
+    # The student term on: iteration 1's teacher plans with the student's log-probabilities.
+    cfg = _cfg(eval_trials=2, eval_steps=3,
+               mpc=MPCConfig(n_samples=6, horizon=4, knots=2, threads=1,
+                             cost=CostWeights(student=0.5)))
     res = dagger.run(out, cfg, progress=False)
     assert res["stopped"] == "done" and res["iteration"] == 1
     shards = sorted(p.name for p in (out / "shards").glob("*.npz"))
@@ -51,6 +54,8 @@ def test_run_collects_shards_trains_and_resumes(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in lines] == [0, 1] and lines[1]["labels"] == 16
     assert lines[1]["student_step_fraction"] > 0  # beta 0.5: the student acted sometimes
+    # Each iteration ends with the student driving alone on 2 unseen seeds, 3 steps each.
+    assert all(len(r["student_eval"]["sorted"]) == 2 for r in lines)
 
     # A run killed after collecting part of an iteration resumes with only what is missing.
     (out / "shards" / "it001_ep001.npz").unlink()

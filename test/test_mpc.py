@@ -203,3 +203,28 @@ def test_sparse_noise_effort_and_mppi() -> None:
     k, c = pm.last_samples
     i, wm = elite_weights(c, len(c), 3)
     np.testing.assert_allclose(pm.plan_knots, np.einsum("s,skn->kn", wm, k[i]))
+
+
+def test_a_student_prior_breaks_ties_towards_the_student() -> None:
+    env = DexCubeEnv("leap")
+    env.reset(seed=4)
+    targets, smoothed = env.decoder.targets, env.decoder.smoothed_delta
+    bins, n = env.bins, env.n_actuators
+    # A confident student: each actuator's likeliest bin drawn at random.
+    want = np.random.default_rng(0).integers(0, bins, n)
+    logp = np.full((n, bins), math.log(0.01 / (bins - 1)))
+    logp[np.arange(n), want] = math.log(0.99)
+    free = _planner(env, n_samples=16, threads=1, seed=3)
+    free_bins = bins_of(env, free.plan(env.sim.data, targets, smoothed, env.tracker.goal))
+    # Without the cost term, a quarter of the samples still start with the student's action.
+    pl = _planner(env, n_samples=16, threads=1, seed=3)
+    pl.plan(env.sim.data, targets, smoothed, env.tracker.goal, logp)
+    knots, _ = pl.last_samples
+    first = pl.delta_towards(knots[:, 0], targets, smoothed)
+    assert (bins_of(env, first[2:6]) == want).all() and not (bins_of(env, first[6:]) == want).all()
+    # A heavy student term: the teacher takes the student's action (clipped at the limits the
+    # targets can reach), which it did not choose alone.
+    pl = _planner(env, n_samples=16, threads=1, seed=3)
+    pl.cfg.cost.student = 100.0
+    got = bins_of(env, pl.plan(env.sim.data, targets, smoothed, env.tracker.goal, logp))
+    assert (got == want).mean() > 0.9 and (free_bins == want).mean() < 0.5

@@ -46,6 +46,7 @@ from tqdm import tqdm
 from dex_common.actions import soft_labels
 from dex_common.checkpoints import load_checkpoint, save_checkpoint
 from dex_common.config_cli import Options, add_config_options, config_kwargs, this_machine
+from dex_common.stats import RollingStats
 from dex_policy.controllers import MPCController
 from dex_policy.mpc import MPCConfig, add_mpc_options, mpc_config_of
 from dex_policy.net import PolicyNet
@@ -78,6 +79,10 @@ class DaggerConfig:
     # Imitate the teacher's bin distribution over its plan's elite samples (shards written
     # since it was recorded); False: its executed delta split between the two nearest bins.
     elite_labels: bool = True
+    # After each iteration the student drives alone for this many trials (seeds 0.., never
+    # collected on) of at most ``eval_steps`` steps; 0: no evaluation.
+    eval_trials: int = 0
+    eval_steps: int = 300
     seed: int = 0
     threads: int = 2
     mpc: MPCConfig = field(default_factory=MPCConfig)
@@ -118,9 +123,30 @@ class Student:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
+        """Argmax bins [n]; ``last_logp`` [n, bins] keeps the log-probabilities."""
         flat, self.state = self.net.step(torch.as_tensor(obs, dtype=torch.float32)[None],
                                          self.state)
-        return self.net.logits(flat)[0].argmax(-1).numpy()
+        self.last_logp = torch.log_softmax(self.net.logits(flat)[0], -1).numpy()
+        return self.last_logp.argmax(-1)
+
+
+class StudentController:
+    """The torch student as an evaluation controller (``dex_policy.evaluate``)."""
+
+    name = "student"
+
+    def __init__(self, net: PolicyNet) -> None:
+        self.student = Student(net)
+        self.timing = RollingStats()
+
+    def reset(self, env: DexCubeEnv) -> None:
+        self.student.reset()
+
+    def step(self, env: DexCubeEnv, obs: np.ndarray) -> tuple:
+        return env.step(self.student.act(obs))
+
+    def describe(self) -> dict:
+        return {"controller": self.name}
 
 
 def collect_episode(env: DexCubeEnv, teacher: MPCController, student: Student | None,
@@ -134,11 +160,12 @@ def collect_episode(env: DexCubeEnv, teacher: MPCController, student: Student | 
     teacher.label_distribution = True
     o, lab, dl, probs, by_teacher = [], [], [], [], []
     info: dict = {}
+    biased = student is not None and teacher.planner.cfg.cost.student > 0
     for _ in range(max_steps):
-        t_bins = teacher.act(env)
+        s_bins = None if student is None else student.act(obs)  # keeps the LSTM state current
+        t_bins = teacher.act(env, student.last_logp if biased else None)
         d = teacher.last_delta
         use_teacher = student is None or rng.random() < beta
-        s_bins = None if student is None else student.act(obs)  # keeps the LSTM state current
         o.append(np.asarray(obs, np.float32))
         lab.append(t_bins)
         dl.append(d.astype(np.float32))
@@ -175,7 +202,8 @@ class Collector:
         self.student = None
         if net_state is not None:
             net = PolicyNet(self.env.obs_dim, self.env.n_actuators, self.env.bins)
-            net.load_state_dict({k: torch.from_numpy(v) for k, v in net_state.items()})
+            # torch.tensor copies: arrays from Ray's object store are read-only.
+            net.load_state_dict({k: torch.tensor(v) for k, v in net_state.items()})
             self.student = Student(net)
 
     def collect(self, iteration: int, k: int, shard: Path) -> dict[str, Any]:
@@ -395,6 +423,7 @@ def _run(out: Path, cfg: DaggerConfig, resume: bool, max_minutes: float | None,
                "student_step_fraction": float(np.mean(np.concatenate(
                    [~e["by_teacher"] for e in this_it]))),
                **stats, "train_s": round(time.perf_counter() - t0, 1),
+               **student_eval(net, env, cfg),
                "wall_s": round(time.perf_counter() - t_run, 1),
                "workers": workers}
         log.write(json.dumps(rec) + "\n")
@@ -402,6 +431,18 @@ def _run(out: Path, cfg: DaggerConfig, resume: bool, max_minutes: float | None,
         tqdm.write(json.dumps(rec))
     log.close()
     return {"stopped": "done", **rec, "net": net}
+
+
+def student_eval(net: PolicyNet, env: DexCubeEnv, cfg: DaggerConfig) -> dict[str, Any]:
+    """The student driving alone on ``cfg.eval_trials`` seeds it never trained on (collected
+    episodes use seeds >= 1,000,000): the summary's mean, median and sorted successes."""
+    if not cfg.eval_trials:
+        return {}
+    from dex_policy.evaluate import evaluate
+
+    s = evaluate(StudentController(net), cfg.hand, cfg.eval_trials, seed=0, progress=False,
+                 env=env, max_steps=cfg.eval_steps)["summary"]
+    return {"student_eval": {k: s[k] for k in ("mean", "median", "sorted", "drops")}}
 
 
 def export_student(net: PolicyNet, cfg: DaggerConfig, path: Path, producer: str,
@@ -427,6 +468,9 @@ DAGGER_OPTIONS: Options = {
     "updates": ("--updates", "gradient steps per iteration (truncated BPTT windows)"),
     "goal_rule": ("--goal-rule", "uniform | far90"),
     "randomize": ("--randomize", "every Dactyl randomization on"),
+    "eval_trials": ("--eval-trials", "after each iteration, trials the student drives alone "
+                                     "(seeds 0.., never collected on)"),
+    "eval_steps": ("--eval-steps", "step cap of those trials"),
     "seed": ("--seed", ""),
 }
 

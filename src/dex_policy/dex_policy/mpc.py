@@ -37,6 +37,7 @@ import mujoco
 import mujoco.rollout
 import numpy as np
 
+from dex_common.actions import EMA, MAX_DELTA
 from dex_description.registry import HandSpec
 
 ACTION_SPACES = ("targets", "relative", "absolute")
@@ -61,6 +62,13 @@ class CostWeights:
     # each plan picking them a random direction: the teacher's actions become far less random.
     effort: float = 0.0
     terminal: float = 4.0  # weight of the last control step on top of the average
+    # per unit of mean |first-step delta − the student's likeliest delta| / max_delta over the
+    # actuators (only when ``plan`` is given the student's log-probabilities). Many plans are
+    # near-equally good: this breaks the tie towards the one the student would take, so the
+    # teacher's labels become a function the student can learn (after PLATO, Kahn et al. 2017,
+    # which weighs the student's log-likelihood instead: measured weaker here, because a
+    # student unsure between two directions prefers neither — its argmax still picks one).
+    student: float = 0.0
 
 
 @dataclass
@@ -133,13 +141,18 @@ def add_mpc_options(p: argparse.ArgumentParser) -> None:
                    help=f"fraction of actuators each sample perturbs (default: {d.noise_fraction})")
     p.add_argument("--mpc-effort", type=float, default=c.effort,
                    help=f"cost per rad² of mean squared target change (default: {c.effort})")
+    p.add_argument("--mpc-student", type=float, default=c.student,
+                   help="cost per unit of mean |delta - the student's argmax delta| / max "
+                        "delta: ties between near-equal plans go the student's way, so the "
+                        "labels become learnable (DAgger iterations after the first; default: "
+                        f"{c.student})")
 
 
 def mpc_config_of(a: argparse.Namespace) -> MPCConfig:
     """The ``MPCConfig`` of parsed ``add_mpc_options`` (validated)."""
     cfg = MPCConfig(n_samples=a.mpc_samples, horizon=a.mpc_horizon, planner=a.mpc_planner,
                     sigmas=a.mpc_sigmas, noise_fraction=a.mpc_noise_fraction,
-                    cost=CostWeights(effort=a.mpc_effort))
+                    cost=CostWeights(effort=a.mpc_effort, student=a.mpc_student))
     cfg.validate()
     return cfg
 
@@ -175,7 +188,7 @@ class SamplingPlanner:
     """Plans the hand's actuator commands for one hand + cube scene (see module docstring)."""
 
     def __init__(self, spec: HandSpec, model: mujoco.MjModel, actuator_ids: np.ndarray,
-                 cube_qpos: int, cube_qvel: int, max_delta: float = 0.15, ema: float = 0.3,
+                 cube_qpos: int, cube_qvel: int, max_delta: float = MAX_DELTA, ema: float = EMA,
                  config: MPCConfig | None = None) -> None:
         self.cfg = config if config is not None else MPCConfig()
         self.cfg.validate()
@@ -228,10 +241,12 @@ class SamplingPlanner:
 
     # ---- planning ------------------------------------------------------------------------------
     def plan(self, data: mujoco.MjData, targets: np.ndarray, smoothed: np.ndarray,
-             goal: np.ndarray) -> np.ndarray:
+             goal: np.ndarray, student_logp: np.ndarray | None = None) -> np.ndarray:
         """One MPC step from the state in ``data`` with the decoder's current ``targets`` and
         ``smoothed`` delta: returns the decoder delta [n] (rad) to apply this control step
-        (absolute targets for ``action_space="absolute"``)."""
+        (absolute targets for ``action_space="absolute"``). ``student_logp`` [n, bins]: the
+        student's log-probabilities here ("targets" action space): a quarter of the samples
+        start with its most likely action, and the ``student`` cost term applies."""
         t0 = time.perf_counter()
         cfg = self.cfg
         state = np.empty(self._nstate)
@@ -244,9 +259,22 @@ class SamplingPlanner:
         sig = np.full((cfg.knots, self.n), 1.0)
         iters = cfg.cem_iterations if cfg.planner == "cem" else 1
         best_knots, best_cost = mean, math.inf
+        prior = None
+        if student_logp is not None and self.cfg.action_space == "targets":
+            prior = _StudentPrior(np.asarray(student_logp, float), self.max_delta)
         for it in range(iters):
             knots = self._sample(mean, sig if cfg.planner == "cem" and it > 0 else None, targets)
+            if prior is not None:
+                # The student's first step: the destination its likeliest delta reaches.
+                first = prior.likeliest_delta()
+                dest = targets + self.ema * smoothed + (1.0 - self.ema) * first
+                knots[2 : 2 + max(1, cfg.n_samples // 4), 0] = np.clip(dest, self.lower,
+                                                                       self.upper)
             costs = self._evaluate(state, knots, targets, smoothed, goal, data)
+            if prior is not None and cfg.cost.student:
+                deltas = self.delta_towards(np.einsum("k,skn->sn", self._interp[0], knots),
+                                            np.asarray(targets, float), np.asarray(smoothed))
+                costs = costs + cfg.cost.student * prior.distance(deltas)
             self.last_samples = (knots, costs)
             order = np.argsort(costs)
             if costs[order[0]] < best_cost:
@@ -396,6 +424,24 @@ class SamplingPlanner:
 
     def close(self) -> None:
         self._rollout.close()
+
+
+class _StudentPrior:
+    """The student's per-actuator action distribution [n, bins] (log-probabilities over the
+    decoder's evenly spaced deltas in ±max_delta)."""
+
+    def __init__(self, logp: np.ndarray, max_delta: float) -> None:
+        self.logp, self.max_delta = logp, max_delta
+        self.bins = logp.shape[-1]
+
+    def likeliest_delta(self) -> np.ndarray:
+        """[n] the delta of each actuator's most likely bin."""
+        return np.linspace(-self.max_delta, self.max_delta, self.bins)[self.logp.argmax(-1)]
+
+    def distance(self, deltas: np.ndarray) -> np.ndarray:
+        """[S] mean over actuators of |delta − the likeliest delta| / max_delta, of deltas
+        [S, n]: 0 for the student's own action, 2 for the opposite extreme everywhere."""
+        return np.abs(deltas - self.likeliest_delta()).mean(-1) / self.max_delta
 
 
 def elite_weights(costs: np.ndarray, k: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
