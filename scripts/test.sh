@@ -7,7 +7,9 @@ bash scripts/setup.sh
 # shellcheck disable=SC1091
 . "${DEX_VENV:-$ROOT/.venv}/bin/activate"
 echo "[test] test-only requirements"
-pip install -q --disable-pip-version-check -r requirements-test.txt
+# (pip's notes about configured local index folders missing on this machine are noise)
+pip install -q --disable-pip-version-check -r requirements-test.txt \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 # Debian's Chromium: the report page is checked in a real headless browser (test_report).
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
