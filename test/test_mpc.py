@@ -210,15 +210,14 @@ def test_a_student_prior_breaks_ties_towards_the_student() -> None:
     env.reset(seed=4)
     targets, smoothed = env.decoder.targets, env.decoder.smoothed_delta
     bins, n = env.bins, env.n_actuators
-    # A confident student: each actuator's likeliest bin drawn at random.
+    # A student's action: each actuator's bin drawn at random.
     want = np.random.default_rng(0).integers(0, bins, n)
-    logp = np.full((n, bins), math.log(0.01 / (bins - 1)))
-    logp[np.arange(n), want] = math.log(0.99)
+    student = env.decoder.bin_values[want]
     free = _planner(env, n_samples=16, threads=1, seed=3)
     free_bins = bins_of(env, free.plan(env.sim.data, targets, smoothed, env.tracker.goal))
     # Without the cost term, a quarter of the samples still start with the student's action.
     pl = _planner(env, n_samples=16, threads=1, seed=3)
-    pl.plan(env.sim.data, targets, smoothed, env.tracker.goal, logp)
+    pl.plan(env.sim.data, targets, smoothed, env.tracker.goal, student)
     knots, _ = pl.last_samples
     first = pl.delta_towards(knots[:, 0], targets, smoothed)
     assert (bins_of(env, first[2:6]) == want).all() and not (bins_of(env, first[6:]) == want).all()
@@ -226,5 +225,5 @@ def test_a_student_prior_breaks_ties_towards_the_student() -> None:
     # targets can reach), which it did not choose alone.
     pl = _planner(env, n_samples=16, threads=1, seed=3)
     pl.cfg.cost.student = 100.0
-    got = bins_of(env, pl.plan(env.sim.data, targets, smoothed, env.tracker.goal, logp))
+    got = bins_of(env, pl.plan(env.sim.data, targets, smoothed, env.tracker.goal, student))
     assert (got == want).mean() > 0.9 and (free_bins == want).mean() < 0.5

@@ -86,11 +86,12 @@ class MPCController:
         self.planner.reset(seed=env.episode_seed)
         self.planner.set_model(env.sim.model)  # the episode's randomized model (privileged)
 
-    def act(self, env: DexCubeEnv, student_logp: np.ndarray | None = None) -> np.ndarray:
-        """The teacher's bins for the env's current state (no step taken); ``student_logp``
-        [n, bins]: the student's log-probabilities here (the planner's ``student`` term)."""
+    def act(self, env: DexCubeEnv, student_bins: np.ndarray | None = None) -> np.ndarray:
+        """The teacher's bins for the env's current state (no step taken); ``student_bins``
+        [n]: the student's action here (the planner's ``student`` term)."""
         targets, smoothed = env.decoder.targets, env.decoder.smoothed_delta
-        d = self.planner.plan(env.sim.data, targets, smoothed, env.tracker.goal, student_logp)
+        student = None if student_bins is None else env.decoder.bin_values[student_bins]
+        d = self.planner.plan(env.sim.data, targets, smoothed, env.tracker.goal, student)
         self.timing.add(self.planner.last_plan_s)
         self.last_delta = d
         self.last_bins = bins_of(env, d)

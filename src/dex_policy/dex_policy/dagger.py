@@ -123,11 +123,9 @@ class Student:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """Argmax bins [n]; ``last_logp`` [n, bins] keeps the log-probabilities."""
         flat, self.state = self.net.step(torch.as_tensor(obs, dtype=torch.float32)[None],
                                          self.state)
-        self.last_logp = torch.log_softmax(self.net.logits(flat)[0], -1).numpy()
-        return self.last_logp.argmax(-1)
+        return self.net.logits(flat)[0].argmax(-1).numpy()
 
 
 class StudentController:
@@ -163,7 +161,7 @@ def collect_episode(env: DexCubeEnv, teacher: MPCController, student: Student | 
     biased = student is not None and teacher.planner.cfg.cost.student > 0
     for _ in range(max_steps):
         s_bins = None if student is None else student.act(obs)  # keeps the LSTM state current
-        t_bins = teacher.act(env, student.last_logp if biased else None)
+        t_bins = teacher.act(env, s_bins if biased else None)
         d = teacher.last_delta
         use_teacher = student is None or rng.random() < beta
         o.append(np.asarray(obs, np.float32))

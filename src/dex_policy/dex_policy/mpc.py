@@ -62,8 +62,8 @@ class CostWeights:
     # each plan picking them a random direction: the teacher's actions become far less random.
     effort: float = 0.0
     terminal: float = 4.0  # weight of the last control step on top of the average
-    # per unit of mean |first-step delta − the student's likeliest delta| / max_delta over the
-    # actuators (only when ``plan`` is given the student's log-probabilities). Many plans are
+    # per unit of mean |first-step delta − the student's delta| / max_delta over the actuators
+    # (only when ``plan`` is given the student's action). Many plans are
     # near-equally good: this breaks the tie towards the one the student would take, so the
     # teacher's labels become a function the student can learn (after PLATO, Kahn et al. 2017,
     # which weighs the student's log-likelihood instead: measured weaker here, because a
@@ -241,12 +241,12 @@ class SamplingPlanner:
 
     # ---- planning ------------------------------------------------------------------------------
     def plan(self, data: mujoco.MjData, targets: np.ndarray, smoothed: np.ndarray,
-             goal: np.ndarray, student_logp: np.ndarray | None = None) -> np.ndarray:
+             goal: np.ndarray, student_delta: np.ndarray | None = None) -> np.ndarray:
         """One MPC step from the state in ``data`` with the decoder's current ``targets`` and
         ``smoothed`` delta: returns the decoder delta [n] (rad) to apply this control step
-        (absolute targets for ``action_space="absolute"``). ``student_logp`` [n, bins]: the
-        student's log-probabilities here ("targets" action space): a quarter of the samples
-        start with its most likely action, and the ``student`` cost term applies."""
+        (absolute targets for ``action_space="absolute"``). ``student_delta`` [n]: the
+        student's action here (rad; "targets" action space): a quarter of the samples start
+        with it, and the ``student`` cost term applies."""
         t0 = time.perf_counter()
         cfg = self.cfg
         state = np.empty(self._nstate)
@@ -259,22 +259,21 @@ class SamplingPlanner:
         sig = np.full((cfg.knots, self.n), 1.0)
         iters = cfg.cem_iterations if cfg.planner == "cem" else 1
         best_knots, best_cost = mean, math.inf
-        prior = None
-        if student_logp is not None and self.cfg.action_space == "targets":
-            prior = _StudentPrior(np.asarray(student_logp, float), self.max_delta)
+        if self.cfg.action_space != "targets":
+            student_delta = None
         for it in range(iters):
             knots = self._sample(mean, sig if cfg.planner == "cem" and it > 0 else None, targets)
-            if prior is not None:
-                # The student's first step: the destination its likeliest delta reaches.
-                first = prior.likeliest_delta()
-                dest = targets + self.ema * smoothed + (1.0 - self.ema) * first
+            if student_delta is not None:
+                # The student's first step: the destination its delta reaches.
+                dest = targets + self.ema * smoothed + (1.0 - self.ema) * student_delta
                 knots[2 : 2 + max(1, cfg.n_samples // 4), 0] = np.clip(dest, self.lower,
                                                                        self.upper)
             costs = self._evaluate(state, knots, targets, smoothed, goal, data)
-            if prior is not None and cfg.cost.student:
+            if student_delta is not None and cfg.cost.student:
                 deltas = self.delta_towards(np.einsum("k,skn->sn", self._interp[0], knots),
                                             np.asarray(targets, float), np.asarray(smoothed))
-                costs = costs + cfg.cost.student * prior.distance(deltas)
+                away = np.abs(deltas - student_delta).mean(-1) / self.max_delta
+                costs = costs + cfg.cost.student * away
             self.last_samples = (knots, costs)
             order = np.argsort(costs)
             if costs[order[0]] < best_cost:
@@ -424,24 +423,6 @@ class SamplingPlanner:
 
     def close(self) -> None:
         self._rollout.close()
-
-
-class _StudentPrior:
-    """The student's per-actuator action distribution [n, bins] (log-probabilities over the
-    decoder's evenly spaced deltas in ±max_delta)."""
-
-    def __init__(self, logp: np.ndarray, max_delta: float) -> None:
-        self.logp, self.max_delta = logp, max_delta
-        self.bins = logp.shape[-1]
-
-    def likeliest_delta(self) -> np.ndarray:
-        """[n] the delta of each actuator's most likely bin."""
-        return np.linspace(-self.max_delta, self.max_delta, self.bins)[self.logp.argmax(-1)]
-
-    def distance(self, deltas: np.ndarray) -> np.ndarray:
-        """[S] mean over actuators of |delta − the likeliest delta| / max_delta, of deltas
-        [S, n]: 0 for the student's own action, 2 for the opposite extreme everywhere."""
-        return np.abs(deltas - self.likeliest_delta()).mean(-1) / self.max_delta
 
 
 def elite_weights(costs: np.ndarray, k: int, rank: int) -> tuple[np.ndarray, np.ndarray]:
