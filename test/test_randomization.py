@@ -7,6 +7,7 @@ import mujoco
 import numpy as np
 import pytest
 
+import dex_sim.randomization as rz
 from dex_common.observations import policy_observation
 from dex_common.rotations import rotation_distance
 from dex_sim.env import DexCubeEnv, TaskConfig
@@ -14,8 +15,10 @@ from dex_sim.physics import HandCubeSim
 from dex_sim.randomization import (
     GROUPS,
     PARAMS,
+    PER,
     RANDOMIZATIONS,
     DomainRandomizer,
+    RandParam,
     check_ranges,
     markdown_doc,
 )
@@ -83,6 +86,41 @@ def test_table_is_complete_and_doc_generated():
     assert all(f"`{n}`" in doc for n in names) and "ADR" in doc
 
 
+def test_every_row_says_how_it_is_drawn_and_what_it_writes():
+    for p in RANDOMIZATIONS:
+        assert p.per in PER and callable(p.write), p.name
+        assert (p.dist == "event") <= (p.per == "step"), p.name  # events are drawn per step
+    r = DomainRandomizer(HandCubeSim("leap", render=False), True)
+    assert set(r.nominal) == {f for p in RANDOMIZATIONS for f in p.fields}
+
+
+def _armature(r, scale):
+    r.views["dof_armature"][r.hand_dofs] *= scale
+
+
+def test_a_randomization_is_added_by_writing_one_row(sim, monkeypatch):
+    """A new row (a quantity nothing else mentions) is drawn, written, restored, validated and
+    documented with no other change."""
+    row = RandParam("armature_scale", "physics", "uniform", 2.0, 3.0, "x", "D Table 1 (test)",
+                    "hand joint armature scale, per hand joint", True, 1.0, "hand_dof",
+                    _armature, ("dof_armature",), nonneg=True)
+    monkeypatch.setattr(rz, "RANDOMIZATIONS", (*RANDOMIZATIONS, row))
+    monkeypatch.setattr(rz, "PARAMS", {**PARAMS, row.name: row})
+    r = DomainRandomizer(sim, True)
+    nominal = sim.model.dof_armature.copy()
+    sim.reset(3)
+    d = r.sample(np.random.default_rng(3))
+    r.apply(d)
+    scale = sim.model.dof_armature[r.hand_dofs] / nominal[r.hand_dofs]
+    assert np.all((scale >= 2.0) & (scale <= 3.0)) and np.ptp(scale) > 0
+    np.testing.assert_allclose(scale, d["armature_scale"])
+    r.restore_nominal()
+    np.testing.assert_array_equal(sim.model.dof_armature, nominal)
+    with pytest.raises(ValueError, match="armature_scale"):
+        check_ranges({"armature_scale": (-1.0, 2.0)})
+    assert "`armature_scale`" in rz.markdown_table()
+
+
 # ---- physics (D Table 1) -----------------------------------------------------------------
 def test_physics_draws_within_range_and_written_to_model(sim):
     r = DomainRandomizer(sim, {"physics"})
@@ -107,13 +145,13 @@ def test_physics_draws_within_range_and_written_to_model(sim):
         assert np.all((fr >= 0.7) & (fr <= 1.3)) and np.ptp(fr) > 0.1
         dm = m.dof_damping[r.hand_dofs] / nom["dof_damping"][r.hand_dofs]
         assert np.all((dm >= 0.3) & (dm <= 3.0)) and np.ptp(dm) > 0.3
-        kp = m.actuator_gainprm[act, 0] / nom["gainprm"][act, 0]
+        kp = m.actuator_gainprm[act, 0] / nom["actuator_gainprm"][act, 0]
         assert np.all((kp >= 0.75) & (kp <= 1.5))
         np.testing.assert_array_equal(m.actuator_biasprm[act, 1], -m.actuator_gainprm[act, 0])
         jr = m.jnt_range[r.hand_joints]
         assert np.all(jr[:, 1] > jr[:, 0])
         lim.append(d["joint_limit_offset"])
-        grav.append(m.opt.gravity - nom["gravity"])
+        grav.append(m.opt.gravity - nom["opt.gravity"])
     assert np.std(np.concatenate(lim)) == pytest.approx(0.15, rel=0.15)
     assert np.std(grav) == pytest.approx(0.4, rel=0.25)
     # The cube falls with the randomized gravity vector.
@@ -184,12 +222,9 @@ def test_disabling_restores_nominal(sim):
     m = sim.model
     assert not np.array_equal(m.geom_friction, r.nominal["geom_friction"])
     r.restore_nominal()
-    for field, key in (("body_mass", "body_mass"), ("geom_size", "geom_size"),
-                       ("geom_friction", "geom_friction"), ("dof_damping", "dof_damping"),
-                       ("actuator_gainprm", "gainprm"), ("actuator_biasprm", "biasprm"),
-                       ("jnt_range", "jnt_range")):
-        np.testing.assert_array_equal(getattr(m, field), r.nominal[key], err_msg=field)
-    np.testing.assert_array_equal(m.opt.gravity, r.nominal["gravity"])
+    assert {"body_mass", "geom_friction", "actuator_gainprm", "opt.gravity"} <= set(r.nominal)
+    for field in r.nominal:  # every array a row writes
+        np.testing.assert_array_equal(rz.model_array(m, field), r.nominal[field], err_msg=field)
     # An empty set draws nothing and hooks are identities.
     r0, d0 = fresh(sim, set(), seed=3)
     assert all(v is None for v in d0.values.values())

@@ -62,8 +62,12 @@ class ActionDecoder:
             raise ValueError(f"current_targets must have shape ({self.n},); got {t.shape}")
         if not np.all(np.isfinite(t)):
             raise ValueError(f"current_targets contains non-finite values: {t.tolist()}")
-        self._targets = np.clip(t, self.lower, self.upper)
-        self._smoothed = np.zeros(self.n)
+        # In place once the arrays exist: they may be rows of a vector env's state (share_state).
+        if self._targets is None:
+            self._targets = np.clip(t, self.lower, self.upper)
+        else:
+            np.clip(t, self.lower, self.upper, out=self._targets)
+        self._smoothed[:] = 0.0
 
     @property
     def targets(self) -> np.ndarray | None:
@@ -92,6 +96,19 @@ class ActionDecoder:
             raise RuntimeError("ActionDecoder.decode called before reset(current_targets)")
         self.step_state(self._smoothed, self._targets, self.deltas(bin_indices))
         return self._targets.copy()
+
+    def share_state(self, smoothed: np.ndarray, targets: np.ndarray) -> None:
+        """Keep this decoder's state in ``smoothed`` and ``targets`` (e.g. views of one row of
+        a vector env's ``[rows, n]`` state, which steps every row at once with ``step_state``):
+        they take the current values, and ``reset``/``decode`` work on them from now on."""
+        if self._targets is None:
+            raise RuntimeError("ActionDecoder.share_state called before reset(current_targets)")
+        if smoothed.shape != (self.n,) or targets.shape != (self.n,):
+            raise ValueError(f"state arrays must have shape ({self.n},); got {smoothed.shape} "
+                             f"and {targets.shape}")
+        smoothed[...] = self._smoothed
+        targets[...] = self._targets
+        self._smoothed, self._targets = smoothed, targets
 
     def step_state(self, smoothed: np.ndarray, targets: np.ndarray, delta: np.ndarray,
                    bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:

@@ -464,6 +464,9 @@ DAGGER_OPTIONS: Options = {
     "episodes": ("--episodes", "collected per iteration"),
     "episode_steps": ("--episode-steps", "cap per collected episode"),
     "updates": ("--updates", "gradient steps per iteration (truncated BPTT windows)"),
+    "beta0": ("--beta0", "probability the teacher executes a step, iteration 0"),
+    "beta_decay": ("--beta-decay", "beta's factor per iteration (1: the teacher always "
+                                   "executes, PLATO-style with --mpc-student)"),
     "goal_rule": ("--goal-rule", "uniform | far90"),
     "randomize": ("--randomize", "every Dactyl randomization on"),
     "eval_trials": ("--eval-trials", "after each iteration, trials the student drives alone "

@@ -146,7 +146,7 @@ class ADR:
 
     def queue(self, b: Boundary) -> list[float]:
         """A copy of boundary ``b``'s performance queue."""
-        return list(self._queues[self._check(b).key])
+        return list(self._queues[self.boundary(b).key])
 
     # ---- sampling ------------------------------------------------------------------------------
     def sample_boundary(self, rng: np.random.Generator) -> Boundary:
@@ -157,7 +157,7 @@ class ADR:
         """Current ranges with ``b``'s parameter collapsed to the boundary value."""
         r = self.ranges()
         if b is not None:
-            v = self.value(self._check(b))
+            v = self.value(self.boundary(b))
             r[b.name] = (v, v)
         return r
 
@@ -183,7 +183,7 @@ class ADR:
         appended to ``history`` when the range changed) when the queue was full, else None."""
         if boundary is None:
             return None
-        b = self._check(boundary)
+        b = self.boundary(boundary)
         s = _finite("successes", successes)
         q = self._queues[b.key]
         q.append(s)
@@ -217,7 +217,8 @@ class ADR:
                                              p.lower_limit, p.nominal))
         return self.value(b)
 
-    def _check(self, b: Boundary | tuple[str, str]) -> Boundary:
+    def boundary(self, b: Boundary | tuple[str, str]) -> Boundary:
+        """``b`` as a Boundary of this ADR; ValueError if it names none."""
         b = Boundary(*b)
         if b.name not in self._by_name or b.side not in SIDES:
             raise ValueError(f"unknown ADR boundary {tuple(b)}; sides are {SIDES}")
@@ -367,7 +368,7 @@ class VectorADR:
                              f"{state['boundary_fraction']}; this is {self.n_envs}, "
                              f"{self.boundary_fraction}")
         self.adr.load_state_dict(state["adr"])
-        self._pending = [None if b is None else self.adr._check(tuple(b))
+        self._pending = [None if b is None else self.adr.boundary(tuple(b))
                          for b in state["pending"]]
 
 

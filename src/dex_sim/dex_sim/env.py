@@ -182,7 +182,7 @@ class DexCubeEnv(gym.Env):
         else:
             self.randomizer = None
         self.ranges: dict[str, tuple[float, float]] = dict(t.ranges)  # ADR: set_ranges
-        self._step_rng = np.random.default_rng(0)  # per episode: the reset's generator
+        self.episode_rng = np.random.default_rng(0)  # per episode: the reset's generator
         self.last_draw: Any = None
         self.obs_layout = policy_obs_layout(self.hand_spec) + (
             [("cube_quat", 4)] if t.obs_cube_orientation else [])
@@ -214,11 +214,11 @@ class DexCubeEnv(gym.Env):
         if self.randomizer is not None:
             # Randomization draws continue the reset's generator (seeded by the episode seed
             # only): reset(seed) reproduces them.
-            self._step_rng = rng
+            self.episode_rng = rng
             ranges = self.ranges
             if options and options.get("ranges"):
                 ranges = {**ranges, **options["ranges"]}
-            self.last_draw = self.randomizer.sample(self._step_rng, ranges)
+            self.last_draw = self.randomizer.sample(self.episode_rng, ranges)
             self.randomizer.apply(self.last_draw)
         # The goal clock starts at the reset state's stamp, which is then judged like every
         # later state (reward 0) — the policy node does exactly the same on a trial's first set.

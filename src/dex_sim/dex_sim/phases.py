@@ -59,18 +59,16 @@ class PhasedStep:
         self._state = [(e, e.sim, e.tracker, e.sim.data.qpos, e.sim.data.qvel,
                         e.sim.data.site_xpos) for e in self.envs]
         self._draws: list[tuple[Any, Any, np.ndarray]] = [
-            (e.randomizer, e._step_rng, e.sim.data.xfrc_applied[self.cube_body])
+            (e.randomizer, e.episode_rng, e.sim.data.xfrc_applied[self.cube_body])
             for e in self.envs] if self.randomized else []
 
     def bind(self, i: int) -> None:
         """Env ``i`` has just been reset: its decoder and effects state join row ``i``."""
         env = self.envs[i]
-        dec = env.decoder
-        self.smoothed[i], self.targets[i] = dec._smoothed, dec._targets
-        dec._smoothed, dec._targets = self.smoothed[i], self.targets[i]  # views: one state
+        env.decoder.share_state(self.smoothed[i], self.targets[i])  # views: one state
         if env.randomizer is not None:
             self.effects.copy_row(i, env.randomizer.effects)
-            self._draws[i] = (env.randomizer, env._step_rng, self._draws[i][2])
+            self._draws[i] = (env.randomizer, env.episode_rng, self._draws[i][2])
         self._goal_seen[i] = None
 
     # ---- 1. commands ------------------------------------------------------------------------
@@ -95,7 +93,7 @@ class PhasedStep:
         # Each env's draws in its own order (actions, force, timing), from its own generator.
         for i, (r, rng, xfrc) in enumerate(self._draws):
             add[i] = r.act_draw(rng)
-            if r._force_p > 0.0:
+            if r.forces_on:
                 xfrc[:3] = fx.push(i, r.force_draw(rng))
             extras.append(r.step_time(rng))
         targets = fx.act(targets, add, *self.bounds)  # a new array
@@ -136,7 +134,7 @@ class PhasedStep:
             true = policy_observation_values(tips, pos, quat, goal)
             r = env.randomizer
             if r is not None and fx.obs_on[i]:
-                tp, q = fx.observe(i, tips + pos, quat, r.obs_draw(env._step_rng))
+                tp, q = fx.observe(i, tips + pos, quat, r.obs_draw(env.episode_rng))
                 vals = policy_observation_values(tp[:-3], tp[-3:], q, goal)
             else:
                 vals, q = true, quat

@@ -1,8 +1,10 @@
 """Domain randomization (Dactyl, D Tables 1, 7, 8): THE one table and the code that applies it.
 
-``RANDOMIZATIONS`` lists every randomized quantity once; ``docs/randomization.md`` is generated
-from it (``python -m dex_sim.randomization --markdown``) and ADR (``dex_sim.adr``) reads it to know
-which ranges it may widen (``adr=True``) and from which ``nominal`` value they start.
+``RANDOMIZATIONS`` lists every randomized quantity once, each row with its range, how it is
+drawn (``dist`` x ``per``) and what it writes (``write``, onto ``fields`` of the model or the
+episode's step effects): adding a randomization is adding a row. ``docs/randomization.md`` is
+generated from it (``python -m dex_sim.randomization --markdown``), and ADR (``dex_sim.adr``)
+reads it to know which ranges it may widen (``adr=True``) and from which ``nominal`` value.
 
 Meaning of ``low`` / ``high`` per ``dist`` (a ``ranges`` override ``{name: (lo, hi)}`` replaces
 them for one episode with the same meaning):
@@ -50,9 +52,22 @@ import numpy as np
 from dex_sim.effects import StepEffects
 from dex_sim.physics import HandCubeSim
 
+# How many values a row draws per episode: one per "per" (counted in the model by the randomizer).
+# "step": a per-step standard deviation or event (the row's range is used as is, no draw);
+# "rotation": an axis-angle rotation (4 standard normals: axis, angle).
+PER = ("episode", "body", "geom", "hand_dof", "hand_joint_bound", "actuator", "axis",
+       "fingertip_coordinate", "rotation", "step")
+
 
 @dataclass(frozen=True)
 class RandParam:
+    """One randomization: its range, how it is drawn (``dist`` x ``per``) and what it writes.
+
+    ``write(r, value)`` puts one episode's value into the randomizer ``r``: model arrays
+    (``r.views``, reset to nominal before any row writes), the episode's step effects
+    (``r.effects``) or its per-step draw settings (``r.steps``). Rows write in table order and
+    only when enabled; adding a row is writing it here, nothing else."""
+
     name: str
     group: str  # physics | observation | action | unmodeled | timing
     dist: str  # uniform | loguniform | normal | bernoulli | event
@@ -63,73 +78,207 @@ class RandParam:
     doc: str
     adr: bool  # ADR may widen this range
     nominal: float = 0.0  # the "no randomization" value ADR starts from (collapsed range)
+    per: str = "episode"  # one of PER
+    write: Callable[[DomainRandomizer, Any], None] | None = None
+    fields: tuple[str, ...] = ()  # the MjModel arrays ``write`` changes ("opt.x": model.opt.x)
+    nonneg: bool = False  # a range below 0 is invalid
+
+
+def model_array(model: mujoco.MjModel, name: str) -> np.ndarray:
+    """The MjModel array ``name`` (``"opt.gravity"``: ``model.opt.gravity``), a view."""
+    obj, _, attr = name.rpartition(".")
+    return getattr(getattr(model, obj) if obj else model, attr)
+
+
+# ---- what each row writes (``RandParam.write``) ----------------------------------------------
+_CUBE_SIZE_FIELDS = ("geom_size", "geom_pos", "geom_rbound", "geom_aabb")
+
+
+def _cube_size(r: DomainRandomizer, s: float) -> None:
+    mv, g, cb = r.views, r.cube_geoms, r.cube_body
+    for f in _CUBE_SIZE_FIELDS:
+        mv[f][g] *= s
+    mv["body_mass"][cb] *= s**3
+    mv["body_inertia"][cb] *= s**5  # m a^2: s^3 * s^2
+
+
+def _body_mass(r: DomainRandomizer, ms: np.ndarray) -> None:
+    b = r.mass_bodies
+    r.views["body_mass"][b] *= ms
+    r.views["body_inertia"][b] *= ms[:, None]  # same shape, more mass: inertia scales with it
+
+
+def _friction(r: DomainRandomizer, f: np.ndarray) -> None:
+    r.views["geom_friction"] *= f[:, None]  # contact pairs follow in DomainRandomizer.apply
+
+
+def _damping(r: DomainRandomizer, d: np.ndarray) -> None:
+    r.views["dof_damping"][r.hand_dofs] *= d
+
+
+def _kp(r: DomainRandomizer, kp: np.ndarray) -> None:
+    r.views["actuator_gainprm"][r.act_ids, 0] *= kp
+    r.views["actuator_biasprm"][r.act_ids, 1] *= kp
+
+
+def _joint_limits(r: DomainRandomizer, off: np.ndarray) -> None:
+    j = r.hand_joints
+    lim = r.nominal["jnt_range"][j] + off.reshape(-1, 2)
+    # Crossed or too-narrow limits: centre a minimal range where the two bounds met.
+    narrow = lim[:, 1] - lim[:, 0] < MIN_JOINT_RANGE
+    c = 0.5 * (lim[narrow, 0] + lim[narrow, 1])
+    lim[narrow, 0], lim[narrow, 1] = c - MIN_JOINT_RANGE / 2, c + MIN_JOINT_RANGE / 2
+    r.views["jnt_range"][j] = lim
+
+
+def _gravity(r: DomainRandomizer, g: np.ndarray) -> None:
+    r.views["opt.gravity"] += g
+
+
+def _tip_offset(r: DomainRandomizer, v: np.ndarray) -> None:
+    r.steps.obs_offset[:3 * r.n_tips] = v
+    r.steps.obs_noisy = True
+
+
+def _tip_sd(r: DomainRandomizer, sd: float) -> None:
+    r.steps.obs_sd[:3 * r.n_tips] = sd
+    r.steps.obs_noisy |= bool(sd)
+
+
+def _cube_pos_offset(r: DomainRandomizer, v: np.ndarray) -> None:
+    r.steps.obs_offset[3 * r.n_tips:] = v
+    r.steps.obs_noisy = True
+
+
+def _cube_pos_sd(r: DomainRandomizer, sd: float) -> None:
+    r.steps.obs_sd[3 * r.n_tips:] = sd
+    r.steps.obs_noisy |= bool(sd)
+
+
+def _cube_rot_episode(r: DomainRandomizer, q: np.ndarray) -> None:
+    r.effects.rot_episode[0] = q.tolist()
+    r.steps.obs_on = True
+
+
+def _cube_rot_sd(r: DomainRandomizer, sd: float) -> None:
+    r.steps.rot_sd = sd
+
+
+def _dropout(r: DomainRandomizer, rate_duration: np.ndarray) -> None:
+    rate, dur = rate_duration
+    r.effects.drop_p[0] = float(rate) * r.control_period
+    r.effects.drop_steps[0] = int(max(1, round(float(dur) / r.control_period)))
+
+
+def _action_sd(r: DomainRandomizer, sd: float) -> None:
+    r.steps.act_sd = r.act_half * sd if sd else None
+
+
+def _action_offset(r: DomainRandomizer, c: np.ndarray) -> None:
+    r.steps.add_act_offset(r.act_half * c)
+
+
+def _action_gain(r: DomainRandomizer, m: np.ndarray) -> None:
+    gain = r.effects.gain[0]
+    gain[:] = 1.0 + m
+    r.steps.add_act_offset(r.act_mid * (1.0 - gain))  # mid + (t - mid)(1 + m)
+
+
+def _action_delay(r: DomainRandomizer, delayed: np.ndarray) -> None:
+    r.effects.delay[0] = delayed
+    r.steps.act_on = True
+
+
+def _backlash(r: DomainRandomizer, w: np.ndarray) -> None:
+    r.effects.backlash[0] = w / 2
+    r.steps.act_on = True
+
+
+def _force_prob(r: DomainRandomizer, p: float) -> None:
+    r.effects.force_p[0] = p
+
+
+def _force_sigma(r: DomainRandomizer, sd: float) -> None:
+    r.steps.force_sigma = float(sd)
+
+
+def _timing(r: DomainRandomizer, rate: float) -> None:
+    r.steps.timing_rate = rate
 
 
 RANDOMIZATIONS: tuple[RandParam, ...] = (
     # ---- physics (D Table 1) ----
     RandParam("cube_size_scale", "physics", "uniform", 0.95, 1.05, "x", "D Table 1",
               "cube edge scale: collision box + visual plates; cube mass x scale^3, "
-              "inertia consistent", True, 1.0),
+              "inertia consistent", True, 1.0, "episode", _cube_size,
+              (*_CUBE_SIZE_FIELDS, "body_mass", "body_inertia"), nonneg=True),
     RandParam("body_mass_scale", "physics", "uniform", 0.5, 1.5, "x", "D Table 1",
-              "mass (and inertia) scale, per body (hand links and cube)", True, 1.0),
+              "mass (and inertia) scale, per body (hand links and cube)", True, 1.0, "body",
+              _body_mass, ("body_mass", "body_inertia"), nonneg=True),
     RandParam("friction_scale", "physics", "uniform", 0.7, 1.3, "x", "D Table 1",
-              "geom friction coefficients scale, per geom (contact pairs follow)", True, 1.0),
+              "geom friction coefficients scale, per geom (contact pairs follow)", True, 1.0,
+              "geom", _friction, ("geom_friction",), nonneg=True),
     RandParam("joint_damping_scale", "physics", "loguniform", 0.3, 3.0, "x", "D Table 1",
-              "joint damping scale, per hand joint", True, 1.0),
+              "joint damping scale, per hand joint", True, 1.0, "hand_dof", _damping,
+              ("dof_damping",)),
     RandParam("actuator_kp_scale", "physics", "loguniform", 0.75, 1.5, "x", "D Table 1",
               "position actuator P gain scale (gainprm[0] and biasprm[1] = -kp), per actuator",
-              True, 1.0),
+              True, 1.0, "actuator", _kp, ("actuator_gainprm", "actuator_biasprm")),
     RandParam("joint_limit_offset", "physics", "normal", 0.0, 0.15, "rad", "D Table 1",
               "additive offset on each hand joint's lower and upper limit (kept lower < upper)",
-              False, 0.0),
+              False, 0.0, "hand_joint_bound", _joint_limits, ("jnt_range",)),
     RandParam("gravity_offset", "physics", "normal", 0.0, 0.4, "m/s^2", "D Table 1",
-              "additive offset per gravity axis", False, 0.0),
+              "additive offset per gravity axis", False, 0.0, "axis", _gravity,
+              ("opt.gravity",)),
     # ---- observation noise (D Table 7) ----
     RandParam("obs_fingertip_noise_episode", "observation", "normal", 0.0, 0.001, "m",
               "D Table 7", "fingertip position offset per episode (correlated), per coordinate",
-              False, 0.0),
+              False, 0.0, "fingertip_coordinate", _tip_offset),
     RandParam("obs_fingertip_noise_step", "observation", "normal", 0.0, 0.002, "m",
               "D Table 7", "fingertip position noise per step (uncorrelated), per coordinate",
-              False, 0.0),
+              False, 0.0, "step", _tip_sd),
     RandParam("obs_cube_pos_noise_episode", "observation", "normal", 0.0, 0.005, "m",
-              "D Table 7", "cube position offset per episode, per coordinate", False, 0.0),
+              "D Table 7", "cube position offset per episode, per coordinate", False, 0.0,
+              "axis", _cube_pos_offset),
     RandParam("obs_cube_pos_noise_step", "observation", "normal", 0.0, 0.001, "m",
-              "D Table 7", "cube position noise per step, per coordinate", False, 0.0),
+              "D Table 7", "cube position noise per step, per coordinate", False, 0.0,
+              "step", _cube_pos_sd),
     RandParam("obs_cube_rot_noise_episode", "observation", "normal", 0.0, 0.1, "rad",
               "D Table 7", "cube orientation: rotation by N(0, sd) about a random axis, "
-              "per episode", False, 0.0),
+              "per episode", False, 0.0, "rotation", _cube_rot_episode),
     RandParam("obs_cube_rot_noise_step", "observation", "normal", 0.0, 0.1, "rad",
               "D Table 7", "cube orientation: rotation by N(0, sd) about a random axis, "
-              "per step", False, 0.0),
+              "per step", False, 0.0, "step", _cube_rot_sd),
     RandParam("obs_cube_dropout", "observation", "event", 0.2, 1.0, "1/s, s", "D Table 8",
               "marker dropout: starts at rate low (1/s), freezes the cube pose reading for "
-              "high s", False, 0.0),
+              "high s", False, 0.0, "step", _dropout),
     # ---- actions (D Table 8) ----
     RandParam("action_noise_step", "action", "normal", 0.0, 0.05, "half range",
               "D Table 8", "uncorrelated additive action noise per step, per actuator",
-              False, 0.0),
+              False, 0.0, "step", _action_sd),
     RandParam("action_noise_episode", "action", "normal", 0.0, 0.015, "half range",
               "D Table 8", "correlated additive action noise per episode, per actuator",
-              False, 0.0),
+              False, 0.0, "actuator", _action_offset),
     RandParam("action_noise_mult", "action", "normal", 0.0, 0.015, "x",
               "D Table 8", "multiplicative action noise (1 + N) per episode, per actuator, "
-              "about the actuator range centre", False, 0.0),
+              "about the actuator range centre", False, 0.0, "actuator", _action_gain),
     RandParam("action_delay", "action", "bernoulli", 0.5, 0.5, "p", "D Table 8",
               "actuator delayed by one control step, drawn per actuator per episode",
-              False, 0.0),
+              False, 0.0, "actuator", _action_delay),
     RandParam("backlash", "action", "uniform", 0.0, 0.02, "rad", "D Table 8 (our model)",
-              "dead-band width on the commanded target, per actuator per episode", True, 0.0),
+              "dead-band width on the commanded target, per actuator per episode", True, 0.0,
+              "actuator", _backlash, nonneg=True),
     # ---- unmodeled effects (D Table 8) ----
     RandParam("random_force_prob", "unmodeled", "loguniform", 0.001, 0.1, "1/step",
               "D Table 8", "per-episode probability per control step of a new random force "
-              "on the cube", True, 0.0),
+              "on the cube", True, 0.0, "episode", _force_prob),
     RandParam("random_force_sigma", "unmodeled", "normal", 0.0, 1.0, "m/s^2 x cube mass",
-              "D Table 8", "random cube force per axis, decays x0.99 per control step",
-              False, 0.0),
+              "D Table 8", "random cube force per axis, decays x0.99 per control step "
+              "(when off, forces still use this table's sd)", False, 0.0, "step", _force_sigma),
     # ---- timing (D Table 8) ----
     RandParam("timing_rate", "timing", "uniform", 1250.0, 10000.0, "1/s", "D Table 8",
               "control step lasts control_period + Exp(lambda) s, lambda per episode",
-              True, 10000.0),
+              True, 10000.0, "episode", _timing, nonneg=True),
 )
 
 PARAMS: dict[str, RandParam] = {p.name: p for p in RANDOMIZATIONS}
@@ -187,7 +336,7 @@ def check_ranges(ranges: Mapping[str, tuple[float, float]]) -> dict[str, tuple[f
             errs.append(f"{name}: probability must be in [0, 1]; got {lo}")
         elif p.dist == "event" and (lo < 0 or hi < 0):
             errs.append(f"{name}: (rate, duration) must be >= 0; got {(lo, hi)}")
-        elif name in _NONNEG and lo < 0:
+        elif p.nonneg and lo < 0:
             errs.append(f"{name}: must be >= 0; got {(lo, hi)}")
         else:
             out[name] = (lo, hi)
@@ -195,8 +344,6 @@ def check_ranges(ranges: Mapping[str, tuple[float, float]]) -> dict[str, tuple[f
         raise ValueError("invalid randomization ranges: " + "; ".join(errs))
     return out
 
-
-_NONNEG = {"cube_size_scale", "body_mass_scale", "friction_scale", "backlash", "timing_rate"}
 
 
 @dataclass
@@ -212,11 +359,12 @@ class EpisodeDraw:
 
 def markdown_table() -> str:
     lines = [
-        "| name | group | dist | low | high | unit | source | ADR | nominal | what |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| name | group | dist | per | low | high | unit | source | ADR | nominal | what |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in RANDOMIZATIONS:
-        lines.append(f"| `{p.name}` | {p.group} | {p.dist} | {p.low:g} | {p.high:g} | {p.unit} | "
+        lines.append(f"| `{p.name}` | {p.group} | {p.dist} | {p.per.replace('_', ' ')} | "
+                     f"{p.low:g} | {p.high:g} | {p.unit} | "
                      f"{p.source} | {'yes' if p.adr else 'no'} | {p.nominal:g} | {p.doc} |")
     return "\n".join(lines)
 
@@ -225,7 +373,10 @@ def markdown_doc() -> str:
     return (
         "# Domain randomization\n\n"
         "Generated by `python -m dex_sim.randomization --markdown` from "
-        "`dex_sim.randomization.RANDOMIZATIONS` (the one table; edit it there, not here).\n\n"
+        "`dex_sim.randomization.RANDOMIZATIONS` (the one table; edit it there, not here). "
+        "A row is the whole randomization: its range, how it is drawn (`dist`, and `per`: "
+        "how many values an episode draws) and the function that writes the drawn value into "
+        "the model or the episode's per-step effects; adding a row needs no other change.\n\n"
         "Switch effects with `TaskConfig(randomize=True | {names or groups})`; "
         "`DexCubeEnv` draws one `EpisodeDraw` per reset from a generator seeded by the episode "
         "seed, so a seed reproduces the episode bit for bit.\n\n"
@@ -268,6 +419,26 @@ class _SamplePlan:
     rot_sd: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class EpisodeSteps:
+    """What one episode's per-step draws need, as its enabled rows wrote it (neutral = off)."""
+
+    obs_sd: np.ndarray  # [3 n_tips + 3]: per-step noise sd on the fingertips | cube position
+    obs_offset: np.ndarray  # the same layout: this episode's offset
+    obs_noisy: bool = False  # any of the two above
+    obs_on: bool = False  # any observation effect
+    rot_sd: float = 0.0  # per-step cube rotation noise (rad)
+    act_sd: np.ndarray | None = None  # per-step action noise sd per actuator (rad)
+    act_offset: np.ndarray | None = None  # this episode's additive action offset (rad)
+    act_on: bool = False  # any action effect
+    force_sigma: float = PARAMS["random_force_sigma"].high  # m/s^2 x cube mass
+    force_sd: float = 0.0  # N: force_sigma x this episode's cube mass
+    timing_rate: float | None = None  # lambda of the extra control-step duration (1/s)
+
+    def add_act_offset(self, v: np.ndarray) -> None:
+        self.act_offset = v if self.act_offset is None else self.act_offset + v
+
+
 class DomainRandomizer:
     """Applies ``RANDOMIZATIONS`` to one ``HandCubeSim``.
 
@@ -276,26 +447,17 @@ class DomainRandomizer:
     (``dex_sim.phases``) takes this episode's random numbers from ``act_draw``, ``force_draw``,
     ``step_time`` and ``obs_draw`` and applies them with its batch's ``StepEffects``; ``act``,
     ``perturb`` and ``observe`` do the same for this one episode (its own ``effects``). All ids
-    and nominal arrays are captured here once.
+    and nominal arrays are captured here once; the rows' ``write`` functions read them.
     """
 
     def __init__(self, sim: HandCubeSim, enabled: bool | Iterable[str] | None = None) -> None:
         self.sim = sim
         self.enabled = resolve_enabled(enabled)
         m, spec, ix = sim.model, sim.spec, sim.idx
-        self.nominal = {
-            "body_mass": m.body_mass.copy(), "body_inertia": m.body_inertia.copy(),
-            "geom_size": m.geom_size.copy(), "geom_pos": m.geom_pos.copy(),
-            "geom_rbound": m.geom_rbound.copy(), "geom_aabb": m.geom_aabb.copy(),
-            "geom_friction": m.geom_friction.copy(), "dof_damping": m.dof_damping.copy(),
-            "gainprm": m.actuator_gainprm.copy(), "biasprm": m.actuator_biasprm.copy(),
-            "jnt_range": m.jnt_range.copy(), "gravity": m.opt.gravity.copy(),
-        }
-        # Views onto the model's own arrays, by nominal key (one binding look-up each, here).
-        attr = {"gainprm": "actuator_gainprm", "biasprm": "actuator_biasprm"}
-        self._model_views = {k: getattr(m, attr.get(k, k)) for k in self.nominal
-                             if k != "gravity"}
-        self._model_views["gravity"] = m.opt.gravity
+        # Views onto the model arrays the rows write (one binding look-up each, here), and
+        # their nominal values, which every episode starts from.
+        self.views = {f: model_array(m, f) for p in RANDOMIZATIONS for f in p.fields}
+        self.nominal = {f: v.copy() for f, v in self.views.items()}
         # Explicit contact pairs (the generated scenes list every collision) carry their own
         # friction: it follows the two geoms' (MuJoCo's rule: the larger of each coefficient).
         self._pair_geoms = (m.pair_geom1.copy(), m.pair_geom2.copy())
@@ -319,45 +481,32 @@ class DomainRandomizer:
         self._zero_act = np.zeros(self.n_act)  # additive action noise when it is off
         self._plan_draws()
         self._compiled: dict[tuple, _SamplePlan] = {}  # sample(): transforms by ranges
-        self._reset_step_state()
+        self._start_steps()
+        self._finish_steps()
 
     # ---- per episode ------------------------------------------------------------------------
-    def _draw_counts(self) -> dict[str, int]:
-        """Values per parameter per episode (fixed by the model)."""
-        m = self.sim.model
-        return {
-            "cube_size_scale": 1, "body_mass_scale": len(self.mass_bodies),
-            "friction_scale": m.ngeom, "joint_damping_scale": len(self.hand_dofs),
-            "actuator_kp_scale": self.n_act, "joint_limit_offset": 2 * len(self.hand_joints),
-            "gravity_offset": 3, "obs_fingertip_noise_episode": 3 * self.n_tips,
-            "obs_fingertip_noise_step": 1, "obs_cube_pos_noise_episode": 3,
-            "obs_cube_pos_noise_step": 1, "obs_cube_rot_noise_episode": 4,
-            "obs_cube_rot_noise_step": 1, "obs_cube_dropout": 1,
-            "action_noise_step": 1, "action_noise_episode": self.n_act,
-            "action_noise_mult": self.n_act, "action_delay": self.n_act,
-            "backlash": self.n_act, "random_force_prob": 1, "random_force_sigma": 1,
-            "timing_rate": 1,
-        }
-
     def _plan_draws(self) -> None:
         """Where each parameter's standard variates sit in the per-episode draw.
 
         Every episode draws the SAME number of standard uniforms and normals in table order,
         whatever is enabled and whatever the ranges, then transforms them: switching one effect
         off or changing its range leaves every other parameter's values unchanged."""
-        counts = self._draw_counts()
+        counts = {"episode": 1, "body": len(self.mass_bodies), "geom": self.sim.model.ngeom,
+                  "hand_dof": len(self.hand_dofs), "hand_joint_bound": 2 * len(self.hand_joints),
+                  "actuator": self.n_act, "axis": 3, "fingertip_coordinate": 3 * self.n_tips,
+                  "rotation": 4, "step": 1}
         self._plan: list[tuple[RandParam, int, str, int]] = []  # (param, count, kind, offset)
         nu = nz = 0
         for p in RANDOMIZATIONS:
-            k = counts[p.name]
-            if p.dist in ("uniform", "loguniform", "bernoulli"):
+            k = counts[p.per]
+            if p.per == "step":  # a per-step sd or event: the range itself, no variates
+                self._plan.append((p, k, "", 0))
+            elif p.dist in ("uniform", "loguniform", "bernoulli"):
                 self._plan.append((p, k, "u", nu))
                 nu += k
-            elif p.dist == "normal" and (k > 1 or p.name == "gravity_offset"):
+            else:  # normal (a rotation: 4 normals, axis and angle)
                 self._plan.append((p, k, "z", nz))
                 nz += k
-            else:  # event (drawn per step) or a per-step sd (the parameter itself): no variates
-                self._plan.append((p, k, "", 0))
         self._n_uniform, self._n_normal = nu, nz
 
     def sample(self, rng: np.random.Generator,
@@ -421,7 +570,7 @@ class DomainRandomizer:
                     plan.u_lo[o:o + k] = lo
                 plan.drawn.append((p.name, "b" if p.dist == "bernoulli" else "u", o, k))
             elif kind == "z":
-                if p.name == "obs_cube_rot_noise_episode":
+                if p.per == "rotation":
                     plan.rot_sd[p.name] = hi
                     plan.drawn.append((p.name, "rot", o, k))
                 else:
@@ -435,118 +584,56 @@ class DomainRandomizer:
         return plan
 
     def apply(self, draw: EpisodeDraw) -> None:
-        """Write this episode's physics values (each model field from its nominal values, so
-        draws never compound); reset per-step state.
+        """Write this episode's values: every enabled row in table order, onto model fields
+        reset to their nominal values (so draws never compound) and onto neutral per-step
+        effects.
 
         Call after ``sim.reset`` (it reads the reset targets and cube mass)."""
-        mv, nom = self._model_views, self.nominal
         self.draw = draw
-        for f, v in mv.items():  # nominal first; the drawn scales then act in place
-            v[:] = nom[f]
-        s = draw["cube_size_scale"]
-        if s is not None:
-            g, cb = self.cube_geoms, self.cube_body
-            for f in ("geom_size", "geom_pos", "geom_rbound", "geom_aabb"):
-                mv[f][g] *= s
-            mv["body_mass"][cb] *= s**3
-            mv["body_inertia"][cb] *= s**5  # m a^2: s^3 * s^2
-        ms = draw["body_mass_scale"]
-        if ms is not None:
-            b = self.mass_bodies
-            mv["body_mass"][b] *= ms
-            mv["body_inertia"][b] *= ms[:, None]  # same shape, more mass: inertia scales with it
-        f = draw["friction_scale"]
-        if f is not None:
-            mv["geom_friction"] *= f[:, None]
+        for f, v in self.views.items():
+            v[:] = self.nominal[f]
+        self._start_steps()
+        for p in RANDOMIZATIONS:
+            value = draw[p.name]
+            if value is not None:
+                p.write(self, value)
+        # What follows the written values: contact-pair friction (MuJoCo's rule: the larger
+        # of the two geoms' coefficients), and the derived constants (dof_M0 — the mass matrix
+        # of "simple" bodies such as the free cube —, invweight0, subtree masses), computed on
+        # a scratch MjData so the sim's state is untouched (~45 us per episode).
         if len(self._pair_geoms[0]):
-            gf = mv["geom_friction"]
+            gf = self.views["geom_friction"]
             pf = np.maximum(gf[self._pair_geoms[0]], gf[self._pair_geoms[1]])
             self._pair_friction[:] = pf[:, [0, 0, 1, 2, 2]]  # slide, slide, spin, roll, roll
-        d = draw["joint_damping_scale"]
-        if d is not None:
-            mv["dof_damping"][self.hand_dofs] *= d
-        kp = draw["actuator_kp_scale"]
-        if kp is not None:
-            a = self.act_ids
-            mv["gainprm"][a, 0] *= kp
-            mv["biasprm"][a, 1] *= kp
-        jl = draw["joint_limit_offset"]
-        if jl is not None:
-            j = self.hand_joints
-            r = nom["jnt_range"][j] + jl.reshape(-1, 2)
-            # Crossed or too-narrow limits: centre a minimal range where the two bounds met.
-            narrow = r[:, 1] - r[:, 0] < MIN_JOINT_RANGE
-            c = 0.5 * (r[narrow, 0] + r[narrow, 1])
-            r[narrow, 0], r[narrow, 1] = c - MIN_JOINT_RANGE / 2, c + MIN_JOINT_RANGE / 2
-            mv["jnt_range"][j] = r
-        gr = draw["gravity_offset"]
-        if gr is not None:
-            mv["gravity"] += gr
-        # Derived constants (dof_M0 — MuJoCo's mass matrix of "simple" bodies such as the free
-        # cube —, invweight0, subtree masses) must follow the new masses; on a scratch MjData so
-        # the sim's state is untouched. ~45 us per episode.
         mujoco.mj_setConst(self.sim.model, self._scratch)
-        self._reset_step_state()
+        self._finish_steps()
 
     def restore_nominal(self) -> None:
         self.apply(EpisodeDraw({p.name: None for p in RANDOMIZATIONS}))
         self.draw = None
 
-    def _reset_step_state(self) -> None:
-        """This episode's per-step effects: constants into ``effects`` (one row, neutral where
-        an effect is off) and the flags that say which per-step draws each hook makes."""
-        d = self.draw
-        on = (lambda n: d is not None and d[n] is not None)  # noqa: E731
+    @property
+    def forces_on(self) -> bool:
+        """This episode has random forces on the cube (``force_draw`` is needed each step)."""
+        return self.effects.force_p[0] > 0.0
+
+    def _start_steps(self) -> None:
+        """Neutral per-step effects (one row) and draw settings, for the rows to write into."""
         fx = self.effects = StepEffects.neutral(1, self.n_act)
         targets = self.sim.actuator_targets()
         fx.prev[0] = targets  # action delay: the previous step's target
         fx.play[0] = targets  # backlash play-operator state
+        nt3 = 3 * self.n_tips
+        self.steps = EpisodeSteps(obs_sd=np.zeros(nt3 + 3), obs_offset=np.zeros(nt3 + 3))
         self._blocks: dict[str, list] = {}  # per-step values by hook (see _next)
-        n, nt = self.n_act, self.n_tips
-        # ---- actions: t' = clip(t * gain + offset + step_sd * z), then backlash, then delay.
-        self._a_step = d["action_noise_step"] if on("action_noise_step") else 0.0
-        mult = d["action_noise_mult"] if on("action_noise_mult") else None
-        corr = d["action_noise_episode"] if on("action_noise_episode") else None
-        offset = np.zeros(n) if corr is None else self.act_half * corr
-        if mult is not None:
-            fx.gain[0] = 1.0 + mult
-            offset = offset + self.act_mid * (1.0 - fx.gain[0])  # mid + (t - mid)(1 + m)
-        self._a_offset = offset if (mult is not None or corr is not None) else None
-        self._a_sd = self.act_half * self._a_step if self._a_step else None
-        if on("backlash"):
-            fx.backlash[0] = d["backlash"] / 2
-        if on("action_delay"):
-            fx.delay[0] = d["action_delay"]
-        self._act_on = (mult is not None or self._a_offset is not None
-                        or self._a_sd is not None or on("backlash") or on("action_delay"))
-        # ---- observations: [tips (3 nt) | cube pos (3)] += sd * z + episode offset; the cube
-        # orientation is rotated by the episode rotation, then by a per-step one.
-        tip_step = d["obs_fingertip_noise_step"] if on("obs_fingertip_noise_step") else 0.0
-        pos_step = d["obs_cube_pos_noise_step"] if on("obs_cube_pos_noise_step") else 0.0
-        tip_ep = d["obs_fingertip_noise_episode"] if on("obs_fingertip_noise_episode") else None
-        pos_ep = d["obs_cube_pos_noise_episode"] if on("obs_cube_pos_noise_episode") else None
-        self._obs_sd = np.concatenate([np.full(3 * nt, float(tip_step)),
-                                       np.full(3, float(pos_step))])
-        self._obs_noisy = bool(tip_step or pos_step) or tip_ep is not None or pos_ep is not None
-        self._obs_offset = np.concatenate([np.zeros(3 * nt) if tip_ep is None else tip_ep,
-                                           np.zeros(3) if pos_ep is None else pos_ep])
-        if on("obs_cube_rot_noise_episode"):
-            fx.rot_episode[0] = d["obs_cube_rot_noise_episode"].tolist()
-        self._rot_step = d["obs_cube_rot_noise_step"] if on("obs_cube_rot_noise_step") else 0.0
-        if on("obs_cube_dropout"):
-            rate, dur = d["obs_cube_dropout"]
-            fx.drop_p[0] = float(rate) * self.control_period
-            fx.drop_steps[0] = int(max(1, round(float(dur) / self.control_period)))
-        self._obs_on = (self._obs_noisy or on("obs_cube_rot_noise_episode")
-                        or self._rot_step > 0 or fx.drop_p[0] > 0)
-        fx.obs_on[0] = self._obs_on
-        # ---- unmodeled effects and timing
-        self._force_p = d["random_force_prob"] if on("random_force_prob") else 0.0
-        fx.force_p[0] = self._force_p
-        sig = d["random_force_sigma"] if on("random_force_sigma") else PARAMS[
-            "random_force_sigma"].high
-        self._force_sd = float(sig) * float(self.sim.model.body_mass[self.cube_body])
-        self._lambda = d["timing_rate"] if on("timing_rate") else None
+
+    def _finish_steps(self) -> None:
+        """Flags and values that follow from what the rows wrote."""
+        st, fx = self.steps, self.effects
+        st.act_on = st.act_on or st.act_offset is not None or st.act_sd is not None
+        st.obs_on = st.obs_on or st.obs_noisy or st.rot_sd > 0 or fx.drop_p[0] > 0
+        fx.obs_on[0] = st.obs_on
+        st.force_sd = st.force_sigma * float(self.sim.model.body_mass[self.cube_body])
 
     # ---- per step -----------------------------------------------------------------------------
     # Each hook takes its step's values from a block it builds every STEP_BLOCK steps: one
@@ -567,34 +654,36 @@ class DomainRandomizer:
     def act_draw(self, rng: np.random.Generator) -> np.ndarray:
         """This step's additive action noise [n_act] (episode offset + step noise; zeros when
         off). Draws only while the episode has per-step action noise."""
-        if self._a_sd is not None:
+        st = self.steps
+        if st.act_sd is not None:
             return self._next("act", rng, self._act_block)
-        return self._a_offset if self._a_offset is not None else self._zero_act
+        return st.act_offset if st.act_offset is not None else self._zero_act
 
     def force_draw(self, rng: np.random.Generator) -> list[float]:
         """(candidate new force (3), uniform deciding whether it starts) for this step; call
-        only while the episode has random forces (``_force_p`` > 0)."""
+        only while the episode has random forces (``forces_on``)."""
         return self._next("force", rng, self._force_block)
 
     def obs_draw(self, rng: np.random.Generator) -> list[float]:
         """This step's [additive noise (3 tips + 3) | rotation (4) | dropout uniform]; call only
-        while the episode has observation effects (``_obs_on``)."""
+        while the episode has observation effects (``steps.obs_on``)."""
         return self._next("obs", rng, self._obs_block)
 
     def _act_block(self, rng: np.random.Generator) -> np.ndarray:
         """(STEP_BLOCK, n_act): episode offset + per-step noise, added after the gain."""
-        add = self._a_sd * rng.standard_normal((STEP_BLOCK, self.n_act))
-        return add if self._a_offset is None else add + self._a_offset
+        st = self.steps
+        add = st.act_sd * rng.standard_normal((STEP_BLOCK, self.n_act))
+        return add if st.act_offset is None else add + st.act_offset
 
     def _force_block(self, rng: np.random.Generator) -> list[list[float]]:
         """STEP_BLOCK rows of [candidate new force (3), the uniform deciding whether it
         starts]."""
-        z = self._force_sd * rng.standard_normal((STEP_BLOCK, 3))
+        z = self.steps.force_sd * rng.standard_normal((STEP_BLOCK, 3))
         return np.column_stack([z, rng.random(STEP_BLOCK)]).tolist()
 
     def _time_block(self, rng: np.random.Generator) -> list[float]:
         """Extra durations (s): Exp(lambda) by its inverse CDF (u in [0, 1))."""
-        return (-np.log1p(-rng.random(STEP_BLOCK)) / self._lambda).tolist()
+        return (-np.log1p(-rng.random(STEP_BLOCK)) / self.steps.timing_rate).tolist()
 
     def _obs_block(self, rng: np.random.Generator) -> list[list[float]]:
         """STEP_BLOCK rows of [additive noise on tips | cube pos (zeros when off), step rotation
@@ -602,14 +691,15 @@ class DomainRandomizer:
         nt3 = 3 * self.n_tips
         z = rng.standard_normal((STEP_BLOCK, nt3 + 7))
         out = np.zeros((STEP_BLOCK, nt3 + 8))
-        if self._obs_noisy:
-            out[:, :nt3 + 3] = self._obs_sd * z[:, :nt3 + 3] + self._obs_offset
-        if self._rot_step:
+        st = self.steps
+        if st.obs_noisy:
+            out[:, :nt3 + 3] = st.obs_sd * z[:, :nt3 + 3] + st.obs_offset
+        if st.rot_sd:
             # Rotation by N(0, sd) about a uniformly random axis.
             axis, angle = z[:, nt3 + 3:nt3 + 6], z[:, nt3 + 6]
             n = np.linalg.norm(axis, axis=1)
             n[n == 0.0] = 1.0
-            half = 0.5 * self._rot_step * angle
+            half = 0.5 * st.rot_sd * angle
             out[:, nt3 + 3] = np.cos(half)
             out[:, nt3 + 4:nt3 + 7] = axis * (np.sin(half) / n)[:, None]
         else:
@@ -619,28 +709,28 @@ class DomainRandomizer:
 
     def act(self, targets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Actuator targets as the hand receives them: noise, backlash, one-step delay."""
-        if not self._act_on:
+        if not self.steps.act_on:
             return targets
         t = np.asarray(targets, dtype=np.float64)[None]
         return self.effects.act(t, self.act_draw(rng)[None], self.act_lo, self.act_hi)[0]
 
     def perturb(self, rng: np.random.Generator) -> None:
         """Random force on the cube for the next control step (decaying)."""
-        if self._force_p <= 0.0:
+        if not self.forces_on:
             return
         self.sim.data.xfrc_applied[self.cube_body, :3] = self.effects.push(0,
                                                                            self.force_draw(rng))
 
     def step_time(self, rng: np.random.Generator) -> float:
         """Extra duration (s) of the next control step: Exp(lambda), 0 when timing is off."""
-        if self._lambda is None:
+        if self.steps.timing_rate is None:
             return 0.0
         return self._next("time", rng, self._time_block)
 
     def observe(self, tips: np.ndarray, pos: np.ndarray, quat: np.ndarray,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Noisy (fingertips (n_tips, 3), cube pos, cube quat); inputs are not modified."""
-        if not self._obs_on:
+        if not self.steps.obs_on:
             return tips, pos, quat
         tp = np.ravel(tips).tolist() + np.ravel(pos).tolist()
         q = np.asarray(quat, dtype=np.float64).tolist()
