@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -133,13 +134,15 @@ class PPOTrainer:
         self.adr_rng = np.random.default_rng(cfg.seed + 1)
 
     # ---- rollout state -------------------------------------------------------------------------
-    def _start_envs(self) -> None:
-        # A resumed run gets fresh episode seeds (the env state itself is not checkpointed).
-        n = self.cfg.n_envs
+    def _make_envs(self) -> DexCubeVectorEnv:
         self.envs = DexCubeVectorEnv(
-            n, self.cfg.hand, seed=self.cfg.seed + 7919 * self.iteration, task=self.task,
-            reset_hook=self._adr_hook if self.adr is not None else None)
-        self.obs, infos = self.envs.reset()
+            self.cfg.n_envs, self.cfg.hand, seed=self.cfg.seed + 7919 * self.iteration,
+            task=self.task, reset_hook=self._adr_hook if self.adr is not None else None)
+        return self.envs
+
+    def _start_envs(self) -> None:
+        n = self.cfg.n_envs
+        self.obs, infos = self._make_envs().reset()
         self.vobs = infos["value_obs"]
         self.pstate = self.policy.initial_state(n)
         self.vstate = self.value.initial_state(n)
@@ -313,9 +316,37 @@ class PPOTrainer:
         save_checkpoint({"config": asdict(self.cfg), "policy": self.policy.state_dict(),
                          "value": self.value.state_dict(), "opt": self.opt.state_dict(),
                          "iteration": self.iteration, "total_steps": self.total_steps,
-                         "gen": self._gen.get_state(),
+                         "gen": self._gen.get_state(), "torch_rng": torch.get_rng_state(),
                          "adr": None if self.adr is None else self.adr.state_dict(),
-                         "adr_rng": self.adr_rng.bit_generator.state}, path)
+                         "adr_rng": self.adr_rng.bit_generator.state,
+                         "rollout": self._rollout_state()}, path)
+
+    def _rollout_state(self) -> dict[str, Any] | None:
+        """The envs mid-episode and what the rollout carries between iterations (a resumed run
+        continues bit for bit)."""
+        if self.envs is None:
+            return None
+        return {"envs": self.envs.state_dict(), "obs": torch.from_numpy(self.obs.copy()),
+                "vobs": torch.from_numpy(self.vobs.copy()),
+                "starts": torch.from_numpy(self.starts.copy()),
+                "pstate": self.pstate, "vstate": self.vstate}
+
+    def _restore_rollout(self, r: dict[str, Any]) -> None:
+        """Replay the saved episodes (no reset hook runs: ADR stays as loaded)."""
+        try:
+            obs, vobs = self._make_envs().load_state_dict(r["envs"])
+            why = "" if (np.array_equal(obs, r["obs"].numpy())
+                         and np.array_equal(vobs, r["vobs"].numpy())) else (
+                "the replayed episodes are not the saved ones (another MuJoCo version?)")
+        except (ValueError, KeyError) as e:  # e.g. resumed with another --envs
+            why = str(e)
+        if why:
+            warnings.warn(f"continuing with fresh episodes, the run is no longer bit-exact: "
+                          f"{why}", stacklevel=3)
+            self._start_envs()
+            return
+        self.obs, self.vobs, self.starts = obs, vobs, r["starts"].numpy().copy()
+        self.pstate, self.vstate = tuple(r["pstate"]), tuple(r["vstate"])
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> PPOTrainer:
@@ -327,8 +358,12 @@ class PPOTrainer:
         tr.opt.load_state_dict(ck["opt"])
         tr.iteration, tr.total_steps = int(ck["iteration"]), int(ck["total_steps"])
         tr._gen.set_state(ck["gen"])
+        if "torch_rng" in ck:
+            torch.set_rng_state(ck["torch_rng"])
         if tr.adr is not None and ck.get("adr") is not None:
             tr.adr.load_state_dict(ck["adr"])
         if "adr_rng" in ck:
             tr.adr_rng.bit_generator.state = ck["adr_rng"]
+        if ck.get("rollout") is not None:  # older checkpoints: fresh episodes
+            tr._restore_rollout(ck["rollout"])
         return tr

@@ -263,6 +263,17 @@ class DexCubeEnv(gym.Env):
         """Actuator-space positions (A @ q; coupled J0 = J1 + J2) from the joint angles."""
         return self._act_matrix @ self.sim.joint_positions()
 
+    def seed_stream_state(self) -> dict[str, Any]:
+        """Where this env's episode seeds stand (``reset()`` without a seed draws the next):
+        plain data, for a checkpoint."""
+        return {"rng": self._rng.bit_generator.state, "unused": list(self._seeds),
+                "ranges": {k: list(v) for k, v in self.ranges.items()}}
+
+    def set_seed_stream_state(self, state: Mapping[str, Any]) -> None:
+        self._rng.bit_generator.state = state["rng"]
+        self._seeds = [int(x) for x in state["unused"]]
+        self.set_ranges({k: tuple(v) for k, v in state["ranges"].items()})
+
     def set_ranges(self, ranges: Mapping[str, tuple[float, float]]) -> None:
         """Randomization ranges for the following episodes (ADR); validated now."""
         self.ranges = check_ranges(ranges)
@@ -299,11 +310,57 @@ class VecDexCubeEnv:
         for i, env in enumerate(self.envs):
             env._batch, env._row = self._batch, i
         self._started = False
+        # Per member, what replays its episode so far: the reset options and every action since.
+        self._options: list[dict | None] = [None] * n
+        self._actions: list[list[np.ndarray]] = [[] for _ in range(n)]
 
     def _reset_one(self, i: int, finished: dict | None, seed: int | None = None
                    ) -> tuple[np.ndarray, dict]:
         opts = self.reset_hook(i, finished) if self.reset_hook is not None else None
+        self._options[i], self._actions[i] = opts, []
         return self.envs[i].reset(seed=seed, options=opts)
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that puts these envs back where they are, as plain data: per member its
+        episode's seed, reset options and actions so far (``load_state_dict`` replays them:
+        an episode is a function of those), and its seed stream."""
+        if not self._started:
+            raise RuntimeError("VecDexCubeEnv.state_dict called before reset()")
+        return {"n": self.n, "members": [
+            {"seed": env.episode_seed, "options": _plain(self._options[i]),
+             "actions": [a.tolist() for a in self._actions[i]], **env.seed_stream_state()}
+            for i, env in enumerate(self.envs)]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Restore ``state_dict``'s envs (replaying each member's episode alone: the bits it
+        gets in the batch, tested); returns (obs [n, D], value obs [n, V]) as they were."""
+        members = state["members"]
+        if state["n"] != self.n or len(members) != self.n:
+            raise ValueError(f"env state is for {state['n']} envs; this vector env has {self.n}")
+        out = [self._replay(i, m) for i, m in enumerate(members)]
+        self._started = True
+        return np.stack([o for o, _ in out]), np.stack([info["value_obs"] for _, info in out])
+
+    def _replay(self, i: int, member: Mapping[str, Any]) -> tuple[np.ndarray, dict]:
+        env, actions = self.envs[i], member["actions"]
+        env.set_seed_stream_state(member)
+        solo = PhasedStep([env])
+        env._batch, env._row = solo, 0
+        try:
+            obs, info = env.reset(seed=member["seed"], options=member["options"])
+            for k, a in enumerate(actions):
+                obs, _, term, trunc, info = env.step(np.asarray(a))
+                if (term or trunc) and k < len(actions) - 1:
+                    raise ValueError(f"env {i}: the replayed episode ended at step {k + 1} of "
+                                     f"{len(actions)}")
+        finally:
+            env._batch, env._row = self._batch, i
+        self._batch.bind(i)  # decoder state and the episode's effect constants ...
+        self._batch.effects.copy_row(i, solo.effects)  # ... and where the effects stand
+        self._options[i] = member["options"]
+        self._actions[i] = [np.asarray(a) for a in actions]
+        return obs, info
 
     def reset(self, seed: int | Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Reset every env: (obs [n, D], value obs [n, V]). ``seed``: episode seeds ``seed + i``
@@ -329,7 +386,10 @@ class VecDexCubeEnv:
         if not self._started:
             raise RuntimeError("VecDexCubeEnv.step called before reset()")
         batch = self._batch
-        batch.physics(batch.commands(np.asarray(actions)))
+        actions = np.array(actions)  # a copy: the replay record keeps each step's actions
+        for log, a in zip(self._actions, actions, strict=True):
+            log.append(a)
+        batch.physics(batch.commands(actions))
         obs, vobs, rew, term, trunc, infos = batch.outcomes()
         for i in range(self.n):
             if term[i] or trunc[i]:
@@ -343,6 +403,15 @@ class VecDexCubeEnv:
     def close(self) -> None:
         for e in self.envs:
             e.close()
+
+
+def _plain(x: Any) -> Any:
+    """``x`` with numpy scalars and tuples as Python numbers and lists (checkpoint-safe)."""
+    if isinstance(x, Mapping):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def _member_seeds(seed: int | Sequence[int] | None, n: int) -> list[int | None]:
@@ -426,6 +495,14 @@ class DexCubeVectorEnv(gym.vector.VectorEnv):
                               dtype=np.int64 if k in ("successes", "seed") else object)
             out["_" + k] = m
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """``VecDexCubeEnv.state_dict``: plain data that restores every episode exactly."""
+        return self.vec.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Restore ``state_dict``; returns (obs [n, D], value obs [n, V]) as they were."""
+        return self.vec.load_state_dict(state)
 
     def close_extras(self, **kwargs: Any) -> None:
         self.vec.close()
