@@ -4,6 +4,7 @@ mode, 2 trials): while trials run, a hostile publisher injects, at seeded random
 stale joint states. Asserts: no node dies, no genuine step is lost or delayed (the largest wall
 gap between commands stays far below the sim's 1 s re-send), every lie is counted on the
 policy's /diagnostics, the time never "jumps", trials end normally, every bag reads back.
+And a genuine clock jump: the sim killed and restarted under the running policy.
 """
 
 from __future__ import annotations
@@ -172,3 +173,100 @@ def _missing_steps(bag: Path, start_s: float, steps: int) -> list[float]:
     start_ns = round(start_s * 1e9)
     return [(start_ns + k * period_ns) / 1e9 for k in range(steps)
             if start_ns + k * period_ns not in seen]
+
+
+def test_a_sim_restarted_under_a_running_policy_is_a_clock_jump(dds_env: dict[str, str],
+                                                                tmp_path: Path) -> None:
+    """A genuine clock jump on the real graph: the sim is SIGKILLed mid-trial and a new one
+    started while the policy and recorder keep running, so every input's time starts again
+    near 0. The policy must take it as one time jump (WARN naming it within two diagnostics
+    periods, counted once), keep commanding without a lost step, and end the trial normally;
+    the bag of the trial reads back with both timelines in it."""
+    import os
+    import signal
+
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from dex_bringup.procs import ProcessGroup
+    from dex_bringup.supervise import run_graph, start_order
+    from dex_common.ros_util import stamp_to_float
+
+    nodes = sim_graph(mode="lockstep", pose_source="gt", num_trials=2, seed=8,
+                      record_dir=str(tmp_path / "bags"),
+                      extra={"dex_policy": {"goal_timeout_s": 2.0}})
+    rclpy.init()
+    node = rclpy.create_node("clock_jump_watch")
+    statuses: list[tuple[str, dict[str, str]]] = []
+    warns: list[tuple[float, str]] = []
+    policy_values: dict[str, str] = {}
+    js_stamps: list[tuple[float, float]] = []  # (wall, stamp)
+    cmd_walls: list[float] = []
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            if st.name == "dex_policy":
+                level = st.level if isinstance(st.level, int) else int.from_bytes(st.level,
+                                                                                 "little")
+                policy_values.update({kv.key: kv.value for kv in st.values})
+                # WARN, or STALE while the dead sim's silence is still reported with it.
+                if level in (1, 3) and "time jumped" in st.message:
+                    warns.append((time.monotonic(), st.message))
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
+    node.create_subscription(
+        DiagnosticArray, "/trial/status",
+        lambda m: statuses.extend((s.message, {kv.key: kv.value for kv in s.values})
+                                  for s in m.status if s.name == "trial"), 50)
+    node.create_subscription(JointState, "/joint_states", lambda m: js_stamps.append(
+        (time.monotonic(), stamp_to_float(m.header.stamp))), 50)
+    node.create_subscription(Float64MultiArray, "/hand_position_controller/commands",
+                             lambda m: cmd_walls.append(time.monotonic()), 50)
+    group = ProcessGroup(start_order(nodes), env=dds_env, echo=False)
+    restarted: list[float] = []
+
+    def tick() -> None:
+        steps = [int(v.get("steps", 0)) for m, v in statuses if v.get("trial") == "0"]
+        if not restarted and steps and max(steps) >= 10 and js_stamps[-1][1] > 3.0:
+            sim = next(c for c in group.children if c.name == "dex_sim")
+            os.kill(sim.proc.pid, signal.SIGKILL)
+            sim.proc.wait(timeout=5.0)
+            restarted.append(time.monotonic())
+            group.restart("dex_sim")
+
+    try:
+        out = run_graph(group, node, lambda: rclpy.spin_once(node, timeout_sec=0.02),
+                        lambda: any(m == "finished" for m, _ in statuses), timeout_s=TIMEOUT_S,
+                        settle_s=2.5, tick=tick, handle_signals=False)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+    assert restarted, "the sim was never restarted"
+    assert out.finished and not out.problems, (out.problems, out.note)
+    assert out.codes.get("dex_policy") == 0, out.codes
+    # The new sim's time starts again: the stamps went back.
+    t_kill = restarted[0]
+    before = [s for w, s in js_stamps if w < t_kill]
+    after = [(w, s) for w, s in js_stamps if w > t_kill and s < before[-1] - 1.0]
+    assert after, ("no /joint_states on a new timeline after the restart",
+                   [(round(w - t_kill, 2), s) for w, s in js_stamps][-20:], statuses[-4:])
+    first_new = after[0][0]
+    # One time jump, reported within two diagnostics periods of the first set on the new time.
+    assert policy_values["time_jumps"] == "1", policy_values
+    assert warns and warns[0][0] - first_new < 2.0 + 0.5, (warns, first_new)
+    # Commands resumed on the new timeline, and both trials ended normally.
+    resumed = [w for w in cmd_walls if w > first_new]
+    assert resumed, "no command after the clock jump"
+    ended = [v for m, v in statuses if v.get("ended") == "true" and m != "finished"]
+    assert [v["trial"] for v in ended] == ["0", "1"], ended
+    assert all(v["end_reason"] in ("dropped", "timeout", "completed") for v in ended)
+    print(f"clock jump (sim restarted at stamp {before[-1]:.2f} s, new time {after[0][1]:.2f} s):"
+          f" first new-time state {first_new - t_kill:.2f} s after the kill, WARN "
+          f"{warns[0][0] - first_new:.2f} s after it, first command "
+          f"{resumed[0] - first_new:.3f} s after it; policy counted "
+          f"{policy_values['time_jumps']} jump, {policy_values.get('holds')} holds")
+    for trial in ("trial_000", "trial_001"):
+        counts, custom = read_bag(tmp_path / "bags" / trial)
+        assert counts["/joint_states"] >= 1 and custom["end_reason"], (trial, custom)
