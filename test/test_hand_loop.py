@@ -22,7 +22,8 @@ def rig(tmp_path):
     hand = EmulatedHand("leap")
     bus = PtyBus(hand, link=tmp_path / "ttyLEAP").start()
     cfg = LeapConfig(port=bus.port, rate_hz=RATE, ramp_speed=2.0, watchdog_s=0.15,
-                     reconnect_period_s=0.1, max_bus_errors=5)
+                     reconnect_period_s=0.1, max_bus_errors=5,
+                     latency_timer_ms=40.0)  # the emulator is a Python thread: see test_dynamixel
     loop = HandLoop(LeapHand(cfg))
     yield hand, bus, loop
     loop.hand.close()
@@ -120,7 +121,7 @@ def test_a_servo_that_stops_answering_is_a_safe_stop(rig) -> None:
     until(loop, "ready")
     loop.cfg.status_every = 2  # status polls fall on cycles where the servo is silent too
     hand.silent.add(9)
-    run(loop, 0.6)
+    run(loop, 1.5)  # each failed cycle: the reply timeout, then the drain
     assert loop.state == "fault" and "silent: servo 9 (rf_mcp)" in loop.message
     assert loop.counts["bus_errors"] >= 5
 

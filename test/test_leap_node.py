@@ -31,7 +31,10 @@ def graph(node_procs, dds_env, tmp_path):
     bus = PtyBus(hand, link=tmp_path / "ttyUSB0").start()
     node_procs.start("leap", ["-m", "dex_hardware.leap_node", "--ros-args",
                               "-p", f"port:={bus.port}", "-p", "ramp_speed:=3.0",
-                              "-p", "watchdog_s:=0.3"])
+                              "-p", "watchdog_s:=0.3",
+                              # the emulator answers from a Python thread: allow a loaded CI
+                              # machine the reply time of a 40 ms USB latency timer
+                              "-p", "latency_timer_ms:=40.0"])
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=int(dds_env["ROS_DOMAIN_ID"]))
     node = rclpy.create_node("leap_test", context=ctx)

@@ -41,20 +41,36 @@ class ReadResult:
     stamp: float  # time.monotonic() when the reply was complete
 
 
-class DynamixelBus:
-    """The servos ``ids`` on one serial port (Protocol 2.0)."""
+class _Port(sdk.PortHandler):
+    """The SDK's port, its reply timeout computed from this bus's USB latency timer (the SDK
+    assumes the FTDI default, 16 ms; a port set lower can poll faster, an emulator or a loaded
+    machine may need more)."""
 
-    def __init__(self, port: str, baudrate: int, ids: Sequence[int]) -> None:
+    latency_ms = 16.0
+
+    def setPacketTimeout(self, packet_length: int) -> None:  # noqa: N802 - the SDK's name
+        self.packet_start_time = self.getCurrentTime()
+        self.packet_timeout = self.tx_time_per_byte * packet_length + 2.0 * self.latency_ms + 2.0
+
+
+class DynamixelBus:
+    """The servos ``ids`` on one serial port (Protocol 2.0). ``latency_timer_ms``: the USB
+    adapter's latency timer, which sets how long a reply may take."""
+
+    def __init__(self, port: str, baudrate: int, ids: Sequence[int],
+                 latency_timer_ms: float = 16.0) -> None:
         self.port_name = port
         self.baudrate = int(baudrate)
         self.ids = [int(i) for i in ids]
+        self.latency_ms = float(latency_timer_ms)
         self.ph = sdk.PacketHandler(2.0)
         self.port: sdk.PortHandler | None = None
 
     # ---- port --------------------------------------------------------------------------------
     def open(self) -> None:
         self.close()
-        port = sdk.PortHandler(self.port_name)
+        port = _Port(self.port_name)
+        port.latency_ms = self.latency_ms
         try:
             ok = port.openPort() and port.setBaudRate(self.baudrate)
         except (serial.SerialException, OSError) as e:
@@ -85,8 +101,17 @@ class DynamixelBus:
             self.close()
             raise BusDisconnected(f"serial port {self.port_name} failed: {e}") from e
 
+    def _drain(self) -> None:
+        """After a failed transaction: wait out any late reply, then drop what arrived, so it
+        is never taken for the answer to the next request (Protocol 2.0 replies do not say
+        which request they answer)."""
+        time.sleep(2e-3 * self.latency_ms + 2e-3)
+        if self.port is not None:
+            self._call(self.port.clearPort)
+
     def _check(self, result: int, error: int, what: str, servo_id: int | None) -> None:
         if result != sdk.COMM_SUCCESS:
+            self._drain()
             raise BusError(f"{what}: {self.ph.getTxRxResult(result)}", servo_id)
         if error & 0x7F:
             raise BusError(f"{what}: servo {servo_id} {self.ph.getRxPacketError(error & 0x7F)}",
@@ -123,6 +148,10 @@ class DynamixelBus:
         data, result, error = self._call(self.ph.readTxRx, self._port(), servo_id,
                                          field.address, field.size)
         self._check(result, error, f"read {field.address} from servo {servo_id}", servo_id)
+        if len(data) != field.size:
+            self._drain()
+            raise BusError(f"read {field.address} from servo {servo_id}: a {len(data)}-byte "
+                           f"reply (a late answer to an earlier request?)", servo_id)
         return dxl.decode(field, bytes(data))
 
     def sync_write(self, field: dxl.Field, values: dict[int, int] | Iterable[int],
@@ -160,9 +189,14 @@ class DynamixelBus:
         for k, i in enumerate(self.ids):
             data, result, error = self._call(self.ph.readRx, port, i, length)
             if result != sdk.COMM_SUCCESS:
+                self._drain()
                 raise BusError(f"sync read {start}+{length}: servo {i}: "
                                f"{self.ph.getTxRxResult(result)}", i)
             raw = bytes(data)
+            if len(raw) != length:  # a valid packet, but not this request's answer
+                self._drain()
+                raise BusError(f"sync read {start}+{length}: servo {i}: a {len(raw)}-byte "
+                               f"reply (a late answer to an earlier request?)", i)
             for j, f in enumerate(fields):
                 values[k, j] = dxl.decode(f, raw[f.address - start:f.address - start + f.size])
             errors[k] = error

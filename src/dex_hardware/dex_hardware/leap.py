@@ -41,6 +41,7 @@ class LeapConfig:
     current_limit_ma: int = 350  # Goal Current: Lite hand 300-350, full hand up to 550
     return_delay_time: int = 0  # unit 2 us
     rate_hz: float = 100.0  # control loop: one sync read + one sync write per cycle
+    latency_timer_ms: float = 16.0  # the USB adapter's latency timer: how long a reply may take
     max_step: float = 0.5  # rad per written command (the guard's rate limit)
     watchdog_s: float = 0.25  # no fresh command for this long: hold
     ramp_speed: float = 0.5  # rad/s toward the safe pose at start-up and shutdown
@@ -68,7 +69,8 @@ class LeapConfig:
         if not 0 <= self.return_delay_time <= 254:
             problems.append(f"return_delay_time must be in [0, 254], got "
                             f"{self.return_delay_time}")
-        for name in ("rate_hz", "max_step", "watchdog_s", "ramp_speed", "reconnect_period_s"):
+        for name in ("rate_hz", "max_step", "watchdog_s", "ramp_speed", "reconnect_period_s",
+                     "latency_timer_ms"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 problems.append(f"{name} must be a positive number, got {v!r}")
@@ -104,7 +106,7 @@ class LeapHand:
         self.spec = get_hand(cfg.hand)
         self.map = get_servo_map(cfg.hand)
         self.ids = list(self.map.ids)  # bus order = registry actuator order
-        self.bus = bus or DynamixelBus(cfg.port, cfg.baudrate, self.ids)
+        self.bus = bus or DynamixelBus(cfg.port, cfg.baudrate, self.ids, cfg.latency_timer_ms)
         self.guard = CommandGuard(self.spec, max_delta=cfg.max_step)
         self.names = {sid: self.spec.actuator_names[a] for a, sid in enumerate(self.ids)}
         self._signs = np.asarray(self.map.signs)

@@ -115,6 +115,8 @@ class EmulatedHand:
         # Faults
         self.silent: set[int] = set()
         self.corrupt_replies = 0  # the next N status packets go out with a wrong CRC
+        self.late_replies = 0  # the answers to the next N instructions go out ...
+        self.reply_delay_s = 0.0  # ... this late (a driver's timeout must not take them later)
         self.log: list[tuple[str, int]] = []  # (instruction name, servo id) received
         self.crc_errors = 0  # instruction packets that arrived with a bad CRC
         self._refresh_present()
@@ -395,6 +397,9 @@ class PtyBus:
             self.bytes_in += len(data)
             for p in parser.feed(data):
                 out = b"".join(self.hand.handle(p))
+                if out and self.hand.late_replies > 0:
+                    self.hand.late_replies -= 1
+                    time.sleep(self.hand.reply_delay_s)
                 if out:
                     self.bytes_out += len(out)
                     try:
