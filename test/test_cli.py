@@ -29,3 +29,22 @@ def test_dex_run_state_mode_finishes_by_itself_and_records(tmp_path: Path) -> No
     assert outcome["seed"] == "4" and outcome["end_reason"] == row[3]
     assert counts["/joint_states"] >= int(row[4]) - 1
     assert "/cameras/cam0/image_raw" not in counts  # no cameras in state mode
+
+
+def test_dex_graph_hardware_is_the_launch_files_graph(capsys) -> None:  # noqa: ANN001
+    from dex_bringup.cli import main
+    from dex_bringup.graph import describe, hardware_graph
+
+    argv = ["--hand", "leap", "--hand-port", "/dev/ttyUSB0", "--camera-sources", "cam0=0,cam1=2",
+            "--trials", "2", "--controller", "mpc", "--param", "dex_policy.goal_timeout_s=80.0"]
+    assert main(["graph", "--hardware", *argv]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == describe(hardware_graph(
+        "leap", num_trials=2, controller="mpc", hand_port="/dev/ttyUSB0",
+        camera_sources={"cam0": "0", "cam1": "2"},
+        extra={"dex_policy": {"goal_timeout_s": 80.0}})).strip()
+    assert "leap_hand" in printed and "camera_cam1" in printed and "/clock" not in printed
+    for bad, why in ((["--source", "state"], "--source state"), (["--mode", "realtime"], "--mode"),
+                     (["--view"], "--view")):
+        assert main(["graph", "--hardware", *argv, *bad]) == 2
+        assert why in capsys.readouterr().err

@@ -105,6 +105,24 @@ def test_hardware_graph_with_camera_sources_starts_camera_nodes() -> None:
             camera_sources_from_text(bad, "leap")
 
 
+def test_hardware_graph_sync_windows_cover_a_period_of_its_free_running_sources() -> None:
+    """Cameras and the driver run on their own timers, so their stamps never coincide: the
+    synchronizers' slop covers 1.5 periods (the default 5 ms formed no set in a 150 s run)."""
+    src = {"cam0": "a.mp4", "cam1": "b.mp4", "cam2": "c.mp4"}
+    nodes = _by_name(hardware_graph("leap", hand_port="/dev/ttyUSB0", camera_sources=src))
+    assert nodes["camera_cam1"].parameters["rate_hz"] == pytest.approx(12.5)  # the control rate
+    assert nodes["dex_perception"].parameters["slop"] == pytest.approx(1.5 / 12.5)
+    assert nodes["dex_policy"].parameters["slop"] == pytest.approx(1.5 / 100)
+    nodes = _by_name(hardware_graph("leap", hand_port="/dev/ttyUSB0", camera_sources=src,
+                                    extra={"camera_cam0": {"rate_hz": 5.0},
+                                           "leap_hand": {"rate_hz": 50.0},
+                                           "dex_policy": {"slop": 0.002}}))
+    assert nodes["dex_perception"].parameters["slop"] == pytest.approx(1.5 / 5.0)
+    assert nodes["dex_policy"].parameters["slop"] == 0.002  # what the user set wins
+    # External camera drivers: their rate is unknown here, perception keeps its own default.
+    assert "slop" not in _by_name(hardware_graph("leap"))["dex_perception"].parameters
+
+
 @pytest.mark.parametrize(
     "value", [True, False, 3, 0.25, 1e-3, "shadow", "", "1.5", "true", "a b", "it's", "x:y", ["/a", "/b"], []]
 )

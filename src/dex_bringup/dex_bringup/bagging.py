@@ -135,7 +135,9 @@ class TrialRouter:
         self.trials: dict[int, Trial] = {}
         self.finished = False
         self.finished_stamp: int | None = None
-        self.clock = 0  # latest /clock stamp (ns): the stamp of header-less messages
+        # The stamp (ns) of header-less messages: the latest /clock, or in a wall-time graph the
+        # arrival time, which the recorder node sets.
+        self.clock = 0
         self._pending: list[_Pending] = []
         self._untrialed_open = False
         self.counts: dict[str, int] = {

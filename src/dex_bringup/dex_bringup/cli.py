@@ -1,6 +1,7 @@
 """The ``dex`` command: start the node graph with no ROS 2 distro (``python -m dex_bringup.cli``).
 
     dex run   [--mode lockstep|realtime] [--source vision|state] [--trials N] [--seed S] [--record DIR]
+    dex run   --hardware --hand leap --hand-port /dev/ttyUSB0 --camera-sources cam0=0,cam1=2,cam2=4
     dex demo  [--trials 3] [--source vision] [--seed 0] [--out runs/demo]
     dex graph [same options as run]     # print the node graph (what run/launch start)
     dex bench [--steps N]               # per-node step time and loop latency
@@ -17,7 +18,17 @@ import sys
 import time
 from pathlib import Path
 
-from dex_bringup.graph import CONTROLLERS, GraphError, NodeSpec, describe, parse_param, sim_graph
+from dex_bringup.graph import (
+    CONTROLLERS,
+    GraphError,
+    NodeSpec,
+    camera_remaps_from_text,
+    camera_sources_from_text,
+    describe,
+    hardware_graph,
+    parse_param,
+    sim_graph,
+)
 from dex_bringup.procs import DEFAULT_ENV, ProcessGroup
 from dex_bringup.supervise import RespawnPolicy, RunOutcome, run_graph, start_order
 
@@ -41,6 +52,8 @@ def _extra(params: list[str]) -> dict[str, dict[str, object]]:
 
 
 def graph_from_args(args: argparse.Namespace, record_dir: str | None) -> list[NodeSpec]:
+    if getattr(args, "hardware", False):
+        return _hardware_graph_from_args(args, record_dir)
     return sim_graph(
         hand=args.hand,
         mode=args.mode,
@@ -56,10 +69,48 @@ def graph_from_args(args: argparse.Namespace, record_dir: str | None) -> list[No
     )
 
 
+def _hardware_graph_from_args(args: argparse.Namespace, record_dir: str | None) -> list[NodeSpec]:
+    """``--hardware``: what hardware.launch.py starts, for users without a ROS 2 distro."""
+    wrong = [opt for opt, bad in (("--mode", args.mode != "lockstep"),
+                                  ("--source state", args.source != "vision"),
+                                  ("--view", getattr(args, "view", False))) if bad]
+    if wrong:
+        raise GraphError(f"--hardware runs in wall time, judged by vision, without a view: "
+                         f"{', '.join(wrong)} does not apply")
+    return hardware_graph(
+        hand=args.hand,
+        num_trials=args.trials,
+        seed=args.seed,
+        record_dir=record_dir,
+        camera_remaps=camera_remaps_from_text(args.cameras, args.hand),
+        policy_model=args.policy_model,
+        pose_model=args.pose_model,
+        extra=_extra(args.param),
+        controller=args.controller,
+        hand_port=args.hand_port or None,
+        camera_sources=camera_sources_from_text(args.camera_sources, args.hand),
+        calibration_dir=args.calibration_dir or None,
+    )
+
+
 def _add_graph_args(p: argparse.ArgumentParser, trials: int = 3, mode: bool = True) -> None:
     p.add_argument("--hand", default="shadow")
     if mode:
         p.add_argument("--mode", default="lockstep", help="lockstep | realtime")
+        hw = p.add_argument_group(
+            "real hand", "--hardware starts the real-hand graph (wall time, vision-judged), as "
+            "hardware.launch.py does; docs/real_leap_hand.md")
+        hw.add_argument("--hardware", action="store_true", help="the real-hand graph, no sim")
+        hw.add_argument("--hand-port", default="", metavar="PORT",
+                        help="serial port of a LEAP hand: start dex_hardware's driver (default: "
+                             "the hand's own ros2_control stack publishes /joint_states)")
+        hw.add_argument("--camera-sources", default="", metavar="NAME=SOURCE,...",
+                        help="start dex_hardware camera nodes (OpenCV source: device index, "
+                             "/dev/videoN, video file, URL)")
+        hw.add_argument("--calibration-dir", default="", metavar="DIR",
+                        help="NAME.json per camera from dex-calibrate-camera")
+        hw.add_argument("--cameras", default="", metavar="NAME=TOPIC,...",
+                        help="external camera drivers' image topic per registry camera")
     p.add_argument("--source", default="vision", help="vision (CNN pose) | state (ground truth)")
     p.add_argument("--trials", type=int, default=trials)
     p.add_argument("--seed", type=int, default=0)
@@ -84,9 +135,12 @@ def _add_graph_args(p: argparse.ArgumentParser, trials: int = 3, mode: bool = Tr
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dex", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="start the simulated graph until its trials are done or Ctrl-C")
+    run = sub.add_parser("run", help="start the graph (sim, or the real hand with --hardware) "
+                         "until its trials are done or Ctrl-C")
     _add_graph_args(run)
     run.add_argument("--record", default=None, metavar="DIR", help="write one bag per trial here")
+    run.add_argument("--timeout", type=float, default=math.inf, metavar="S",
+                     help="stop the graph after S wall-clock seconds (default: no limit)")
     run.add_argument("--keep-running", action="store_true",
                      help="keep the graph up after the policy reports 'finished' (until Ctrl-C)")
     demo = sub.add_parser("demo", help="run trials in lockstep and print the results")
@@ -177,8 +231,8 @@ def _node_line_filter(quiet: bool):
 def cmd_run(args: argparse.Namespace) -> int:
     nodes = graph_from_args(args, args.record)
     vision = any(n.package == "dex_perception" for n in nodes)
-    monitor, out = run_graph_with_monitor(nodes, args.hand, vision, keep_running=args.keep_running,
-                                          respawn=args.respawn)
+    monitor, out = run_graph_with_monitor(nodes, args.hand, vision, timeout=args.timeout,
+                                          keep_running=args.keep_running, respawn=args.respawn)
     print(f"[dex] exit codes: {out.codes}", flush=True)
     if out.problems:
         print("[dex] " + "\n".join(out.problems), file=sys.stderr, flush=True)

@@ -360,7 +360,9 @@ def hardware_graph(
         if name not in get_hand(hand).camera_names:
             raise GraphError(f"camera_sources: unknown camera {name!r}; {hand} has "
                              f"{get_hand(hand).camera_names}")
+        # Dactyl's cameras run at the control rate: one image set per policy step.
         cp: dict[str, ParamValue] = {"hand": hand, "camera": name, "source": source,
+                                     "rate_hz": 1.0 / get_hand(hand).control_period,
                                      "use_sim_time": False}
         if calibration_dir:
             cp["calibration"] = f"{calibration_dir.rstrip('/')}/{name}.json"
@@ -416,7 +418,33 @@ def hardware_graph(
     if record_dir:
         topics = [t for t in record_topics(hand, "vision") if t not in ("/clock", "/object/pose_gt")]
         nodes.append(_recorder(record_dir, topics, False, hand))
-    return _apply_extra(nodes, extra)
+    return _free_running_slops(_apply_extra(nodes, extra), extra or {})
+
+
+# A free-running source is stamped on its own timer: the nearest message of a stream at rate r
+# may be up to 1/r away, plus timer jitter. Sim stamps coincide (lockstep), so slop 5 ms is
+# plenty there; on a robot the synchronizers' slop must cover a period or sets never form.
+SLOP_PERIODS = 1.5
+
+
+def _free_running_slops(nodes: list[NodeSpec], extra: Mapping[str, Mapping[str, Any]]) -> list[NodeSpec]:
+    """Set perception's slop from the camera nodes' rate and the controller's from the
+    /joint_states rate (LEAP driver or ros2_control, both LeapConfig.rate_hz), unless ``extra``
+    sets them. External camera drivers (no camera nodes): perception's slop stays as given."""
+    from dex_hardware.leap import LeapConfig
+
+    camera_rates = [float(n.parameters["rate_hz"]) for n in nodes if n.executable == "camera_node"]
+    driver = next((n for n in nodes if n.executable == "leap_node"), None)
+    joint_rate = float(driver.parameters.get("rate_hz", LeapConfig.rate_hz) if driver
+                       else LeapConfig.rate_hz)
+    out = []
+    for n in nodes:
+        if n.name == "dex_perception" and camera_rates and "slop" not in extra.get(n.name, {}):
+            n = n.with_parameters(slop=SLOP_PERIODS / min(camera_rates))
+        elif n.name == "dex_policy" and "slop" not in extra.get(n.name, {}):
+            n = n.with_parameters(slop=SLOP_PERIODS / joint_rate)
+        out.append(n)
+    return out
 
 
 def describe(nodes: list[NodeSpec]) -> str:

@@ -40,6 +40,9 @@ class RecorderNode(Node):
         if frames:
             self.sink = FrameSink(self.sink, hand)
         self.router = TrialRouter(self.sink, self.types, grace_s=grace)
+        # Without /clock (a wall-time graph: the real hand), a header-less message (the command
+        # topic's Float64MultiArray) is routed by the time it arrived.
+        self.wall_time = not self.get_parameter("use_sim_time").value
         self._subs: dict[str, object] = {}
         self._reliability: dict[str, ReliabilityPolicy] = {}
         for topic in self.types:
@@ -66,6 +69,8 @@ class RecorderNode(Node):
 
     def _on_raw(self, topic: str, data: bytes) -> None:
         now = time.monotonic()
+        if self.wall_time:
+            self.router.clock = self.get_clock().now().nanoseconds
         self.router.on_message(topic, data, now)
         if topic == "/trial/status":
             try:
