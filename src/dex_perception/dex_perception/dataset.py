@@ -1,16 +1,28 @@
 """Render a pose dataset with the same physics core the sim node uses (``HandCubeSim``).
 
-Each sample: reset with a per-sample seed, then either (a) random actuator targets near the
-default pose and a few control periods so the cube moves / settles on the palm naturally, or (b)
-the cube placed at a uniformly random orientation somewhere above the palm and 0-3 control
-periods of falling / tumbling. Cheap visual randomisation per sample: light intensities and
-directions, headlight, hand / background colours. The cube's face colours are never touched (its
-faces are what make every orientation distinguishable).
+Where the cube poses come from (one source per sample, ``RenderConfig``):
+
+- ``rollout``: the hand moves under random-walk actuator targets (the states a hand visits
+  during trials; teacher/student rollouts can replace the random walk), a sample every 1-3
+  control periods, a fresh episode when it ends or the cube leaves the palm;
+- ``place``: the cube at a uniformly random orientation a little above the palm and 0-3 control
+  periods of falling / tumbling (every orientation, drop-and-settle poses);
+- ``settle``: a fresh reset, actuator targets near the default pose, 1-6 control periods.
+
+A cube that fell more than ``max_drop`` or moved ``max_offset`` off the palm is re-placed above
+it (out of the cameras' view there is nothing to estimate). Visual randomization per sample:
+one set (``full``: Dactyl's list, or ``basic``) of ``dex_perception.visual_randomization``'s
+table (docs/visual_randomization.md). The cube's faces keep distinguishable colours.
 
 Output (``--out DIR``): ``shard_NNNNN.npz`` with ``images`` uint8 [N, C, H, W, 3] (cameras in
 registry order, rgb8), ``position`` float32 [N, 3] (world m), ``orientation`` float32 [N, 4]
-(w, x, y, z), ``seed`` int64 [N]; plus ``meta.json`` (hand, cameras, image size, facts hash, the
-command line, samples, renders/s).
+(w, x, y, z), ``sample`` int64 [N] (index in the dataset), ``source`` uint8 [N] (index into
+``SOURCES``); ``shard_NNNNN.png``, a grid of its first samples (a row per sample, a column per
+camera) to see what the model learns from; ``meta.json`` (hand, cameras, image size, facts hash,
+config, the command line, renders/s). Shard k holds samples [k*S, (k+1)*S), drawn from the seed
+stream (seed, k): shards render in parallel (``--workers``, Ray: local cores or a cluster by
+``--ray-address``; a cluster needs ``--out`` on a shared filesystem) and an interrupted run
+resumes where it stopped (existing shards are kept; they are written atomically).
 
     python -m dex_perception.dataset --out data/pose --samples 3000 --seed 0
 """
@@ -23,70 +35,45 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import cv2  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from dex_description.registry import get_hand  # noqa: E402
+from dex_perception.visual_randomization import SETS, VisualRandomizer  # noqa: E402
+
+SOURCES = ("rollout", "place", "settle")
+GRID_SAMPLES = 6  # rows of each shard's PNG grid
 
 
 @dataclass
 class RenderConfig:
-    target_noise: float = 0.15  # rad, σ of actuator targets around the default pose
-    max_settle_steps: int = 6  # control periods stepped in mode (a)
-    p_random_pose: float = 0.4  # probability of mode (b)
-    place_xy: float = 0.015  # m, ± around the rest position in mode (b)
-    place_z: tuple[float, float] = (0.0, 0.03)  # m above the rest position in mode (b)
+    visual: str = "full"  # visual randomization set: full | basic | none
+    p_place: float = 0.35  # probability of a "place" sample
+    p_settle: float = 0.15  # of a "settle" sample; the rest are "rollout" samples
+    target_noise: float = 0.15  # rad, σ of actuator targets around the default pose ("settle")
+    max_settle_steps: int = 6  # control periods stepped in "settle"
+    walk_step: float = 0.08  # rad, σ of the targets' random-walk step per control period
+    walk_pull: float = 0.1  # fraction of the way back to the default pose per control period
+    max_episode_periods: int = 60  # a rollout episode restarts after this many control periods
+    place_xy: float = 0.015  # m, ± around the rest position in "place"
+    place_z: tuple[float, float] = (0.0, 0.03)  # m above the rest position in "place"
     max_fall_steps: int = 3
-    light_scale: tuple[float, float] = (0.6, 1.3)
-    light_dir_noise: float = 0.25
-    colour_jitter: float = 0.08  # ± on hand / background rgb (not the cube)
     max_drop: float = 0.04  # m below rest z: a sample whose cube fell further is re-placed
     max_offset: float = 0.06  # m horizontal from the rest position: further is re-placed
 
-
-class VisualRandomizer:
-    """Per-sample light and (non-cube) colour jitter, restored to nominal before each draw."""
-
-    def __init__(self, model: mujoco.MjModel, cube_body: str, cfg: RenderConfig) -> None:
-        self.m = model
-        self.cfg = cfg
-        self.light_diffuse = model.light_diffuse.copy()
-        self.light_dir = model.light_dir.copy()
-        self.head_diffuse = model.vis.headlight.diffuse.copy()
-        self.head_ambient = model.vis.headlight.ambient.copy()
-        self.geom_rgba = model.geom_rgba.copy()
-        cube_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, cube_body)
-        # Geoms of the cube (and anything attached to it) keep their colours.
-        on_cube = np.zeros(model.ngeom, bool)
-        for g in range(model.ngeom):
-            b = int(model.geom_bodyid[g])
-            while b > 0:
-                if b == cube_id:
-                    on_cube[g] = True
-                    break
-                b = int(model.body_parentid[b])
-        # Only untextured geoms are jittered (a textured geom's rgba tints the texture).
-        self.jitter_geoms = np.where(~on_cube & (model.geom_matid < 0))[0]
-
-    def apply(self, rng: np.random.Generator) -> None:
-        m, c = self.m, self.cfg
-        if m.nlight:
-            s = rng.uniform(*c.light_scale, size=(m.nlight, 1))
-            m.light_diffuse[:] = np.clip(self.light_diffuse * s, 0.0, 1.0)
-            d = self.light_dir + rng.normal(0.0, c.light_dir_noise, size=self.light_dir.shape)
-            m.light_dir[:] = d / np.linalg.norm(d, axis=1, keepdims=True)
-        m.vis.headlight.diffuse[:] = np.clip(self.head_diffuse * rng.uniform(*c.light_scale), 0, 1)
-        m.vis.headlight.ambient[:] = np.clip(self.head_ambient * rng.uniform(0.7, 1.3), 0, 1)
-        g = self.jitter_geoms
-        if len(g):
-            jit = rng.uniform(-c.colour_jitter, c.colour_jitter, size=(len(g), 3))
-            m.geom_rgba[g, :3] = np.clip(self.geom_rgba[g, :3] + jit, 0.0, 1.0)
+    def validate(self) -> None:
+        if self.visual not in SETS:
+            raise ValueError(f"visual must be one of {SETS}, got {self.visual!r}")
+        if not (0 <= self.p_place and 0 <= self.p_settle and self.p_place + self.p_settle <= 1):
+            raise ValueError("p_place and p_settle must be >= 0 with a sum <= 1")
 
 
 def random_quat(rng: np.random.Generator) -> np.ndarray:
@@ -103,13 +90,18 @@ class PoseSampler:
         from dex_sim.physics import HandCubeSim  # the same physics core as the sim node
 
         self.cfg = cfg or RenderConfig()
+        self.cfg.validate()
         self.sim = HandCubeSim(hand, render=True)
         self.spec = self.sim.spec
         self.cameras = self.spec.camera_names
         self.lo, self.hi = self.spec.actuator_limits()
-        self.vis = VisualRandomizer(self.sim.model, self.spec.cube.name, self.cfg)
+        self.vis = VisualRandomizer(self.sim.model, self.spec.cube.name, self.cameras,
+                                    self.cfg.visual)
         self.renders = 0
         self.render_time = 0.0
+        self._targets: np.ndarray | None = None  # the rollout's targets; None: start an episode
+        self._home = np.zeros_like(self.lo)
+        self._periods = 0
 
     def _place_cube(self, rng: np.random.Generator) -> None:
         c, sim = self.cfg, self.sim
@@ -122,32 +114,87 @@ class PoseSampler:
         sim.data.qvel[sim.idx.cube_qvel : sim.idx.cube_qvel + 6] = 0.0
         mujoco.mj_forward(sim.model, sim.data)
 
-    def sample(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One sample: (images uint8 [C, H, W, 3], position (3,), quaternion (4,))."""
+    def _off_palm(self) -> bool:
+        pos, _ = self.sim.cube_pose()
+        rest = np.asarray(self.spec.cube.rest_pos)
+        return bool(pos[2] < rest[2] - self.cfg.max_drop
+                    or np.linalg.norm(pos[:2] - rest[:2]) > self.cfg.max_offset)
+
+    def _independent(self, rng: np.random.Generator, seed: int, place: bool) -> None:
+        """A fresh episode, then a "place" or a "settle" pose."""
         c, sim = self.cfg, self.sim
-        rng = np.random.default_rng(seed)
         sim.reset(seed)
         base = sim.actuator_targets()
         sim.set_targets(np.clip(base + rng.normal(0.0, c.target_noise, base.shape), self.lo, self.hi))
-        if rng.random() < c.p_random_pose:
+        if place:
             self._place_cube(rng)
-            steps = int(rng.integers(0, c.max_fall_steps + 1))
-        else:
-            steps = int(rng.integers(1, c.max_settle_steps + 1))
+        steps = (int(rng.integers(0, c.max_fall_steps + 1)) if place
+                 else int(rng.integers(1, c.max_settle_steps + 1)))
         for _ in range(steps):
             sim.step_control()
-        pos, quat = sim.cube_pose()
-        rest = np.asarray(self.spec.cube.rest_pos)
-        if pos[2] < rest[2] - c.max_drop or np.linalg.norm(pos[:2] - rest[:2]) > c.max_offset:
-            # fell / was pushed off the palm: re-place above it (perception sees the cube in hand)
-            self._place_cube(rng)
-            pos, quat = sim.cube_pose()
+        self.end_rollout()  # the sim moved on: a rollout starts afresh after this
+
+    def _rollout(self, rng: np.random.Generator) -> None:
+        """1-3 more control periods of the current random-walk episode (or a new one)."""
+        c, sim = self.cfg, self.sim
+        if self._targets is None or self._periods >= c.max_episode_periods:
+            sim.reset(int(rng.integers(2**31)))
+            self._home = self._targets = sim.actuator_targets()  # the default pose's targets
+            self._periods = 0
+        home = self._home
+        for _ in range(int(rng.integers(1, 4))):
+            t = self._targets
+            t = t + c.walk_pull * (home - t) + rng.normal(0.0, c.walk_step, t.shape)
+            self._targets = np.clip(t, self.lo, self.hi)
+            sim.set_targets(self._targets)
+            sim.step_control()
+            self._periods += 1
+
+    def render(self, rng: np.random.Generator) -> np.ndarray:
+        """The current state through the cameras, visually randomized: uint8 [C, H, W, 3]."""
         self.vis.apply(rng)
+        # Cameras and lights are placed in mjData by mj_camlight (part of mj_forward): without
+        # it a render would use the previous draw's camera. It also makes the rendered geoms
+        # the labelled state (after mj_step, mjData's kinematics are a substep old).
+        mujoco.mj_forward(self.sim.model, self.sim.data)
         t0 = time.perf_counter()
-        images = np.stack([sim.render(name) for name in self.cameras])
+        images = np.stack([self.sim.render(name) for name in self.cameras])
         self.render_time += time.perf_counter() - t0
         self.renders += len(self.cameras)
-        return images, pos.astype(np.float32), quat.astype(np.float32)
+        return self.vis.postprocess(images)
+
+    def _finish(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._off_palm():
+            # fell / was pushed off the palm: re-place above it (perception sees the cube in hand)
+            self._place_cube(rng)
+            self.end_rollout()
+        pos, quat = self.sim.cube_pose()
+        return self.render(rng), pos.astype(np.float32), quat.astype(np.float32)
+
+    def sample(self, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One independent "place" or "settle" sample of its own seed: (images uint8
+        [C, H, W, 3], position (3,), quaternion (4,))."""
+        rng = np.random.default_rng(seed)
+        c = self.cfg
+        self._independent(rng, seed, place=bool(rng.random() * (c.p_place + c.p_settle) < c.p_place))
+        return self._finish(rng)
+
+    def next(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The next sample of a stream (rollouts continue across calls): images, position,
+        quaternion and its source (index into ``SOURCES``)."""
+        u, c = rng.random(), self.cfg
+        if u < c.p_place + c.p_settle:
+            place = u < c.p_place
+            self._independent(rng, int(rng.integers(2**31)), place)
+            source = SOURCES.index("place" if place else "settle")
+        else:
+            self._rollout(rng)
+            source = SOURCES.index("rollout")
+        return (*self._finish(rng), source)
+
+    def end_rollout(self) -> None:
+        """The next rollout sample starts a new episode."""
+        self._targets = None
 
     @property
     def renders_per_s(self) -> float:
@@ -155,6 +202,67 @@ class PoseSampler:
 
     def close(self) -> None:
         self.sim.close()
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}"
+
+
+def render_shard(sampler: PoseSampler, out: Path, index: int, seed: int, n: int,
+                 first_sample: int) -> dict[str, Any]:
+    """Render shard ``index`` (``n`` samples of the seed stream (seed, index)) into ``out``,
+    atomically, with its PNG grid; returns its statistics."""
+    rng = np.random.default_rng([int(seed), int(index)])
+    renders, render_time = sampler.renders, sampler.render_time
+    sampler.end_rollout()  # every shard starts its own rollouts: shards are independent
+    images, pos, quat, source = [], [], [], []
+    for _ in range(n):
+        img, p, q, src = sampler.next(rng)
+        images.append(img)
+        pos.append(p)
+        quat.append(q)
+        source.append(src)
+    images_arr = np.stack(images)
+    tmp = out / f".{shard_name(index)}.tmp.npz"
+    np.savez(tmp, images=images_arr, position=np.stack(pos), orientation=np.stack(quat),
+             sample=np.arange(first_sample, first_sample + n, dtype=np.int64),
+             source=np.asarray(source, np.uint8))
+    os.replace(tmp, out / f"{shard_name(index)}.npz")
+    grid = np.concatenate([np.concatenate(list(im), axis=1) for im in images_arr[:GRID_SAMPLES]])
+    cv2.imwrite(str(out / f"{shard_name(index)}.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    return {"index": index, "samples": n, "renders": sampler.renders - renders,
+            "render_s": sampler.render_time - render_time,
+            "sources": np.bincount(source, minlength=len(SOURCES)).tolist()}
+
+
+_worker_sampler: PoseSampler | None = None
+
+
+def _worker_init(hand: str, cfg: dict[str, Any]) -> None:
+    global _worker_sampler
+    _worker_sampler = PoseSampler(hand, RenderConfig(**cfg))
+
+
+def _worker_shard(job: tuple[str, int, int, int, int]) -> dict[str, Any]:
+    out, index, seed, n, first = job
+    assert _worker_sampler is not None
+    return render_shard(_worker_sampler, Path(out), index, seed, n, first)
+
+
+def _dataset_identity(spec: Any, samples: int, seed: int, shard_size: int,
+                      cfg: RenderConfig) -> dict[str, Any]:
+    cam0 = spec.cameras[0]
+    return {
+        "hand": spec.name,
+        "hand_facts_hash": spec.facts_hash(),
+        "cameras": spec.camera_names,
+        "image": {"height": cam0.height, "width": cam0.width, "encoding": "rgb8"},
+        "samples": int(samples),
+        "seed": int(seed),
+        "shard_size": int(shard_size),
+        "render_config": json.loads(json.dumps(asdict(cfg))),
+        "sources": list(SOURCES),
+    }
 
 
 def generate(
@@ -166,61 +274,69 @@ def generate(
     cfg: RenderConfig | None = None,
     progress: bool = True,
     command: str | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> dict:
-    """Render ``samples`` samples into ``out`` (shards + meta.json); returns the meta dict."""
+    """Render ``samples`` samples into ``out`` (shards + PNG grids + meta.json), keeping the
+    shards an earlier run of the same dataset already wrote; returns the meta dict."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sampler = PoseSampler(hand, cfg)
-    spec = sampler.spec
-    cam0 = spec.cameras[0]
+    cfg = cfg or RenderConfig()
+    cfg.validate()
+    if samples < 1 or shard_size < 1:
+        raise ValueError("samples and shard_size must be >= 1")
+    spec = get_hand(hand)
+    identity = _dataset_identity(spec, samples, seed, shard_size, cfg)
+    meta_file = out / "meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    if meta and {k: meta.get(k) for k in identity} != identity:
+        diff = sorted(k for k in identity if meta.get(k) != identity[k])
+        raise ValueError(f"{out} holds another dataset (differs in {diff}): choose another --out")
+    meta = {**identity, "complete": False, "command": command or "",
+            "elapsed_s": meta.get("elapsed_s", 0.0), "render_s": meta.get("render_s", 0.0),
+            "renders": meta.get("renders", 0),
+            "source_counts": meta.get("source_counts", [0] * len(SOURCES))}
+    meta_file.write_text(json.dumps(meta, indent=2))
+    n_shards = -(-samples // shard_size)
+    jobs = [(str(out), k, int(seed), min(shard_size, samples - k * shard_size), k * shard_size)
+            for k in range(n_shards) if not (out / f"{shard_name(k)}.npz").exists()]
+    done = samples - sum(j[3] for j in jobs)
     t_start = time.perf_counter()
-    shard: dict[str, list] = {"images": [], "position": [], "orientation": [], "seed": []}
-    n_shards = 0
+    bar = tqdm(total=samples, initial=done, desc="render", unit="sample", disable=not progress)
 
-    def flush() -> None:
-        nonlocal n_shards
-        if not shard["seed"]:
-            return
-        np.savez(
-            out / f"shard_{n_shards:05d}.npz",
-            images=np.stack(shard["images"]),
-            position=np.stack(shard["position"]),
-            orientation=np.stack(shard["orientation"]),
-            seed=np.asarray(shard["seed"], np.int64),
-        )
-        n_shards += 1
-        for v in shard.values():
-            v.clear()
+    def account(stats: dict[str, Any]) -> None:
+        meta["renders"] += stats["renders"]
+        meta["render_s"] += stats["render_s"]
+        meta["source_counts"] = [a + b for a, b in zip(meta["source_counts"], stats["sources"],
+                                                       strict=True)]
+        bar.update(stats["samples"])
+        bar.set_postfix(shard=stats["index"], renders_s=f"{stats['renders'] / stats['render_s']:.0f}")
 
     try:
-        for i in tqdm(range(samples), desc="render", unit="sample", disable=not progress):
-            s = int(seed) * 1_000_003 + i
-            img, pos, quat = sampler.sample(s)
-            shard["images"].append(img)
-            shard["position"].append(pos)
-            shard["orientation"].append(quat)
-            shard["seed"].append(s)
-            if len(shard["seed"]) >= shard_size:
-                flush()
-        flush()
+        if workers <= 1 and not ray_address:
+            sampler = PoseSampler(hand, cfg)
+            try:
+                for job in jobs:
+                    account(render_shard(sampler, out, *job[1:]))
+            finally:
+                sampler.close()
+        elif jobs:
+            from dex_common.workers import WorkerPool
+
+            with WorkerPool(min(workers, len(jobs)), _worker_init, (hand, asdict(cfg)),
+                            ray_address) as pool:
+                for stats in pool.imap_unordered(_worker_shard, jobs):
+                    account(stats)
     finally:
-        sampler.close()
-    elapsed = time.perf_counter() - t_start
-    meta = {
-        "hand": spec.name,
-        "hand_facts_hash": spec.facts_hash(),
-        "cameras": spec.camera_names,
-        "image": {"height": cam0.height, "width": cam0.width, "encoding": "rgb8"},
-        "samples": int(samples),
-        "seed": int(seed),
-        "shards": n_shards,
-        "render_config": {k: v for k, v in vars(sampler.cfg).items()},
-        "command": command or "",
-        "elapsed_s": round(elapsed, 2),
-        "renders_per_s": round(sampler.renders_per_s, 2),
-        "samples_per_s": round(samples / elapsed, 2) if elapsed > 0 else None,
-    }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+        bar.close()
+        meta["elapsed_s"] = round(meta["elapsed_s"] + time.perf_counter() - t_start, 2)
+        meta["complete"] = all((out / f"{shard_name(k)}.npz").exists() for k in range(n_shards))
+        meta["shards"] = n_shards
+        meta["renders_per_s"] = (round(meta["renders"] / meta["render_s"], 2)
+                                 if meta["render_s"] > 0 else None)
+        meta["samples_per_s"] = (round((samples - done) / (time.perf_counter() - t_start), 2)
+                                 if jobs else None)
+        meta_file.write_text(json.dumps(meta, indent=2))
     return meta
 
 
@@ -231,6 +347,9 @@ def load(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     if not meta_file.exists():
         raise FileNotFoundError(f"{meta_file} not found; make a dataset with dex-perception-dataset")
     meta = json.loads(meta_file.read_text())
+    if meta.get("complete") is False:
+        raise ValueError(f"{path} is incomplete (its rendering was interrupted): run the same "
+                         f"dex-perception-dataset command again to finish it")
     shards = sorted(path.glob("shard_*.npz"))
     if not shards:
         raise FileNotFoundError(f"no shard_*.npz in {path}")
@@ -244,18 +363,27 @@ def load(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from dex_common.workers import ADDRESS_HELP
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--out", required=True, help="output directory (an interrupted run resumes)")
     ap.add_argument("--samples", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hand", default="shadow")
     ap.add_argument("--shard-size", type=int, default=500)
+    ap.add_argument("--visual", default=RenderConfig.visual, choices=SETS,
+                    help="visual randomization set (docs/visual_randomization.md)")
+    ap.add_argument("--workers", type=int, default=1, help="parallel render workers (Ray)")
+    ap.add_argument("--ray-address", default=None, help=ADDRESS_HELP)
     args = ap.parse_args(argv)
     get_hand(args.hand)  # clear error for an unknown hand before any rendering
     cmd = shlex.join(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
-    meta = generate(args.out, args.samples, args.seed, args.hand, args.shard_size, command=cmd)
+    meta = generate(args.out, args.samples, args.seed, args.hand, args.shard_size,
+                    cfg=RenderConfig(visual=args.visual), command=cmd, workers=args.workers,
+                    ray_address=args.ray_address)
     print(
-        f"wrote {meta['samples']} samples ({meta['shards']} shards) to {args.out} in "
+        f"wrote {meta['samples']} samples ({meta['shards']} shards, sources "
+        f"{dict(zip(SOURCES, meta['source_counts'], strict=True))}) to {args.out} in "
         f"{meta['elapsed_s']} s: {meta['renders_per_s']} renders/s, "
         f"{meta['samples_per_s']} samples/s"
     )

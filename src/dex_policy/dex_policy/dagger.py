@@ -47,16 +47,16 @@ from dex_common.actions import soft_labels
 from dex_common.checkpoints import load_checkpoint, save_checkpoint
 from dex_common.config_cli import Options, add_config_options, config_kwargs, this_machine
 from dex_common.stats import RollingStats
-from dex_policy.controllers import MPCController
-from dex_policy.mpc import MPCConfig, add_mpc_options, mpc_config_of
-from dex_policy.net import PolicyNet
-from dex_policy.workers import (
+from dex_common.workers import (
     ADDRESS_HELP,
     WorkerPool,
     default_workers,
     start_runtime,
     stop_runtime,
 )
+from dex_policy.controllers import MPCController
+from dex_policy.mpc import MPCConfig, add_mpc_options, mpc_config_of
+from dex_policy.net import PolicyNet
 from dex_sim.env import DexCubeEnv, TaskConfig
 
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from dex_common.stats import RollingStats
 from dex_common.trial import GOAL_RULES
 from dex_common.trial_summary import plot, summarize
+from dex_common.workers import ADDRESS_HELP, WorkerPool
 from dex_policy.controllers import (
     Controller,
     HoldController,
@@ -33,7 +34,6 @@ from dex_policy.controllers import (
     RandomController,
 )
 from dex_policy.mpc import MPCConfig, add_mpc_options, mpc_config_of
-from dex_policy.workers import ADDRESS_HELP, WorkerPool
 from dex_sim.env import DexCubeEnv, TaskConfig
 
 CONTROLLERS = ("onnx", "mpc", "mpc-measured", "zero", "random")

@@ -1,0 +1,132 @@
+"""The pose dataset: the visual randomization table (Dactyl's list, one row per quantity) and the
+renderer's shards — deterministic per shard, resumable, in parallel Ray workers."""
+
+from __future__ import annotations
+
+import colorsys
+import json
+from pathlib import Path
+
+import mujoco
+import numpy as np
+import pytest
+
+from dex_perception import dataset as ds
+from dex_perception.visual_randomization import (
+    VISUAL_RANDOMIZATIONS,
+    VisualRandomizer,
+    markdown,
+    set_ranges,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sampler() -> ds.PoseSampler:
+    s = ds.PoseSampler("leap", ds.RenderConfig(visual="full"))
+    yield s
+    s.close()
+
+
+def test_the_table_is_documented_and_each_set_is_a_subset_of_it() -> None:
+    doc = (ROOT / "docs" / "visual_randomization.md").read_text()
+    assert doc == markdown(), ("regenerate: python -m dex_perception.visual_randomization "
+                               "--markdown > docs/visual_randomization.md")
+    names = {p.name for p in VISUAL_RANDOMIZATIONS}
+    assert len(names) == len(VISUAL_RANDOMIZATIONS)
+    assert set(set_ranges("full")) == names and set_ranges("none") == {}
+    assert set(set_ranges("basic")) < names
+    # Dactyl's list (App. C.2): colours, lights, camera pose and field of view, image effects
+    for group in ("colour", "light", "camera", "image"):
+        assert any(p.group == group for p in VISUAL_RANDOMIZATIONS)
+    with pytest.raises(ValueError, match="unknown visual randomization set"):
+        set_ranges("heavy")
+
+
+def test_every_row_changes_what_it_says_and_apply_restores_nominal(
+        sampler: ds.PoseSampler) -> None:
+    m = sampler.sim.model
+    r = VisualRandomizer(m, sampler.spec.cube.name, sampler.cameras, "full")
+    nominal = {f: v.copy() for f, v in r.nominal.items()}
+    rng = np.random.default_rng(3)
+    for p in VISUAL_RANDOMIZATIONS:
+        r.rows, r.image = [p], {}
+        r.apply(rng)
+        changed = [f for f in nominal if not np.array_equal(r.nominal[f], _field(m, f))]
+        if p.group == "image":
+            assert not changed and len(r.image) == 1, p.name
+        else:
+            assert changed == list(p.fields), (p.name, changed)
+    r.rows = []
+    r.apply(rng)  # no row: every field back to nominal
+    for f, v in nominal.items():
+        np.testing.assert_array_equal(_field(m, f), v, err_msg=f)
+
+
+def _field(m: mujoco.MjModel, name: str) -> np.ndarray:
+    obj = m
+    *path, attr = name.split(".")
+    for p in path:
+        obj = getattr(obj, p)
+    return getattr(obj, attr)
+
+
+def test_the_cube_faces_stay_distinguishable_under_any_draw(sampler: ds.PoseSampler) -> None:
+    r = sampler.vis
+    faces = r.cube_face_geoms
+    assert len(faces) == 6 and len(r.cube_body_geoms) == 1
+    hue = [colorsys.rgb_to_hsv(*r.nominal["geom_rgba"][g, :3])[0] for g in faces]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        r.apply(rng)
+        for i, g in enumerate(faces):
+            h = colorsys.rgb_to_hsv(*sampler.sim.model.geom_rgba[g, :3])[0]
+            dist = [min(abs(h - n), 1 - abs(h - n)) for n in hue]
+            assert int(np.argmin(dist)) == i  # still nearer its own nominal hue than any other
+        body = sampler.sim.model.geom_rgba[r.cube_body_geoms[0], :3]
+        assert body.max() <= 0.3
+
+
+def test_shards_are_deterministic_resumable_and_come_with_a_grid(tmp_path: Path) -> None:
+    meta = ds.generate(tmp_path / "a", samples=7, seed=5, hand="leap", shard_size=3,
+                       progress=False)
+    assert meta["complete"] and meta["shards"] == 3 and sum(meta["source_counts"]) == 7
+    images, pos, quat, _ = ds.load(tmp_path / "a")
+    assert images.shape[:2] == (7, 3) and images.dtype == np.uint8 and images.std() > 10
+    np.testing.assert_allclose(np.linalg.norm(quat, axis=1), 1.0, atol=1e-5)
+    with np.load(tmp_path / "a" / "shard_00002.npz") as z:
+        assert z["sample"].tolist() == [6] and z["source"][0] < len(ds.SOURCES)
+    grid = (tmp_path / "a" / "shard_00000.png").read_bytes()
+    assert grid[:8] == b"\x89PNG\r\n\x1a\n"
+    # An interrupted run: a shard missing and the meta not complete. Running the same command
+    # again renders only that shard, bit-identical to the first time.
+    first = (tmp_path / "a" / "shard_00001.npz").read_bytes()
+    (tmp_path / "a" / "shard_00001.npz").unlink()
+    meta_file = tmp_path / "a" / "meta.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "complete": False}))
+    with pytest.raises(ValueError, match="incomplete"):
+        ds.load(tmp_path / "a")
+    kept = (tmp_path / "a" / "shard_00000.npz").stat().st_mtime_ns
+    again = ds.generate(tmp_path / "a", samples=7, seed=5, hand="leap", shard_size=3,
+                        progress=False)
+    assert again["complete"]
+    assert (tmp_path / "a" / "shard_00001.npz").read_bytes() == first
+    assert (tmp_path / "a" / "shard_00000.npz").stat().st_mtime_ns == kept
+    assert not list((tmp_path / "a").glob(".*tmp*"))
+    with pytest.raises(ValueError, match="another dataset"):
+        ds.generate(tmp_path / "a", samples=7, seed=6, hand="leap", shard_size=3,
+                    progress=False)
+
+
+def test_two_ray_workers_render_the_same_shards_as_one_process(tmp_path: Path) -> None:
+    kw = dict(samples=4, seed=9, hand="leap", shard_size=2, progress=False,
+              cfg=ds.RenderConfig(visual="full"))
+    ds.generate(tmp_path / "one", **kw)
+    meta = ds.generate(tmp_path / "two", workers=2, **kw)
+    assert meta["complete"]
+    for k in range(2):
+        a = np.load(tmp_path / "one" / f"shard_{k:05d}.npz")
+        b = np.load(tmp_path / "two" / f"shard_{k:05d}.npz")
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
