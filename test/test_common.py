@@ -545,3 +545,30 @@ def test_diagnostics_publisher_immediate_and_steady_timer_under_sim_time(dds_env
         listener.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_the_pose_gate_rejects_jumps_no_cube_can_make_and_follows_a_real_move() -> None:
+    from dex_common.pose_gate import PoseJumpGate
+    from dex_common.rotations import axis_angle_to_quat
+
+    z = np.array([0.0, 0.0, 1.0])
+    p0 = np.array([0.0, 0.0, 0.1])
+    gate = PoseJumpGate(max_angular_speed=25.0, max_linear_speed=3.0, confirm=2)
+    assert gate.check(0.0, p0, axis_angle_to_quat(z, 0.0)).plausible  # no reference yet
+    v = gate.check(0.08, p0, axis_angle_to_quat(z, 0.4))  # 5 rad/s: fingers can
+    assert v.plausible and v.angular_speed == pytest.approx(5.0)
+    flip = gate.check(0.16, p0, axis_angle_to_quat(z, 0.4 + math.pi))  # 39 rad/s: a face flip
+    assert not flip.plausible and flip.angular_speed == pytest.approx(math.pi / 0.08)
+    assert gate.check(0.24, p0, axis_angle_to_quat(z, 0.5)).plausible  # measured from 0.08
+    assert not gate.check(0.32, p0 + [0.3, 0, 0], axis_angle_to_quat(z, 0.5)).plausible  # 3.75 m/s
+    # The cube really was moved (put back by hand): two estimates that agree with each other
+    # become the new reference; the first of them is still rejected.
+    gate.reset()
+    gate.check(1.0, p0, axis_angle_to_quat(z, 0.0))
+    assert not gate.check(1.08, p0, axis_angle_to_quat(z, 2.5)).plausible
+    assert gate.check(1.16, p0, axis_angle_to_quat(z, 2.55)).plausible
+    assert gate.check(1.24, p0, axis_angle_to_quat(z, 2.6)).plausible
+    assert not gate.check(1.24, p0, axis_angle_to_quat(z, 2.6)).plausible  # dt 0: impossible
+    assert gate.rejected == 4
+    with pytest.raises(ValueError):
+        PoseJumpGate(max_angular_speed=0.0)

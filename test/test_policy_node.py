@@ -288,3 +288,46 @@ def test_policy_node_says_it_waits_for_the_hand(node_procs, side):
     n = len(side.diag)
     assert side.spin_until(lambda: any(s.name == "dex_policy" for s in side.diag[n:]), 5)
     assert not any("waiting for /joint_states" in s.message for s in side.diag[n:])
+
+
+def test_an_implausible_vision_estimate_is_neither_acted_on_nor_judged(node_procs, side):
+    """A pose estimate that flips the cube 180° in one control period (a face taken for its
+    opposite) is held through: the hand keeps its last command, the set is not judged, and
+    /diagnostics says so (WARN, ``implausible_poses``). The next good estimate goes on."""
+    from dex_common.rotations import axis_angle_to_quat, quat_mul
+
+    vision_pub = side.node.create_publisher(PoseStamped, "/object/pose", QOS)
+    start_policy(node_procs, pose_source="vision", judge_source="gt")
+    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 0
+                           and vision_pub.get_subscription_count() > 0, timeout=30)
+
+    def publish(flip: bool = False) -> float:
+        pos, quat = side.sim.cube_pose()
+        if flip:
+            quat = quat_mul(axis_angle_to_quat(np.array([0.0, 0.0, 1.0]), math.pi), quat)
+        ps = PoseStamped()
+        ps.header.stamp = float_to_stamp(side.sim.time)
+        ps.pose.position.x, ps.pose.position.y, ps.pose.position.z = map(float, pos)
+        o = ps.pose.orientation
+        o.w, o.x, o.y, o.z = map(float, quat)
+        vision_pub.publish(ps)
+        return side.publish_set()
+
+    publish()
+    assert side.spin_until(lambda: side.resets, timeout=30), node_procs.log("policy")
+    side.sim.reset(side.resets[0])
+    stamps = []
+    for k in range(5):
+        n = len(side.cmds)
+        stamps.append(publish(flip=k == 2))
+        side.expect_command(n, stamps[-1])
+        if k == 2:
+            np.testing.assert_array_equal(side.cmds[-1], side.cmds[-2])  # held
+        side.step_with_last_command()
+    assert side.spin_until(lambda: side.policy_values().get("implausible_poses") == "1", 10)
+    assert not side.status_at(stamps[2])  # not judged
+    assert all(side.status_at(t) for t in (stamps[0], stamps[1], stamps[3], stamps[4]))
+    # WARN (or STALE once the inputs stop, the warning carried along), never ERROR
+    assert any(s.level in (DiagnosticStatus.WARN, DiagnosticStatus.STALE)
+               and "implausible cube pose" in s.message for s in side.diag
+               if s.name == "dex_policy")

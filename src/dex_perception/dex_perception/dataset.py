@@ -46,6 +46,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from dex_common.rotations import random_quat  # noqa: E402
 from dex_description.registry import get_hand  # noqa: E402
 from dex_perception.visual_randomization import SETS, VisualRandomizer  # noqa: E402
 
@@ -74,13 +75,6 @@ class RenderConfig:
             raise ValueError(f"visual must be one of {SETS}, got {self.visual!r}")
         if not (0 <= self.p_place and 0 <= self.p_settle and self.p_place + self.p_settle <= 1):
             raise ValueError("p_place and p_settle must be >= 0 with a sum <= 1")
-
-
-def random_quat(rng: np.random.Generator) -> np.ndarray:
-    """Uniformly random unit quaternion (w, x, y, z), w >= 0."""
-    q = rng.normal(size=4)
-    q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
 
 
 class PoseSampler:

@@ -49,6 +49,7 @@ from visualization_msgs.msg import Marker
 
 from dex_common.contract import ModelContractError, file_sha256
 from dex_common.observations import policy_observation
+from dex_common.pose_gate import MAX_ANGULAR_SPEED, MAX_LINEAR_SPEED, PoseJumpGate
 from dex_common.ros_util import (
     COMMAND_TOPIC,
     ERROR,
@@ -171,6 +172,9 @@ class PolicyNode(Node):
         self._declare("goal_timeout_s", TrialConfig.goal_timeout_s)
         # The perception model in the loop (vision mode): its hash goes into every trial record.
         self._declare("pose_model_path", "")
+        # Vision estimates implying a faster cube than these are not acted on (dex_common.pose_gate)
+        self._declare("max_cube_angular_speed", MAX_ANGULAR_SPEED)
+        self._declare("max_cube_linear_speed", MAX_LINEAR_SPEED)
 
         # Publishers first: even in a fault state the node answers steps with hold commands.
         self.cmd_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC, QOS)
@@ -186,7 +190,8 @@ class PolicyNode(Node):
         self.step_stats = RollingStats()
         self.counts = {"sets": 0, "ignored_old": 0, "ignored_pre_reset": 0, "holds": 0,
                        "input_errors": 0, "input_timeouts": 0, "deadline_misses": 0,
-                       "resets": 0, "time_jumps": 0, "stale_reports": 0}
+                       "resets": 0, "time_jumps": 0, "stale_reports": 0,
+                       "implausible_poses": 0}
         self.trial_index = 0
         self.finished = False
         self.awaiting_reset = True
@@ -278,6 +283,12 @@ class PolicyNode(Node):
         if (not isinstance(self.input_timeout, (int, float))
                 or not 0 < self.input_timeout < 60):
             problems.append(f"input_timeout_s must be in (0, 60) s; got {self.input_timeout!r}")
+        try:
+            self.pose_gate = PoseJumpGate(float(gp("max_cube_angular_speed").value),
+                                          float(gp("max_cube_linear_speed").value))
+        except (ValueError, TypeError) as e:
+            self.pose_gate = PoseJumpGate()
+            problems.append(f"max_cube_angular_speed / max_cube_linear_speed: {e}")
         goal_timeout = gp("goal_timeout_s").value
         try:
             self.trial_config = TrialConfig.for_hand(self.spec, goal_timeout_s=goal_timeout)
@@ -427,8 +438,20 @@ class PolicyNode(Node):
         self.error = ""
         if self.awaiting_reset:  # first set of the trial
             self.awaiting_reset = False
+            self.pose_gate.reset()
             self.tracker.start(self.seed + self.trial_index, stamp=stamp)
             self.runtime.reset(self.act_matrix @ q, seed=self.seed + self.trial_index)
+        if self.pose_source == "vision":
+            verdict = self.pose_gate.check(stamp, obs_pos, obs_quat)
+            if not verdict.plausible:  # neither acted on nor judged: a flip can look like a goal
+                self.counts["implausible_poses"] += 1
+                self.warning = (f"implausible cube pose estimate: it jumped as if the cube "
+                                f"turned at {verdict.angular_speed:.0f} rad/s / moved at "
+                                f"{verdict.linear_speed:.2f} m/s — holding "
+                                f"({self.counts['implausible_poses']} so far)")
+                self.get_logger().warning(self.warning, throttle_duration_sec=1.0)
+                self._hold(js.header.stamp)
+                return
         try:
             ev = self.tracker.step(stamp, judge_pos, judge_quat)
             obs = policy_observation(self.kin.fingertips(q), obs_pos, obs_quat, self.tracker.goal,
