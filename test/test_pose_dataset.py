@@ -7,7 +7,6 @@ import colorsys
 import json
 from pathlib import Path
 
-import mujoco
 import numpy as np
 import pytest
 
@@ -18,6 +17,7 @@ from dex_perception.visual_randomization import (
     markdown,
     set_ranges,
 )
+from dex_sim.randomization import model_array
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def test_every_row_changes_what_it_says_and_apply_restores_nominal(
     for p in VISUAL_RANDOMIZATIONS:
         r.rows, r.image = [p], {}
         r.apply(rng)
-        changed = [f for f in nominal if not np.array_equal(r.nominal[f], _field(m, f))]
+        changed = [f for f in nominal if not np.array_equal(r.nominal[f], model_array(m, f))]
         if p.group == "image":
             assert not changed and len(r.image) == 1, p.name
         else:
@@ -61,15 +61,7 @@ def test_every_row_changes_what_it_says_and_apply_restores_nominal(
     r.rows = []
     r.apply(rng)  # no row: every field back to nominal
     for f, v in nominal.items():
-        np.testing.assert_array_equal(_field(m, f), v, err_msg=f)
-
-
-def _field(m: mujoco.MjModel, name: str) -> np.ndarray:
-    obj = m
-    *path, attr = name.split(".")
-    for p in path:
-        obj = getattr(obj, p)
-    return getattr(obj, attr)
+        np.testing.assert_array_equal(model_array(m, f), v, err_msg=f)
 
 
 def test_the_cube_faces_stay_distinguishable_under_any_draw(sampler: ds.PoseSampler) -> None:

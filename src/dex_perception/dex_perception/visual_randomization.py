@@ -31,6 +31,8 @@ import cv2
 import mujoco
 import numpy as np
 
+from dex_sim.randomization import model_array
+
 PER = ("sample", "light", "light_rgb", "hand_geom_rgb", "background_geom_rgb", "cube_face",
        "camera", "camera_xyz")
 SETS = ("none", "basic", "full")
@@ -51,14 +53,6 @@ class VisualParam:
     doc: str
     write: Callable[[VisualRandomizer, np.ndarray], None]
     fields: tuple[str, ...] = ()  # MjModel arrays ``write`` changes ("vis.headlight.ambient")
-
-
-def _array(model: mujoco.MjModel, name: str) -> np.ndarray:
-    obj = model
-    *path, attr = name.split(".")
-    for p in path:
-        obj = getattr(obj, p)
-    return getattr(obj, attr)
 
 
 # ---- what each row writes -------------------------------------------------------------------
@@ -109,7 +103,7 @@ def _light_direction(r: VisualRandomizer, v: np.ndarray) -> None:
 
 def _headlight(field: str) -> Callable[[VisualRandomizer, np.ndarray], None]:
     def write(r: VisualRandomizer, v: np.ndarray) -> None:
-        arr = _array(r.m, "vis.headlight." + field)
+        arr = model_array(r.m, "vis.headlight." + field)
         arr[:] = np.clip(r.nominal["vis.headlight." + field] * float(v), 0.0, 1.0)
     return write
 
@@ -225,7 +219,7 @@ class VisualRandomizer:
         self.ranges = set_ranges(visual_set)
         self.rows = [p for p in VISUAL_RANDOMIZATIONS if p.name in self.ranges]
         fields = sorted({f for p in VISUAL_RANDOMIZATIONS for f in p.fields})
-        self.nominal = {f: _array(model, f).copy() for f in fields}
+        self.nominal = {f: model_array(model, f).copy() for f in fields}
         self.cameras = np.array([mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, n)
                                  for n in camera_names])
         self.hand_geoms, self.background_geoms, self.cube_body_geoms, self.cube_face_geoms = (
@@ -244,7 +238,7 @@ class VisualRandomizer:
         """Restore nominal, draw every row of the set and write it; returns the draws."""
         self.rng = rng
         for f, v in self.nominal.items():
-            _array(self.m, f)[:] = v
+            model_array(self.m, f)[:] = v
         self.image = {}
         draws = {}
         for p in self.rows:

@@ -85,9 +85,12 @@ class RandParam:
 
 
 def model_array(model: mujoco.MjModel, name: str) -> np.ndarray:
-    """The MjModel array ``name`` (``"opt.gravity"``: ``model.opt.gravity``), a view."""
-    obj, _, attr = name.rpartition(".")
-    return getattr(getattr(model, obj) if obj else model, attr)
+    """The MjModel array ``name`` (``"opt.gravity"``: ``model.opt.gravity``; any depth, e.g.
+    ``"vis.headlight.ambient"``), a view."""
+    obj = model
+    for attr in name.split("."):
+        obj = getattr(obj, attr)
+    return obj
 
 
 # ---- what each row writes (``RandParam.write``) ----------------------------------------------
