@@ -196,7 +196,7 @@ def test_a_sim_restarted_under_a_running_policy_is_a_clock_jump(dds_env: dict[st
 
     nodes = sim_graph(mode="lockstep", pose_source="gt", num_trials=2, seed=8,
                       record_dir=str(tmp_path / "bags"),
-                      extra={"dex_policy": {"goal_timeout_s": 2.0}})
+                      extra={"dex_policy": {"goal_timeout_s": 4.0}})
     rclpy.init()
     node = rclpy.create_node("clock_jump_watch")
     statuses: list[tuple[str, dict[str, str]]] = []
@@ -228,8 +228,11 @@ def test_a_sim_restarted_under_a_running_policy_is_a_clock_jump(dds_env: dict[st
     restarted: list[float] = []
 
     def tick() -> None:
-        steps = [int(v.get("steps", 0)) for m, v in statuses if v.get("trial") == "0"]
-        if not restarted and steps and max(steps) >= 10 and js_stamps[-1][1] > 3.0:
+        # Mid-trial: the newest status is a running trial with steps behind and (goal timeout
+        # 4 s) seconds ahead of it; never after the last trial ended (the graph settling).
+        last = statuses[-1][1] if statuses else {}
+        running = last.get("ended") == "false" and int(last.get("steps", 0)) >= 5
+        if not restarted and running and js_stamps[-1][1] > 3.0:
             sim = next(c for c in group.children if c.name == "dex_sim")
             os.kill(sim.proc.pid, signal.SIGKILL)
             sim.proc.wait(timeout=5.0)
