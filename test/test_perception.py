@@ -17,7 +17,16 @@ from dex_common.contract import ModelContractError, read_contract, write_contrac
 from dex_description.registry import get_hand
 from dex_perception import dataset as ds
 from dex_perception import train as tr
-from dex_perception.net import NetConfig, PoseNet, pose_loss, rotation_error_rad
+from dex_perception.net import (
+    NetConfig,
+    PoseNet,
+    matrix_to_quat,
+    net_loss,
+    pose_loss,
+    pose_loss_6d,
+    quat_to_matrix,
+    rotation_error_rad,
+)
 from dex_perception.runtime import ImageError, PoseEstimator, default_model_path
 
 SPEC = get_hand("shadow")
@@ -46,6 +55,54 @@ def test_loss_is_sign_invariant_but_not_rotation_invariant() -> None:
     ident = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
     assert pose_loss(p, ident, p, qz)[2].item() > 0.2
     assert np.degrees(rotation_error_rad(ident, qz).item()) == pytest.approx(90.0, abs=1e-3)
+
+
+def test_matrix_quaternion_round_trip_covers_every_pivot() -> None:
+    """matrix_to_quat inverts quat_to_matrix (up to q ≡ −q) for random rotations and for the
+    near-180° ones where one formula alone divides by ~0: each of the four pivots is taken."""
+    from dex_common.rotations import random_quat
+
+    rng = np.random.default_rng(0)
+    qs = [random_quat(rng) for _ in range(200)]
+    qs += [np.array([0.0, 1, 0, 0]), np.array([0.0, 0, 1, 0]), np.array([0.0, 0, 0, 1]),
+           np.array([1e-4, 0.6, 0.8, 0.0]), np.array([1.0, 0, 0, 0])]
+    q = torch.tensor(np.array(qs) / np.linalg.norm(qs, axis=1, keepdims=True), dtype=torch.float32)
+    back = matrix_to_quat(quat_to_matrix(q))
+    assert torch.allclose((back * q).sum(dim=1).abs(), torch.ones(len(q)), atol=1e-5)
+    m = quat_to_matrix(q)
+    assert torch.allclose(m @ m.transpose(1, 2), torch.eye(3).expand(len(q), 3, 3), atol=1e-5)
+
+
+def test_6d_head_identity_start_and_sign_invariant_loss() -> None:
+    cfg = NetConfig(n_cameras=3, height=64, width=48, rotation="6d", **TINY_NET)
+    net = PoseNet(cfg).eval()
+    with torch.no_grad():
+        net.rot.weight.zero_()  # the bias alone: the identity start
+    _, quat = net(torch.zeros((1, 3, 64, 48, 3), dtype=torch.uint8))
+    assert abs(quat[0, 0].item()) == pytest.approx(1.0, abs=1e-6)
+    p = torch.zeros(1, 3)
+    r6 = torch.tensor([[0.0, 1.0, 0.0, -1.0, 0.0, 0.0]])  # 90° about z
+    qz = torch.tensor([[np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4)]], dtype=torch.float32)
+    assert pose_loss_6d(p, r6, p, qz)[2].item() == pytest.approx(0.0, abs=1e-6)
+    assert pose_loss_6d(p, r6, p, -qz)[2].item() == pytest.approx(0.0, abs=1e-6)
+    # Same scale as the quaternion loss: 90° costs sin²(45°)/2 = 0.25 vs 1 − cos(45°) = 0.29.
+    ident6 = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]])
+    assert pose_loss_6d(p, ident6, p, qz)[2].item() == pytest.approx(0.25, abs=1e-6)
+    # Gradients flow through Gram-Schmidt to every weight of the head.
+    cfg_train = NetConfig(n_cameras=3, height=64, width=48, **TINY_NET)
+    net = PoseNet(cfg_train).train()
+    x = torch.randint(0, 256, (4, 3, 64, 48, 3), dtype=torch.uint8)
+    loss = net_loss(net, x, torch.zeros(4, 3), qz.expand(4, 4))[0]
+    loss.backward()
+    assert net.rot.weight.grad is not None and net.rot.weight.grad.abs().sum() > 0
+
+
+def test_checkpoint_configs_from_before_the_6d_head_load_as_quaternion() -> None:
+    d = NetConfig(**TINY_NET).to_dict()
+    del d["rotation"]
+    assert NetConfig.from_dict(d).rotation == "quat"
+    with pytest.raises(ValueError, match="rotation"):
+        PoseNet(NetConfig(rotation="euler", **TINY_NET))
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from dex_common.checkpoints import CheckpointError, load_checkpoint, save_checkp
 from dex_common.config_cli import this_machine
 from dex_description.registry import HandSpec, get_hand
 from dex_perception import dataset as ds
-from dex_perception.net import NetConfig, PoseNet, pose_loss, rotation_error_rad
+from dex_perception.net import NetConfig, PoseNet, net_loss, rotation_error_rad
 
 OPSET = 17
 
@@ -296,8 +296,7 @@ def train(
         for s in bar:
             b = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
             x = _augment(torch.from_numpy(images[b]), cfg.pixel_noise, gen)
-            p, q = model(x)
-            loss, pm, rl = pose_loss(p, q, torch.from_numpy(pos[b]), torch.from_numpy(quat[b]))
+            loss, pm, rl = net_loss(model, x, torch.from_numpy(pos[b]), torch.from_numpy(quat[b]))
             for g in opt.param_groups:  # warm-up + cosine over all epochs (resume-safe)
                 g["lr"] = lr_at(cfg.lr, epoch * steps_per_epoch + s, total_steps)
             opt.zero_grad(set_to_none=True)
@@ -366,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--input-downsample", type=int, default=NetConfig.input_downsample,
                     help="average-pool camera images by this factor inside the net (1 = none)")
     ap.add_argument("--stages", default=",".join(str(c) for c in NetConfig.stages))
+    ap.add_argument("--rotation", choices=("6d", "quat"), default=NetConfig.rotation,
+                    help="orientation head: 6-D (Gram-Schmidt, continuous) or quaternion")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop after the epoch that crosses this wall-time budget")
     ap.add_argument("--checkpoint", default=None, help="checkpoint path (default <out>.ckpt.pt)")
@@ -376,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(stages) == len(NetConfig.stage_strides):
         strides = NetConfig.stage_strides
     net = NetConfig(stem_channels=args.stem_channels, stages=stages, stage_strides=strides,
-                    input_downsample=args.input_downsample)
+                    input_downsample=args.input_downsample, rotation=args.rotation)
     cfg = TrainConfig(hand=args.hand, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, threads=args.threads, val_frac=args.val_frac, net=net)
     try:
