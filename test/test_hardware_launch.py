@@ -91,7 +91,7 @@ def test_dex_run_hardware_runs_a_trial_on_the_emulated_hand(dds_env: dict[str, s
     assert meta["end_reason"] in ("dropped", "timeout", "completed"), meta
     for topic in ("/joint_states", *camera_topics("leap"), "/object/pose",
                   "/hand_position_controller/commands", "/trial/status"):
-        assert counts.get(topic, 0) >= 1, (topic, counts)
+        assert counts.get(topic, 0) >= 1, (topic, counts, printed[-8000:])
     # Every step but the ending one commands the hand; the command topic has no header, so the
     # recorder files a command by its arrival time (a loaded recorder may file the last late).
     steps = int(meta["steps"])

@@ -15,7 +15,7 @@ import pytest
 import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
+from geometry_msgs.msg import PoseStamped, TwistStamped  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from dex_common.ros_util import IMAGE_QOS, STATE_QOS  # noqa: E402
@@ -66,6 +66,20 @@ def rendered() -> list[np.ndarray]:
         sim.close()
 
 
+@pytest.fixture(scope="module")
+def rendered_other() -> list[np.ndarray]:
+    """The cube reset with another seed: another face up and yaw."""
+    from dex_sim.physics import HandCubeSim
+
+    sim = HandCubeSim("shadow", render=True)
+    try:
+        sim.reset(8)
+        sim.step_control()
+        return [sim.render(name) for name in SPEC.camera_names]
+    finally:
+        sim.close()
+
+
 def _start_node(*params: str) -> subprocess.Popen:
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONUNBUFFERED="1")
@@ -100,7 +114,10 @@ class Probe:
                      for n in SPEC.camera_names]
         self.poses: list[PoseStamped] = []
         self.diags: list[DiagnosticStatus] = []
+        self.speeds: list[TwistStamped] = []
         self.node.create_subscription(PoseStamped, "/object/pose", self.poses.append, STATE_QOS)
+        self.node.create_subscription(TwistStamped, "/object/pose_speed", self.speeds.append,
+                                      STATE_QOS)
         self.node.create_subscription(
             DiagnosticArray, "/diagnostics",
             lambda m: self.diags.extend(s for s in m.status if s.name == "dex_perception"),
@@ -191,6 +208,40 @@ def test_node_publishes_pose_with_input_stamp_and_survives_bad_input(probe, rend
         assert len(values["model_sha256"]) == 64
         assert int(values["image_errors"]) == 2
         assert int(values["stamp_errors"]) == 1 and int(values["sync_clock_jumps"]) == 0
+    finally:
+        out = _stop(proc)
+    assert "Traceback" not in out, out
+
+
+def test_node_publishes_each_estimates_implied_speed_and_flags_a_jump(
+        probe, rendered, rendered_other) -> None:
+    """/object/pose_speed: ~0 for the same view 80 ms later; a different cube pose 1 µs later
+    implies a speed no cube has: WARN and ``implausible_estimates`` (the pose still goes out)."""
+    proc = _start_node("hand:=shadow", "use_sim_time:=true")
+    try:
+        assert probe.spin_until(
+            lambda: all(p.get_subscription_count() >= 1 for p in probe.pubs)
+            and probe.node.count_publishers("/object/pose_speed") >= 1, 30.0), _stop(proc)
+        probe.publish_set(rendered, Time(sec=20))
+        assert probe.spin_until(lambda: len(probe.poses) >= 1, 20.0), "no /object/pose"
+        probe.publish_set(rendered, Time(sec=20, nanosec=80_000_000))
+        assert probe.spin_until(lambda: len(probe.speeds) >= 1, 20.0), "no /object/pose_speed"
+        first = probe.speeds[0]
+        assert (first.header.stamp.sec, first.header.stamp.nanosec) == (20, 80_000_000)
+        assert first.header.frame_id == "world"
+        w, v = first.twist.angular, first.twist.linear
+        assert np.linalg.norm([w.x, w.y, w.z]) < 1e-3 and np.linalg.norm([v.x, v.y, v.z]) < 1e-4
+
+        probe.publish_set(rendered_other, Time(sec=20, nanosec=80_001_000))
+        assert probe.spin_until(lambda: len(probe.speeds) >= 2, 20.0)
+        w, v = probe.speeds[1].twist.angular, probe.speeds[1].twist.linear
+        assert np.linalg.norm([w.x, w.y, w.z]) > 25.0 or np.linalg.norm([v.x, v.y, v.z]) > 3.0
+        assert len(probe.poses) == 3  # published all the same
+        assert probe.spin_until(
+            lambda: any(d.level == DiagnosticStatus.WARN and "implausible" in d.message
+                        for d in probe.diags), 20.0), [d.message for d in probe.diags]
+        values = {kv.key: kv.value for kv in probe.diags[-1].values}
+        assert int(values["implausible_estimates"]) == 1
     finally:
         out = _stop(proc)
     assert "Traceback" not in out, out

@@ -148,6 +148,37 @@ def test_backlog_after_the_end_keeps_the_bag_open() -> None:
     assert r.counts["late"] == 0
 
 
+def test_a_stream_in_flight_keeps_the_bag_open_until_it_passes_the_end() -> None:
+    """A reliable stream DDS is repairing delivers a whole trial's worth seconds late; the bag
+    waits for it (its stamps have not reached the end) instead of spilling it to untrialed. A
+    stream that stopped holds the bag at most max_close_s."""
+    sink = ListSink()
+    r = TrialRouter(sink, topic_types(), grace_s=0.5, max_close_s=5.0)
+    r.wait_topics = frozenset({"/joint_states", "/object/pose"})
+    now = 10.0
+    r.on_status(0.08, "running", status(0, 0.08), now)
+    for t in (0.08, 0.16, 0.24):
+        r.on_message("/joint_states", js(t), now)
+    r.on_status(0.24, "timeout", status(0, 0.08, ended=True, reason="timeout"), now)
+    r.on_message("/joint_states", js(0.32), now)  # joint states are past the end
+    r.tick(now + 2.0)
+    assert "trial_000" not in sink.closed and r.streams_behind(240_000_000) == ["/object/pose"]
+    for t in (0.08, 0.16, 0.24, 0.32):  # the repaired stream arrives 3 s late, in order
+        r.on_message("/object/pose", _pose(t), now + 3.0)
+    r.tick(now + 3.6)
+    assert sink.stamps("trial_000", "/object/pose") == pytest.approx([0.08, 0.16, 0.24])
+    assert r.counts["late"] == 0 and not r.streams_behind(240_000_000)
+    # Trial 1: the pose stream stops for good; the bag closes max_close_s after the end.
+    r.on_status(0.40, "running", status(1, 0.40), now + 4.0)
+    r.on_message("/joint_states", js(0.48), now + 4.0)
+    r.on_status(0.48, "dropped", status(1, 0.40, ended=True, reason="dropped"), now + 4.0)
+    r.on_message("/joint_states", js(0.56), now + 4.0)
+    r.tick(now + 8.9)
+    assert "trial_001" not in sink.closed
+    r.tick(now + 9.0)
+    assert sink.closed["trial_001"]["end_reason"] == "dropped"
+
+
 def _pose(stamp: float) -> bytes:
     from geometry_msgs.msg import PoseStamped
 

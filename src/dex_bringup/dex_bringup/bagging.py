@@ -25,6 +25,7 @@ STAMPED_TYPES = frozenset(
         "sensor_msgs/msg/Image",
         "sensor_msgs/msg/CameraInfo",
         "geometry_msgs/msg/PoseStamped",
+        "geometry_msgs/msg/TwistStamped",
         "diagnostic_msgs/msg/DiagnosticArray",
         "visualization_msgs/msg/Marker",
     }
@@ -105,6 +106,7 @@ class _Pending:
     stamp: int  # ns
     data: bytes
     wall: float
+    by_clock: bool = False  # stamped with the recorder's clock (no header stamp of its own)
 
 
 class TrialRouter:
@@ -113,8 +115,14 @@ class TrialRouter:
     ``on_message`` / ``on_status`` / ``tick`` take the wall time ``now`` so tests can drive it.
     A trial's bag is closed once ``grace_s`` has passed both since its end status and since the
     last of its messages arrived (a recorder that falls behind under load keeps receiving the
-    trial's backlog after the end status: each of those messages keeps the bag open);
-    the reorder buffer is bounded by ``max_pending`` messages (oldest spill to ``untrialed``).
+    trial's backlog after the end status: each of those messages keeps the bag open), and every
+    topic in ``wait_topics`` (the sensor streams with a live publisher, set by the recorder node)
+    has delivered a stamp at or past the trial's end. Each stream comes in order from its one
+    writer, so that stamp says nothing of the window is still in flight: a reliable stream that
+    DDS is repairing (a lost fragment waits for the writer's next heartbeat, seconds) holds the bag
+    open instead of spilling to ``untrialed``; a stream that stopped holds it at most
+    ``max_close_s`` after the end. The reorder buffer is bounded by ``max_pending`` messages
+    (oldest spill to ``untrialed``).
     """
 
     def __init__(
@@ -125,12 +133,16 @@ class TrialRouter:
         max_pending: int = 4000,
         max_wait_s: float = 30.0,
         extra_metadata: dict[str, str] | None = None,
+        max_close_s: float = 8.0,
     ) -> None:
         self.sink = sink
         self.types = dict(topic_types)
         self.grace_s = grace_s
         self.max_pending = max_pending
         self.max_wait_s = max_wait_s
+        self.max_close_s = max_close_s
+        self.wait_topics: frozenset[str] = frozenset()
+        self.newest: dict[str, int] = {}  # topic -> the newest routing stamp it delivered (ns)
         self.extra_metadata = dict(extra_metadata or {})
         self.trials: dict[int, Trial] = {}
         self.finished = False
@@ -178,7 +190,8 @@ class TrialRouter:
             return
         if self.types[topic] == "rosgraph_msgs/msg/Clock":
             self.clock = max(self.clock, stamp)
-        self._pending.append(_Pending(topic, stamp, bytes(data), now))
+        self.newest[topic] = max(self.newest.get(topic, stamp), stamp)
+        self._pending.append(_Pending(topic, stamp, bytes(data), now, by_clock=stamp == self.clock))
         self._route(now)
 
     def on_status(self, stamp_s: float, state: str, values: dict[str, str], now: float) -> None:
@@ -272,13 +285,25 @@ class TrialRouter:
         self.counts["pending"] = len(keep)
         for t in self.trials.values():
             if (not t.closed and t.end_wall is not None
-                    and now - max(t.end_wall, t.last_arrival) >= self.grace_s):
-                if not any(p.stamp <= t.end for p in self._pending):
-                    self._close(t)
+                    and now - max(t.end_wall, t.last_arrival) >= self.grace_s
+                    and not any(p.stamp <= t.end for p in self._pending)
+                    and (not self.streams_behind(t.end) or now - t.end_wall >= self.max_close_s)):
+                behind = self.streams_behind(t.end)
+                if behind:
+                    t.outcome["recorder_note"] = (f"closed {self.max_close_s:.0f} s after the end "
+                                                  f"with {', '.join(behind)} short of it")
+                    self._error(f"{bag_name(t.index)}: {t.outcome['recorder_note']}")
+                self._close(t)
+
+    def streams_behind(self, stamp: int) -> list[str]:
+        """The ``wait_topics`` that have not yet delivered a message stamped at or after
+        ``stamp`` (ns): part of a window ending there may still be on its way."""
+        return sorted(t for t in self.wait_topics if self.newest.get(t, -1) < stamp)
 
     def _write(self, trial: Trial | None, p: _Pending) -> None:
         if trial is not None and trial.closed:
-            self.counts["late"] += 1
+            if not p.by_clock:  # a clock-stamped message after the close is not the trial's
+                self.counts["late"] += 1
             trial = None
         bag = bag_name(trial.index) if trial is not None else UNTRIALED
         if trial is None:
@@ -293,7 +318,11 @@ class TrialRouter:
         self.counts["written"] += 1
         if trial is not None:
             trial.written += 1
-            trial.last_arrival = max(trial.last_arrival, p.wall)
+            # A backlog of the trial's own stamps keeps its bag open; a clock-stamped message
+            # does not: with a sim stopped after the last trial, every 1 Hz /diagnostics gets
+            # the final /clock stamp, inside the window, and would keep it open for good.
+            if not p.by_clock:
+                trial.last_arrival = max(trial.last_arrival, p.wall)
 
     def _close(self, trial: Trial) -> None:
         trial.closed = True

@@ -167,8 +167,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # After 'finished', in-flight messages (the trial's last status, a diagnostics round) still have
-# to reach the recorder and the monitor before the graph is stopped.
+# to reach the recorder and the monitor before the graph is stopped; with a recorder, until it
+# reports every trial's bag closed (it waits for streams still in flight), at most SETTLE_MAX_S.
 SETTLE_S = 1.0
+SETTLE_MAX_S = 10.0
+
+
+def recorder_closed_all(monitor: object) -> bool:
+    """The recorder's last /diagnostics says every trial the monitor saw has its bag closed."""
+    diag = monitor.core.diagnostics.get("dex_recorder")
+    if diag is None:
+        return False
+    try:
+        return int(diag[2].get("closed_trials", -1)) >= len(monitor.core.rows)
+    except ValueError:
+        return False
 
 
 def run_graph_with_monitor(
@@ -197,12 +210,15 @@ def run_graph_with_monitor(
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     monitor = MonitorNode(hand=hand, vision=vision, progress=progress)
     group = ProcessGroup(start_order(nodes), line_filter=_node_line_filter(quiet))
+    recording = any(n.name == "dex_recorder" for n in nodes)
     print(f"[dex] starting {', '.join(n.name for n in group.specs)} (Ctrl-C stops)", flush=True)
     try:
         out = run_graph(
             group, monitor, lambda: rclpy.spin_once(monitor, timeout_sec=0.05),
             lambda: monitor.core.finished, keep_running=keep_running, timeout_s=timeout,
-            settle_s=SETTLE_S, respawn=RespawnPolicy() if respawn else None,
+            settle_s=SETTLE_S, settle_max_s=SETTLE_MAX_S,
+            settled=(lambda: recorder_closed_all(monitor)) if recording else (lambda: True),
+            respawn=RespawnPolicy() if respawn else None,
             trials_done=monitor.core.next_trial, progress=progress, heartbeat_s=15.0,
             heartbeat=lambda: "received " + (", ".join(
                 f"{k} {v}" for k, v in sorted(monitor.counts.items())) or "nothing yet"))

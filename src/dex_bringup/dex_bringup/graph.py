@@ -157,6 +157,7 @@ def topic_types(hand: str = "shadow") -> dict[str, str]:
         "/joint_states": "sensor_msgs/msg/JointState",
         "/object/pose_gt": "geometry_msgs/msg/PoseStamped",
         "/object/pose": "geometry_msgs/msg/PoseStamped",
+        "/object/pose_speed": "geometry_msgs/msg/TwistStamped",
         "/goal/pose": "geometry_msgs/msg/PoseStamped",
         "/policy/action": "sensor_msgs/msg/JointState",
         "/hand_position_controller/commands": "std_msgs/msg/Float64MultiArray",
@@ -183,11 +184,17 @@ def message_class(msgtype: str) -> type:
     return getattr(module, parts[2])
 
 
+def sensor_topics(hand: str = "shadow") -> list[str]:
+    """The streams that measure the world (each stamped in order by its one writer)."""
+    return ["/joint_states", *camera_topics(hand), "/object/pose_gt", "/object/pose",
+            "/object/pose_speed"]
+
+
 def record_topics(hand: str = "shadow", pose_source: str = "vision") -> list[str]:
     """Default topics the recorder writes (no /sim/reset, /goal/marker: derived/requests)."""
     topics = ["/clock", "/joint_states", *camera_topics(hand), "/object/pose_gt"]
     if _pose_source(pose_source) == "vision":
-        topics.append("/object/pose")
+        topics += ["/object/pose", "/object/pose_speed"]
     topics += [
         "/goal/pose",
         "/policy/action",

@@ -18,7 +18,7 @@ from rclpy.serialization import deserialize_message
 
 from dex_bringup.bag_frames import FrameSink
 from dex_bringup.bagging import RosbagsSink, TrialRouter
-from dex_bringup.graph import message_class, record_topics, topic_types
+from dex_bringup.graph import message_class, record_topics, sensor_topics, topic_types
 from dex_common.ros_util import ERROR, OK, WARN, DiagnosticsPublisher, run_node
 
 
@@ -40,6 +40,8 @@ class RecorderNode(Node):
         if frames:
             self.sink = FrameSink(self.sink, hand)
         self.router = TrialRouter(self.sink, self.types, grace_s=grace)
+        self.sensors = [t for t in sensor_topics(hand) if t in self.types]
+        self._closed = 0
         # Without /clock (a wall-time graph: the real hand), a header-less message (the command
         # topic's Float64MultiArray) is routed by the time it arrived.
         self.wall_time = not self.get_parameter("use_sim_time").value
@@ -87,6 +89,10 @@ class RecorderNode(Node):
 
     def _tick(self) -> None:
         self.router.tick(time.monotonic())
+        closed = sum(t.closed for t in self.router.trials.values())
+        if closed != self._closed:  # at once: `dex run` waits for the last bag to close
+            self._closed = closed
+            self._publish_diag()
         if len(self.router.errors) != self._last_errors or self.router.counts["write_errors"]:
             if self.router.errors and len(self.router.errors) != self._last_errors:
                 self.get_logger().error(self.router.errors[-1])
@@ -94,6 +100,9 @@ class RecorderNode(Node):
                 self._publish_diag()
 
     def _slow_tick(self) -> None:
+        # A trial's bag waits for the sensor streams that have a writer (TrialRouter).
+        self.router.wait_topics = frozenset(
+            t for t in self.sensors if self._subs[t].get_publisher_count() > 0)
         # Match best-effort publishers (a reliable subscription would receive nothing).
         for topic in self.types:
             infos = self.get_publishers_info_by_topic(topic)

@@ -156,6 +156,8 @@ def run_graph(
     keep_running: bool = False,
     timeout_s: float = math.inf,
     settle_s: float = 1.0,
+    settled: Callable[[], bool] = lambda: True,
+    settle_max_s: float = 10.0,
     respawn: RespawnPolicy | None = None,
     trials_done: Callable[[], int] = lambda: 0,
     tick: Callable[[], None] | None = None,
@@ -164,8 +166,9 @@ def run_graph(
     heartbeat: Callable[[], str] = lambda: "running",
     handle_signals: bool = True,
 ) -> RunOutcome:
-    """Start ``group`` staged, spin until ``finished()`` (unless ``keep_running``), settle, stop
-    every node (see the module docstring). ``trials_done()`` is the index of the first trial not
+    """Start ``group`` staged, spin until ``finished()`` (unless ``keep_running``), settle (at
+    least ``settle_s``, then until ``settled()`` — the recorder closed its bags — or
+    ``settle_max_s``), stop every node (see the module docstring). ``trials_done()`` is the index of the first trial not
     yet ended (where a restarted controller resumes); ``tick`` runs every turn (fault
     injection); ``progress`` gets one line per event and ``heartbeat()`` every ``heartbeat_s``. With
     ``handle_signals`` SIGINT/SIGTERM stop the run cleanly (the handlers are restored after)."""
@@ -185,9 +188,12 @@ def run_graph(
                 out.finished = True
                 if not keep_running:
                     progress("all trials done; stopping the graph")
-                    end = time.monotonic() + settle_s
-                    while time.monotonic() < end:
+                    t_fin = time.monotonic()
+                    while True:
                         spin()
+                        waited = time.monotonic() - t_fin
+                        if waited >= settle_s and (settled() or waited >= settle_max_s):
+                            break
                     break
             dead = group.dead()
             if dead and not _supervise(group, dead, respawn, trials_done, out, t0, progress,

@@ -15,11 +15,11 @@ rejected).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from dex_common.rotations import _rotation_distance
+from dex_common.rotations import quat_conj, quat_mul
 
 # A cube spun by fingers turns well under 10 rad/s (Dactyl's policy: a 90° face turn takes
 # about a second); a dropped cube falls at ~2 m/s after 20 cm. Limits with margin over both.
@@ -32,6 +32,26 @@ class Verdict:
     plausible: bool
     angular_speed: float  # rad/s implied against the reference (nan: no reference yet)
     linear_speed: float  # m/s
+    # The same as vectors in the pose's frame: rad/s (axis × angle / dt) and m/s; nan before a
+    # reference exists.
+    angular_velocity: np.ndarray = field(default_factory=lambda: np.full(3, math.nan))
+    linear_velocity: np.ndarray = field(default_factory=lambda: np.full(3, math.nan))
+
+
+def implied_velocity(stamp0: float, pos0: np.ndarray, quat0: np.ndarray, stamp1: float,
+                     pos1: np.ndarray, quat1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(angular rad/s, linear m/s) vectors, in the poses' frame, that carry pose 0 to pose 1
+    (unit quaternions w,x,y,z) in ``stamp1 - stamp0`` s, the shorter way round; inf if dt <= 0."""
+    dt = stamp1 - stamp0
+    if dt <= 0:
+        return np.full(3, math.inf), np.full(3, math.inf)
+    rel = quat_mul(np.asarray(quat1, float), quat_conj(np.asarray(quat0, float)))
+    if rel[0] < 0:
+        rel = -rel  # q ≡ −q: the shorter rotation
+    s = float(np.linalg.norm(rel[1:]))
+    angle = 2.0 * math.atan2(s, float(rel[0]))
+    axis = rel[1:] / s if s > 1e-12 else np.zeros(3)
+    return axis * angle / dt, (np.asarray(pos1, float) - np.asarray(pos0, float)) / dt
 
 
 class PoseJumpGate:
@@ -51,14 +71,11 @@ class PoseJumpGate:
         self._streak: list[tuple[float, np.ndarray, np.ndarray]] = []
 
     def _speeds(self, a: tuple[float, np.ndarray, np.ndarray], stamp: float, pos: np.ndarray,
-                quat: np.ndarray) -> tuple[float, float]:
-        dt = stamp - a[0]
-        if dt <= 0:
-            return math.inf, math.inf
-        ang = _rotation_distance([float(v) for v in a[2]], [float(v) for v in quat])
-        return ang / dt, float(np.linalg.norm(pos - a[1])) / dt
+                quat: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
+        w, v = implied_velocity(*a, stamp, pos, quat)
+        return float(np.linalg.norm(w)), float(np.linalg.norm(v)), w, v
 
-    def _within(self, speeds: tuple[float, float]) -> bool:
+    def _within(self, speeds: tuple) -> bool:
         return speeds[0] <= self.max_angular_speed and speeds[1] <= self.max_linear_speed
 
     def check(self, stamp: float, pos: np.ndarray, quat: np.ndarray) -> Verdict:

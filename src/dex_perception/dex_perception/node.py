@@ -4,7 +4,14 @@
 
 Subscribes ``/cameras/<cam>/image_raw`` for every registry camera, joins them with the shared
 ``ApproxTimeSynchronizer``, runs the estimator, and publishes ``/object/pose`` (PoseStamped, frame
-``world``) whose header stamp is exactly the cameras' stamp. Bad input (encoding other than
+``world``) whose header stamp is exactly the cameras' stamp.
+
+Every estimate after the first also gets ``/object/pose_speed`` (TwistStamped, same stamp and
+frame): the angular (rad/s) and linear (m/s) velocity it implies against the last plausible
+estimate (``dex_common.pose_gate``). It is the node's per-estimate plausibility measure: an
+estimate that implies more than ``max_cube_angular_speed`` / ``max_cube_linear_speed`` (a face
+taken for another: a 90° flip in one period) is one no cube can make; it is still published
+(consumers judge it: the policy holds), counted as ``implausible_estimates`` and WARNed. Bad input (encoding other than
 rgb8, wrong size, short buffer), a missing model or a model whose contract does not match the
 registry → ERROR on /diagnostics and in the log; the node stays up (with no model it publishes
 nothing but keeps reporting why).
@@ -17,11 +24,12 @@ import threading
 import time
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
+from dex_common.pose_gate import MAX_ANGULAR_SPEED, MAX_LINEAR_SPEED, PoseJumpGate
 from dex_common.ros_util import (
     ERROR,
     IMAGE_QOS,
@@ -66,6 +74,8 @@ class PerceptionNode(Node):
         self.declare_parameter("hand", "shadow")
         self.declare_parameter("model_path", "")
         self.declare_parameter("slop", 0.005)
+        self.declare_parameter("max_cube_angular_speed", MAX_ANGULAR_SPEED)
+        self.declare_parameter("max_cube_linear_speed", MAX_LINEAR_SPEED)
         hand = str(self.get_parameter("hand").value)
         self.spec = get_hand(hand)
         self.cameras = self.spec.camera_names
@@ -76,6 +86,7 @@ class PerceptionNode(Node):
         self.image_errors = 0
         self.inference_errors = 0
         self.stamp_errors = 0
+        self.implausible = 0
         self.last_error = ""
         self.model_error = ""
         self._last_error_wall = -1e9
@@ -92,10 +103,18 @@ class PerceptionNode(Node):
             self.model_error = f"pose model unusable: {type(e).__name__}: {e}"
             self.get_logger().error(self.model_error)
 
+        try:
+            self.gate = PoseJumpGate(float(self.get_parameter("max_cube_angular_speed").value),
+                                     float(self.get_parameter("max_cube_linear_speed").value))
+        except ValueError as e:  # bad limits: report them, judge with the defaults
+            self.get_logger().error(f"max_cube_angular_speed / max_cube_linear_speed: {e}; "
+                                    f"using {MAX_ANGULAR_SPEED} rad/s / {MAX_LINEAR_SPEED} m/s")
+            self.gate = PoseJumpGate()
         self.sync = ApproxTimeSynchronizer(
             len(self.cameras), slop=float(self.get_parameter("slop").value), queue_size=8
         )
         self.pub = self.create_publisher(PoseStamped, "/object/pose", STATE_QOS)
+        self.speed_pub = self.create_publisher(TwistStamped, "/object/pose_speed", STATE_QOS)
         self.subs = [
             self.create_subscription(
                 Image, f"/cameras/{name}/image_raw",
@@ -152,11 +171,27 @@ class PerceptionNode(Node):
         p, q = out.pose.position, out.pose.orientation
         p.x, p.y, p.z = (float(v) for v in pos)
         q.w, q.x, q.y, q.z = (float(v) for v in quat)
+        verdict = self.gate.check(stamp_to_float(out.header.stamp), pos, quat)
         try:
             self.pub.publish(out)
             self.published += 1
+            if np.all(np.isfinite(verdict.angular_velocity)):  # none for the first estimate
+                speed = TwistStamped()
+                speed.header = out.header
+                a, v = speed.twist.angular, speed.twist.linear
+                a.x, a.y, a.z = (float(x) for x in verdict.angular_velocity)
+                v.x, v.y, v.z = (float(x) for x in verdict.linear_velocity)
+                self.speed_pub.publish(speed)
         except Exception as e:  # publishing during shutdown can raise RCLError
             self.get_logger().warning(f"publish failed: {e}")
+        if not verdict.plausible:
+            self.implausible += 1
+            self.last_error = (f"implausible estimate at stamp {stamp_to_float(out.header.stamp):.6f}:"
+                               f" the cube would have turned at {verdict.angular_speed:.0f} rad/s /"
+                               f" moved at {verdict.linear_speed:.2f} m/s")
+            self._last_error_wall = time.monotonic()
+            self.get_logger().warning(self.last_error, throttle_duration_sec=1.0)
+            self._report(level=WARN, message=self.last_error)
 
     def _error(self, kind: str, text: str, msgs: list[Image]) -> None:
         if kind == "image":
@@ -178,6 +213,7 @@ class PerceptionNode(Node):
             "image_errors": self.image_errors,
             "inference_errors": self.inference_errors,
             "stamp_errors": self.stamp_errors,
+            "implausible_estimates": self.implausible,
             "last_error": self.last_error or self.model_error,
         }
         if self.estimator is not None:
