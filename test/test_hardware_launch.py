@@ -89,9 +89,14 @@ def test_dex_run_hardware_runs_a_trial_on_the_emulated_hand(dds_env: dict[str, s
     counts, meta = read_bag(tmp_path / "bags" / "trial_000")
     assert meta["trial"] == "0" and meta["mode"] == "vision" and meta["controller"] == "mpc"
     assert meta["end_reason"] in ("dropped", "timeout", "completed"), meta
-    for topic in ("/joint_states", *camera_topics("leap"), "/object/pose",
-                  "/hand_position_controller/commands", "/trial/status"):
-        assert counts.get(topic, 0) >= 1, (topic, counts, printed[-8000:])
+    missing = [t for t in ("/joint_states", *camera_topics("leap"), "/object/pose",
+                           "/object/pose_speed", "/hand_position_controller/commands",
+                           "/trial/status") if counts.get(t, 0) < 1]
+    if missing:  # say where they went: the untrialed bag, or nowhere
+        untrialed = (read_bag(tmp_path / "bags" / "untrialed")[0]
+                     if (tmp_path / "bags" / "untrialed").exists() else {})
+        pytest.fail(f"missing from trial_000: {missing}; trial_000 {counts}; untrialed "
+                    f"{untrialed}; meta {meta}\n{printed[-8000:]}")
     # Every step but the ending one commands the hand; the command topic has no header, so the
     # recorder files a command by its arrival time (a loaded recorder may file the last late).
     steps = int(meta["steps"])
