@@ -239,3 +239,32 @@ def test_default_model_loads_and_estimates_a_rendered_cube() -> None:
         sampler.close()
     assert np.median(pe_mm) < 12.0, f"default model position errors {pe_mm} mm"
     assert np.median(re_deg) < 60.0, f"default model rotation errors {re_deg} deg"
+
+
+def test_eval_table6_matches_the_node_path_per_sample(tiny_model: dict, tmp_path, capsys) -> None:
+    """dex-perception-eval: batched ORT over a held-out set gives the errors that the node's own
+    path (PoseEstimator.predict, one set at a time) gives, row by row; JSON, table and PNG."""
+    from dex_perception import evaluate as ev
+
+    assert ev.rotation_errors_deg(np.array([[1.0, 0, 0, 0]]),
+                                  np.array([[-np.cos(np.pi / 4), 0, 0, -np.sin(np.pi / 4)]])
+                                  ) == pytest.approx([90.0])
+    data = tiny_model["root"] / "data"
+    out = tmp_path / "eval.json"
+    assert ev.main(["--model", str(tiny_model["onnx"]), "--data", f"randomized={data}",
+                    "--json", str(out), "--png", str(tmp_path / "eval.png"), "--batch", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "| randomized (" in printed and "Dactyl, MuJoCo renders (Table 6)" in printed
+    res = json.loads(out.read_text())["sets"]["randomized"]
+    images, pos, quat, _ = ds.load(data)
+    est = PoseEstimator(tiny_model["onnx"], "shadow")
+    rot, pmm = [], []
+    for i in range(len(images)):
+        p, q = est.predict(list(images[i]))
+        rot.append(ev.rotation_errors_deg(q[None], quat[i][None].astype(np.float64))[0])
+        pmm.append(np.linalg.norm(p - pos[i]) * 1e3)
+    assert res["samples"] == len(images) == 10
+    assert res["rotation_error_deg"] == pytest.approx(np.mean(rot), abs=1e-3)
+    assert res["position_error_mm"] == pytest.approx(np.mean(pmm), abs=1e-3)
+    assert sum(v["samples"] for v in res["by_source"].values()) == 10
+    assert (tmp_path / "eval.png").stat().st_size > 10_000

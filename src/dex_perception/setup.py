@@ -19,5 +19,5 @@ setup(
     install_requires=["numpy", "onnxruntime", "dex_description", "dex_common", "dex_sim"],
     zip_safe=False,
     python_requires=">=3.10",
-    entry_points={"console_scripts": ["perception_node = dex_perception.node:main", "dex-perception-dataset = dex_perception.dataset:main", "dex-perception-train = dex_perception.train:main"]},
+    entry_points={"console_scripts": ["perception_node = dex_perception.node:main", "dex-perception-dataset = dex_perception.dataset:main", "dex-perception-train = dex_perception.train:main", "dex-perception-eval = dex_perception.evaluate:main"]},
 )

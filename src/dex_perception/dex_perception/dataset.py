@@ -356,6 +356,30 @@ def load(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     return np.concatenate(imgs), np.concatenate(pos), np.concatenate(quat), meta
 
 
+def load_sources(path: str | Path) -> np.ndarray:
+    """Each sample's pose source (index into ``SOURCES``), in ``load``'s order."""
+    out = []
+    for f in sorted(Path(path).glob("shard_*.npz")):
+        with np.load(f) as z:
+            out.append(z["source"])
+    return np.concatenate(out)
+
+
+def check_dataset(meta: dict, spec: Any) -> None:
+    """Refuse a dataset rendered for other cameras / resolution / hand facts."""
+    cam = spec.cameras[0]
+    want = {
+        "hand": spec.name,
+        "hand_facts_hash": spec.facts_hash(),
+        "cameras": spec.camera_names,
+        "image": {"height": cam.height, "width": cam.width, "encoding": "rgb8"},
+    }
+    bad = [f"{k}: dataset {meta.get(k)!r} != registry {v!r}" for k, v in want.items()
+           if meta.get(k) != v]
+    if bad:
+        raise ValueError("dataset does not match the hand registry: " + "; ".join(bad))
+
+
 def main(argv: list[str] | None = None) -> None:
     from dex_common.workers import ADDRESS_HELP
 

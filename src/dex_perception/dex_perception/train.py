@@ -74,21 +74,6 @@ def config_hash(cfg: TrainConfig, data_meta: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def check_dataset(meta: dict, spec: HandSpec) -> None:
-    """Refuse a dataset rendered for other cameras / resolution / hand facts."""
-    cam = spec.cameras[0]
-    want = {
-        "hand": spec.name,
-        "hand_facts_hash": spec.facts_hash(),
-        "cameras": spec.camera_names,
-        "image": {"height": cam.height, "width": cam.width, "encoding": "rgb8"},
-    }
-    bad = [f"{k}: dataset {meta.get(k)!r} != registry {v!r}" for k, v in want.items()
-           if meta.get(k) != v]
-    if bad:
-        raise ValueError("dataset does not match the hand registry: " + "; ".join(bad))
-
-
 def lr_at(lr: float, step: int, total: int, warmup: float = 0.05) -> float:
     """Linear warm-up then cosine decay to 2% of ``lr``."""
     w = max(1, int(warmup * total))
@@ -256,7 +241,7 @@ def train(
     spec = get_hand(cfg.hand)
     torch.set_num_threads(cfg.threads)
     images, pos, quat, meta = ds.load(data)
-    check_dataset(meta, spec)
+    ds.check_dataset(meta, spec)
     cam = spec.cameras[0]
     cfg.net.n_cameras, cfg.net.height, cfg.net.width = len(spec.cameras), cam.height, cam.width
     cfg.net.pos_center = tuple(float(v) for v in spec.cube.rest_pos)
