@@ -53,31 +53,28 @@ def test_image_to_array_respects_step_and_rejects_bad_input() -> None:
         image_to_array(m, (4, 5))
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[np.ndarray]:
+def _render_views(seed: int) -> list[np.ndarray]:
+    """The three camera views of the scene reset with ``seed`` (face up and yaw from it)."""
     from dex_sim.physics import HandCubeSim
 
     sim = HandCubeSim("shadow", render=True)
     try:
-        sim.reset(3)
+        sim.reset(seed)
         sim.step_control()
         return [sim.render(name) for name in SPEC.camera_names]
     finally:
         sim.close()
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[np.ndarray]:
+    return _render_views(3)
 
 
 @pytest.fixture(scope="module")
 def rendered_other() -> list[np.ndarray]:
-    """The cube reset with another seed: another face up and yaw."""
-    from dex_sim.physics import HandCubeSim
-
-    sim = HandCubeSim("shadow", render=True)
-    try:
-        sim.reset(8)
-        sim.step_control()
-        return [sim.render(name) for name in SPEC.camera_names]
-    finally:
-        sim.close()
+    """Another seed: another face up and yaw."""
+    return _render_views(8)
 
 
 def _start_node(*params: str) -> subprocess.Popen:
