@@ -154,8 +154,9 @@ class ApproxTimeSynchronizer:
 
         ``now`` (optional): the receiver's current time on the inputs' clock (sim time from
         /clock, or the wall clock on a real robot). When given, it is the reference: a stamp
-        more than ``jump_threshold`` from it is rejected at once (``dropped_implausible``), and
-        one it vouches for that is off the old timeline is a time jump at once."""
+        more than ``jump_threshold`` from it is rejected at once (``dropped_implausible``); one
+        it vouches for that lies before the old timeline is a time jump at once, and one after
+        it is a gap (accepted as usual)."""
         if isinstance(stream, bool) or not 0 <= int(stream) < self.n or int(stream) != stream:
             raise IndexError(f"stream must be an integer in [0, {self.n}); got {stream!r}")
         i = int(stream)
@@ -170,7 +171,11 @@ class ApproxTimeSynchronizer:
             if abs(t - now) > self.jump_threshold:
                 self._drop(i, "implausible")
                 return []
-            if not self._plausible(i, t):  # the clock moved with it: a real jump
+            if not self._plausible(i, t) and t < max(self._last):
+                # Back in time, and the clock went with it: a real jump (sim restarted, bag
+                # looped). Forward and on the clock is only a gap: time passed while nothing
+                # arrived (a starved receiver, a stalled stream); the stamps stay in order and
+                # the elapsed time counts, so nothing is flushed.
                 self._cand[i].append((t, msg))
                 return self._time_jump(t)
         elif not self._plausible(i, t):
