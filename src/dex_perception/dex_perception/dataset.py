@@ -328,8 +328,12 @@ def generate(
         meta["shards"] = n_shards
         meta["renders_per_s"] = (round(meta["renders"] / meta["render_s"], 2)
                                  if meta["render_s"] > 0 else None)
-        meta["samples_per_s"] = (round((samples - done) / (time.perf_counter() - t_start), 2)
-                                 if jobs else None)
+        # Over every run that rendered this dataset (a resumed run that found it all done
+        # keeps the rate of the runs that did the work).
+        missing = sum(min(shard_size, samples - k * shard_size) for k in range(n_shards)
+                      if not (out / f"{shard_name(k)}.npz").exists())
+        meta["samples_per_s"] = (round((samples - missing) / meta["elapsed_s"], 2)
+                                 if meta["elapsed_s"] > 0 else None)
         meta_file.write_text(json.dumps(meta, indent=2))
     return meta
 
