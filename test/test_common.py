@@ -25,6 +25,7 @@ from dex_common.rotations import (
     quat_to_mat,
     random_quat,
     rotation_distance,
+    rotation_distances,
 )
 from dex_common.stats import RollingStats
 from dex_common.trial import (
@@ -73,6 +74,15 @@ def test_axis_angle_and_rotation_distance() -> None:
         quat_normalize(np.zeros(4))
     with pytest.raises(ValueError):
         rotation_distance(ID, np.array([np.nan, 0, 0, 1]))
+    # The row-wise form gives the scalar one's angles, signs and broadcasting included.
+    rng = np.random.default_rng(3)
+    qs = np.array([random_quat(rng) for _ in range(20)])
+    rs = np.array([random_quat(rng) for _ in range(20)]) * rng.choice([-1.0, 1.0], (20, 1))
+    np.testing.assert_allclose(rotation_distances(qs, rs),
+                               [rotation_distance(a, b) for a, b in zip(qs, rs, strict=True)],
+                               atol=1e-12)
+    np.testing.assert_allclose(rotation_distances(qs, ID), [rotation_distance(a, ID) for a in qs],
+                               atol=1e-12)
     with pytest.raises(ValueError):
         axis_angle_to_quat(np.zeros(3), 1.0)
 

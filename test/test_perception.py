@@ -264,6 +264,8 @@ def test_eval_table6_matches_the_node_path_per_sample(tiny_model: dict, tmp_path
         rot.append(ev.rotation_errors_deg(q[None], quat[i][None].astype(np.float64))[0])
         pmm.append(np.linalg.norm(p - pos[i]) * 1e3)
     assert res["samples"] == len(images) == 10
+    with pytest.raises(ImageError, match="image sets"):
+        est.predict_batch(images[:, :2])  # two cameras of three
     assert res["rotation_error_deg"] == pytest.approx(np.mean(rot), abs=1e-3)
     assert res["position_error_mm"] == pytest.approx(np.mean(pmm), abs=1e-3)
     assert sum(v["samples"] for v in res["by_source"].values()) == 10

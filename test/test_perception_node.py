@@ -256,3 +256,18 @@ def test_node_without_model_reports_error_and_stays_up(probe, tmp_path) -> None:
     finally:
         out = _stop(proc)
     assert "Traceback" not in out, out
+
+
+def test_node_with_bad_speed_limits_reports_error_and_still_estimates(probe, rendered) -> None:
+    proc = _start_node("hand:=shadow", "use_sim_time:=true", "max_cube_angular_speed:=-1.0")
+    try:
+        assert probe.spin_until(
+            lambda: any(d.level == DiagnosticStatus.ERROR and "max_cube_angular_speed" in d.message
+                        for d in probe.diags), 30.0), "no ERROR diagnostics: " + _stop(proc)
+        assert probe.spin_until(lambda: all(p.get_subscription_count() >= 1 for p in probe.pubs),
+                                30.0)
+        probe.publish_set(rendered, Time(sec=30))
+        assert probe.spin_until(lambda: len(probe.poses) >= 1, 20.0), "no pose with bad limits"
+    finally:
+        out = _stop(proc)
+    assert "Traceback" not in out, out

@@ -168,10 +168,11 @@ def run_graph(
 ) -> RunOutcome:
     """Start ``group`` staged, spin until ``finished()`` (unless ``keep_running``), settle (at
     least ``settle_s``, then until ``settled()`` — the recorder closed its bags — or
-    ``settle_max_s``), stop every node (see the module docstring). ``trials_done()`` is the index of the first trial not
-    yet ended (where a restarted controller resumes); ``tick`` runs every turn (fault
-    injection); ``progress`` gets one line per event and ``heartbeat()`` every ``heartbeat_s``. With
-    ``handle_signals`` SIGINT/SIGTERM stop the run cleanly (the handlers are restored after)."""
+    ``settle_max_s``), stop every node (see the module docstring). ``trials_done()`` is the
+    index of the first trial not yet ended (where a restarted controller resumes); ``tick``
+    runs every turn (fault injection); ``progress`` gets one line per event and ``heartbeat()``
+    every ``heartbeat_s``. With ``handle_signals`` SIGINT/SIGTERM stop the run cleanly (the
+    handlers are restored after)."""
     out = RunOutcome([], {}, [], False, False)
     old = None
     if handle_signals:

@@ -131,6 +131,13 @@ def rotation_distance(q1: np.ndarray, q2: np.ndarray) -> float:
     return _rotation_distance(_qnormalize(_finite4(a, "q1")), _qnormalize(_finite4(b, "q2")))
 
 
+def rotation_distances(q1: np.ndarray, q2: np.ndarray) -> np.ndarray:
+    """``rotation_distance`` row by row: angles (rad) between unit quaternions [..., 4]
+    (broadcast), with the same atan2 form (precise near 0, sign-invariant)."""
+    rel = _qmul_rows(quat_conj(q1), _as_quat(q2, "q2"))
+    return 2.0 * np.arctan2(np.linalg.norm(rel[..., 1:], axis=-1), np.abs(rel[..., 0]))
+
+
 def random_quat(rng: np.random.Generator) -> np.ndarray:
     """Uniformly distributed rotation on SO(3) (normalized 4-D Gaussian), sign-canonical w >= 0."""
     while True:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from dex_common.rotations import rotation_distances
 from dex_perception import dataset as ds
 from dex_perception.runtime import PoseEstimator
 
@@ -30,20 +31,17 @@ DACTYL_TABLE6 = {"rotation_error_deg": 3.23, "position_error_mm": 3.71}
 
 def rotation_errors_deg(quat: np.ndarray, quat_gt: np.ndarray) -> np.ndarray:
     """Angle (deg) between unit quaternions, row by row (w, x, y, z; q ≡ −q)."""
-    dot = np.abs(np.sum(quat * quat_gt, axis=1)).clip(max=1.0)
-    return np.degrees(2.0 * np.arccos(dot))
+    return np.degrees(rotation_distances(quat, quat_gt))
 
 
 def predict_batched(estimator: PoseEstimator, images: np.ndarray, batch: int = 32,
                     progress: bool = True, desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
-    """(positions [N, 3], unit quaternions [N, 4]) for images [N, C, H, W, 3]."""
-    pos, quat = [], []
-    for i in tqdm(range(0, len(images), batch), desc=desc, disable=not progress, leave=False):
-        p, q = estimator.session.run(["position", "orientation"], {"images": images[i:i + batch]})
-        pos.append(p)
-        quat.append(q)
-    q = np.concatenate(quat).astype(np.float64)
-    return np.concatenate(pos).astype(np.float64), q / np.linalg.norm(q, axis=1, keepdims=True)
+    """(positions [N, 3], unit quaternions [N, 4]) for images [N, C, H, W, 3], ``batch`` sets
+    per call."""
+    out = [estimator.predict_batch(images[i:i + batch])
+           for i in tqdm(range(0, len(images), batch), desc=desc, disable=not progress,
+                         leave=False)]
+    return np.concatenate([p for p, _ in out]), np.concatenate([q for _, q in out])
 
 
 def summarize(rot_deg: np.ndarray, pos_mm: np.ndarray) -> dict[str, float]:

@@ -224,9 +224,8 @@ def pose_loss(
     symmetries (its faces are coloured distinctly, so every orientation is distinguishable).
     ``pos_weight`` makes 1 cm of position error cost 1; ``rot_weight`` makes ~25 degrees of
     rotation error cost about 0.5."""
-    pos_mse = ((pos - pos_gt) ** 2).sum(dim=1).mean()
     rot = (1.0 - (quat * quat_gt).sum(dim=1).abs()).mean()
-    return pos_weight * pos_mse + rot_weight * rot, pos_mse, rot
+    return _weighted(pos, pos_gt, rot, pos_weight, rot_weight)
 
 
 def pose_loss_6d(
@@ -240,9 +239,15 @@ def pose_loss_6d(
     """(total, position MSE in m², rotation loss) for the 6-D output: the rotation loss is
     ‖R − R̂‖²_F / 16 = sin²(θ/2) / 2, which for small angles matches ``pose_loss``'s term
     (θ²/8) so the same weights apply; q and −q give the same R̂."""
-    pos_mse = ((pos - pos_gt) ** 2).sum(dim=1).mean()
     diff = rot6d_to_matrix(rot6d) - quat_to_matrix(quat_gt)
     rot = ((diff ** 2).sum(dim=(1, 2)) / 16.0).mean()
+    return _weighted(pos, pos_gt, rot, pos_weight, rot_weight)
+
+
+def _weighted(pos: torch.Tensor, pos_gt: torch.Tensor, rot: torch.Tensor, pos_weight: float,
+              rot_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, position MSE in m², rotation loss): the position term both losses share."""
+    pos_mse = ((pos - pos_gt) ** 2).sum(dim=1).mean()
     return pos_weight * pos_mse + rot_weight * rot, pos_mse, rot
 
 

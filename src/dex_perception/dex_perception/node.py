@@ -11,10 +11,12 @@ frame): the angular (rad/s) and linear (m/s) velocity it implies against the las
 estimate (``dex_common.pose_gate``). It is the node's per-estimate plausibility measure: an
 estimate that implies more than ``max_cube_angular_speed`` / ``max_cube_linear_speed`` (a face
 taken for another: a 90° flip in one period) is one no cube can make; it is still published
-(consumers judge it: the policy holds), counted as ``implausible_estimates`` and WARNed. Bad input (encoding other than
-rgb8, wrong size, short buffer), a missing model or a model whose contract does not match the
-registry → ERROR on /diagnostics and in the log; the node stays up (with no model it publishes
-nothing but keeps reporting why).
+(consumers judge it: the policy holds), counted as ``implausible_estimates`` and WARNed.
+
+Bad input (encoding other than rgb8, wrong size, short buffer), bad speed limits (the defaults
+are used), a missing model or a model whose contract does not match the registry → ERROR on
+/diagnostics and in the log; the node stays up (with no model it publishes nothing but keeps
+reporting why).
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class PerceptionNode(Node):
         self.implausible = 0
         self.last_error = ""
         self.model_error = ""
+        self.config_error = ""
         self._last_error_wall = -1e9
 
         mp = str(self.get_parameter("model_path").value)
@@ -106,9 +109,10 @@ class PerceptionNode(Node):
         try:
             self.gate = PoseJumpGate(float(self.get_parameter("max_cube_angular_speed").value),
                                      float(self.get_parameter("max_cube_linear_speed").value))
-        except ValueError as e:  # bad limits: report them, judge with the defaults
-            self.get_logger().error(f"max_cube_angular_speed / max_cube_linear_speed: {e}; "
-                                    f"using {MAX_ANGULAR_SPEED} rad/s / {MAX_LINEAR_SPEED} m/s")
+        except ValueError as e:  # bad limits: ERROR on /diagnostics, judge with the defaults
+            self.config_error = (f"max_cube_angular_speed / max_cube_linear_speed: {e}; using "
+                                 f"{MAX_ANGULAR_SPEED} rad/s / {MAX_LINEAR_SPEED} m/s")
+            self.get_logger().error(self.config_error)
             self.gate = PoseJumpGate()
         self.sync = ApproxTimeSynchronizer(
             len(self.cameras), slop=float(self.get_parameter("slop").value), queue_size=8
@@ -171,7 +175,8 @@ class PerceptionNode(Node):
         p, q = out.pose.position, out.pose.orientation
         p.x, p.y, p.z = (float(v) for v in pos)
         q.w, q.x, q.y, q.z = (float(v) for v in quat)
-        verdict = self.gate.check(stamp_to_float(out.header.stamp), pos, quat)
+        stamp = stamp_to_float(out.header.stamp)
+        verdict = self.gate.check(stamp, pos, quat)
         try:
             self.pub.publish(out)
             self.published += 1
@@ -186,7 +191,7 @@ class PerceptionNode(Node):
             self.get_logger().warning(f"publish failed: {e}")
         if not verdict.plausible:
             self.implausible += 1
-            self.last_error = (f"implausible estimate at stamp {stamp_to_float(out.header.stamp):.6f}:"
+            self.last_error = (f"implausible estimate at stamp {stamp:.6f}:"
                                f" the cube would have turned at {verdict.angular_speed:.0f} rad/s /"
                                f" moved at {verdict.linear_speed:.2f} m/s")
             self._last_error_wall = time.monotonic()
@@ -214,7 +219,7 @@ class PerceptionNode(Node):
             "inference_errors": self.inference_errors,
             "stamp_errors": self.stamp_errors,
             "implausible_estimates": self.implausible,
-            "last_error": self.last_error or self.model_error,
+            "last_error": self.last_error or self.model_error or self.config_error,
         }
         if self.estimator is not None:
             t = self.estimator.timing.summary()
@@ -235,8 +240,8 @@ class PerceptionNode(Node):
 
     def _report(self, level: int | None = None, message: str | None = None,
                 immediate: bool = True) -> None:
-        if self.model_error:
-            level, message = ERROR, self.model_error
+        if self.model_error or self.config_error:
+            level, message = ERROR, self.model_error or self.config_error
         elif level is None:
             # WARN for a while after a rejected input, then back to OK.
             recent = time.monotonic() - self._last_error_wall < RECENT_ERROR_S

@@ -94,6 +94,17 @@ class PoseEstimator:
                     f"got {img.shape}"
                 )
 
+    def predict_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions [N, 3], unit quaternions [N, 4]) for image sets [N, C, H, W, 3] uint8
+        (offline evaluation: the same model and outputs as ``predict``, many sets per call)."""
+        want = (len(self.cameras), *self.shapes[0])
+        if images.dtype != np.uint8 or images.ndim != 5 or images.shape[1:] != want:
+            raise ImageError(f"expected uint8 image sets [N, {', '.join(map(str, want))}]; "
+                             f"got {images.dtype} {images.shape}")
+        pos, quat = self.session.run(["position", "orientation"], {"images": images})
+        q = quat.astype(np.float64)
+        return pos.astype(np.float64), q / np.linalg.norm(q, axis=1, keepdims=True)
+
     def predict(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(position (3,) m world, unit quaternion (4,) w,x,y,z) from one image per camera."""
         self.check_images(images)
