@@ -122,3 +122,34 @@ def test_two_ray_workers_render_the_same_shards_as_one_process(tmp_path: Path) -
         b = np.load(tmp_path / "two" / f"shard_{k:05d}.npz")
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_visibility_measures_what_hides_the_cube_and_changes_no_image(tmp_path: Path) -> None:
+    """``--visibility`` stores each camera's visible share of the cube: ~1 for a cube on the
+    palm in plain view, 0 for one pushed under the floor (the floor hides it; alone it is in
+    view). Measuring it draws nothing: the images equal those of the same dataset without it."""
+    import mujoco
+
+    s = ds.PoseSampler("leap", ds.RenderConfig(visual="none"))
+    try:
+        s.sim.reset(0)
+        mujoco.mj_forward(s.sim.model, s.sim.data)  # places the cameras (as a render does)
+        assert np.all(s.visibility() > 0.9), s.visibility()
+        floor_z = s.sim.model.geom("floor").pos[2]
+        s.sim.data.qpos[s.sim.idx.cube_qpos + 2] = floor_z - 0.1
+        mujoco.mj_forward(s.sim.model, s.sim.data)
+        assert np.all(s.visibility() == 0.0), s.visibility()
+    finally:
+        s.close()
+    plain = ds.generate(tmp_path / "plain", samples=4, seed=3, hand="leap", shard_size=2,
+                        progress=False)
+    vis = ds.generate(tmp_path / "vis", samples=4, seed=3, hand="leap", shard_size=2,
+                      progress=False, visibility=True)
+    assert vis["visibility"] is True and "visibility" not in plain
+    np.testing.assert_array_equal(ds.load(tmp_path / "vis")[0], ds.load(tmp_path / "plain")[0])
+    visible = ds.load_visibility(tmp_path / "vis")
+    assert visible.shape == (4, 3) and np.all((visible >= 0) & (visible <= 1))
+    assert ds.load_visibility(tmp_path / "plain") is None
+    with pytest.raises(ValueError, match="visibility"):  # resuming it without the flag
+        ds.generate(tmp_path / "vis", samples=4, seed=3, hand="leap", shard_size=2,
+                    progress=False)

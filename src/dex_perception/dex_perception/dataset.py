@@ -17,7 +17,9 @@ table (docs/visual_randomization.md). The cube's faces keep distinguishable colo
 Output (``--out DIR``): ``shard_NNNNN.npz`` with ``images`` uint8 [N, C, H, W, 3] (cameras in
 registry order, rgb8), ``position`` float32 [N, 3] (world m), ``orientation`` float32 [N, 4]
 (w, x, y, z), ``sample`` int64 [N] (index in the dataset), ``source`` uint8 [N] (index into
-``SOURCES``); ``shard_NNNNN.png``, a grid of its first samples (a row per sample, a column per
+``SOURCES``), with ``--visibility`` also ``visible`` float32 [N, C] (the fraction of the cube's
+silhouette each camera sees, ``HandCubeSim.cube_visibility``: what the fingers hide);
+``shard_NNNNN.png``, a grid of its first samples (a row per sample, a column per
 camera) to see what the model learns from; ``meta.json`` (hand, cameras, image size, facts hash,
 config, the command line, renders/s). Shard k holds samples [k*S, (k+1)*S), drawn from the seed
 stream (seed, k): shards render in parallel (``--workers``, Ray: local cores or a cluster by
@@ -144,6 +146,10 @@ class PoseSampler:
             sim.step_control()
             self._periods += 1
 
+    def visibility(self) -> np.ndarray:
+        """Per camera, the fraction of the cube's silhouette in view now (float32 [C])."""
+        return np.array([self.sim.cube_visibility(c) for c in self.cameras], np.float32)
+
     def render(self, rng: np.random.Generator) -> np.ndarray:
         """The current state through the cameras, visually randomized: uint8 [C, H, W, 3]."""
         self.vis.apply(rng)
@@ -203,24 +209,28 @@ def shard_name(index: int) -> str:
 
 
 def render_shard(sampler: PoseSampler, out: Path, index: int, seed: int, n: int,
-                 first_sample: int) -> dict[str, Any]:
+                 first_sample: int, visibility: bool = False) -> dict[str, Any]:
     """Render shard ``index`` (``n`` samples of the seed stream (seed, index)) into ``out``,
-    atomically, with its PNG grid; returns its statistics."""
+    atomically, with its PNG grid; returns its statistics. ``visibility`` adds each camera's
+    visible cube fraction (it draws no random numbers: the images are the same either way)."""
     rng = np.random.default_rng([int(seed), int(index)])
     renders, render_time = sampler.renders, sampler.render_time
     sampler.end_rollout()  # every shard starts its own rollouts: shards are independent
-    images, pos, quat, source = [], [], [], []
+    images, pos, quat, source, visible = [], [], [], [], []
     for _ in range(n):
         img, p, q, src = sampler.next(rng)
         images.append(img)
         pos.append(p)
         quat.append(q)
         source.append(src)
+        if visibility:
+            visible.append(sampler.visibility())
     images_arr = np.stack(images)
     tmp = out / f".{shard_name(index)}.tmp.npz"
+    extra = {"visible": np.stack(visible)} if visibility else {}
     np.savez(tmp, images=images_arr, position=np.stack(pos), orientation=np.stack(quat),
              sample=np.arange(first_sample, first_sample + n, dtype=np.int64),
-             source=np.asarray(source, np.uint8))
+             source=np.asarray(source, np.uint8), **extra)
     os.replace(tmp, out / f"{shard_name(index)}.npz")
     grid = np.concatenate([np.concatenate(list(im), axis=1) for im in images_arr[:GRID_SAMPLES]])
     cv2.imwrite(str(out / f"{shard_name(index)}.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
@@ -237,16 +247,17 @@ def _worker_init(hand: str, cfg: dict[str, Any]) -> None:
     _worker_sampler = PoseSampler(hand, RenderConfig(**cfg))
 
 
-def _worker_shard(job: tuple[str, int, int, int, int]) -> dict[str, Any]:
-    out, index, seed, n, first = job
+def _worker_shard(job: tuple[str, int, int, int, int, bool]) -> dict[str, Any]:
+    out, index, seed, n, first, visibility = job
     assert _worker_sampler is not None
-    return render_shard(_worker_sampler, Path(out), index, seed, n, first)
+    return render_shard(_worker_sampler, Path(out), index, seed, n, first, visibility)
 
 
 def _dataset_identity(spec: Any, samples: int, seed: int, shard_size: int,
-                      cfg: RenderConfig) -> dict[str, Any]:
+                      cfg: RenderConfig, visibility: bool = False) -> dict[str, Any]:
     cam0 = spec.cameras[0]
-    return {
+    # "visibility" is part of the identity only when on, so datasets made before it resume
+    return ({"visibility": True} if visibility else {}) | {
         "hand": spec.name,
         "hand_facts_hash": spec.facts_hash(),
         "cameras": spec.camera_names,
@@ -270,9 +281,11 @@ def generate(
     command: str | None = None,
     workers: int = 1,
     ray_address: str | None = None,
+    visibility: bool = False,
 ) -> dict:
     """Render ``samples`` samples into ``out`` (shards + PNG grids + meta.json), keeping the
-    shards an earlier run of the same dataset already wrote; returns the meta dict."""
+    shards an earlier run of the same dataset already wrote; returns the meta dict.
+    ``visibility``: also store each camera's visible cube fraction (for evaluation sets)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = cfg or RenderConfig()
@@ -280,11 +293,12 @@ def generate(
     if samples < 1 or shard_size < 1:
         raise ValueError("samples and shard_size must be >= 1")
     spec = get_hand(hand)
-    identity = _dataset_identity(spec, samples, seed, shard_size, cfg)
+    identity = _dataset_identity(spec, samples, seed, shard_size, cfg, visibility)
     meta_file = out / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    if meta and {k: meta.get(k) for k in identity} != identity:
-        diff = sorted(k for k in identity if meta.get(k) != identity[k])
+    keys = identity.keys() | (meta.keys() & {"visibility"})
+    if meta and any(meta.get(k) != identity.get(k) for k in keys):
+        diff = sorted(k for k in keys if meta.get(k) != identity.get(k))
         raise ValueError(f"{out} holds another dataset (differs in {diff}): choose another --out")
     meta = {**identity, "complete": False, "command": command or "",
             "elapsed_s": meta.get("elapsed_s", 0.0), "render_s": meta.get("render_s", 0.0),
@@ -292,7 +306,8 @@ def generate(
             "source_counts": meta.get("source_counts", [0] * len(SOURCES))}
     meta_file.write_text(json.dumps(meta, indent=2))
     n_shards = -(-samples // shard_size)
-    jobs = [(str(out), k, int(seed), min(shard_size, samples - k * shard_size), k * shard_size)
+    jobs = [(str(out), k, int(seed), min(shard_size, samples - k * shard_size), k * shard_size,
+             visibility)
             for k in range(n_shards) if not (out / f"{shard_name(k)}.npz").exists()]
     done = samples - sum(j[3] for j in jobs)
     t_start = time.perf_counter()
@@ -340,7 +355,11 @@ def generate(
 
 def load(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """All shards of a dataset: (images, position, orientation, meta)."""
-    path = Path(path)
+    images, pos, quat, metas = load_many([path])
+    return images, pos, quat, metas[0]
+
+
+def _complete_shards(path: Path) -> tuple[list[Path], dict]:
     meta_file = path / "meta.json"
     if not meta_file.exists():
         raise FileNotFoundError(f"{meta_file} not found; make a dataset with dex-perception-dataset")
@@ -351,21 +370,57 @@ def load(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     shards = sorted(path.glob("shard_*.npz"))
     if not shards:
         raise FileNotFoundError(f"no shard_*.npz in {path}")
-    imgs, pos, quat = [], [], []
-    for f in shards:
+    return shards, meta
+
+
+def load_many(paths: list[str | Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    """Several datasets as one: (images, position, orientation, each dataset's meta), in the
+    order given. The images go straight into one preallocated array, so loading takes the
+    dataset's size in memory once, not twice (40k Shadow samples are 5.9 GB)."""
+    found = [_complete_shards(Path(p)) for p in paths]
+    metas = [m for _, m in found]
+    first = metas[0]
+    for p, m in zip(paths[1:], metas[1:], strict=True):
+        diff = [k for k in ("hand", "hand_facts_hash", "cameras", "image") if m.get(k) != first.get(k)]
+        if diff:
+            raise ValueError(f"{p} was rendered for another hand/camera set than {paths[0]} "
+                             f"(differs in {diff})")
+    shards = [f for fs, _ in found for f in fs]
+    sizes = []
+    for f in shards:  # an npz member is read only when asked for: not the images here
         with np.load(f) as z:
-            imgs.append(z["images"])
+            sizes.append(len(z["position"]))
+    image = first["image"]
+    images = np.empty((sum(sizes), len(first["cameras"]), image["height"], image["width"], 3),
+                      np.uint8)
+    pos, quat, k = [], [], 0
+    for f, n in zip(shards, sizes, strict=True):
+        with np.load(f) as z:
+            images[k : k + n] = z["images"]
             pos.append(z["position"])
             quat.append(z["orientation"])
-    return np.concatenate(imgs), np.concatenate(pos), np.concatenate(quat), meta
+        k += n
+    return images, np.concatenate(pos), np.concatenate(quat), metas
 
 
 def load_sources(path: str | Path) -> np.ndarray:
     """Each sample's pose source (index into ``SOURCES``), in ``load``'s order."""
+    return _load_field(path, "source")
+
+
+def load_visibility(path: str | Path) -> np.ndarray | None:
+    """Each sample's visible cube fraction per camera [N, C], in ``load``'s order; None for a
+    dataset rendered without ``--visibility``."""
+    return _load_field(path, "visible")
+
+
+def _load_field(path: str | Path, name: str) -> np.ndarray | None:
     out = []
     for f in sorted(Path(path).glob("shard_*.npz")):
         with np.load(f) as z:
-            out.append(z["source"])
+            if name not in z.files:
+                return None
+            out.append(z[name])
     return np.concatenate(out)
 
 
@@ -397,12 +452,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="visual randomization set (docs/visual_randomization.md)")
     ap.add_argument("--workers", type=int, default=1, help="parallel render workers (Ray)")
     ap.add_argument("--ray-address", default=None, help=ADDRESS_HELP)
+    ap.add_argument("--visibility", action="store_true",
+                    help="also store how much of the cube each camera sees (for test sets: "
+                         "dex-perception-eval then reports errors by how much the hand hides)")
     args = ap.parse_args(argv)
     get_hand(args.hand)  # clear error for an unknown hand before any rendering
     cmd = shlex.join(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
     meta = generate(args.out, args.samples, args.seed, args.hand, args.shard_size,
                     cfg=RenderConfig(visual=args.visual), command=cmd, workers=args.workers,
-                    ray_address=args.ray_address)
+                    ray_address=args.ray_address, visibility=args.visibility)
     print(
         f"wrote {meta['samples']} samples ({meta['shards']} shards, sources "
         f"{dict(zip(SOURCES, meta['source_counts'], strict=True))}) to {args.out} in "

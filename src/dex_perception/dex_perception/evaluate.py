@@ -9,7 +9,9 @@ never trained on (``--visual full`` for Dactyl's "randomized" row, ``--visual no
 "plain" one). The model runs through ONNX Runtime with the same loader and contract checks the
 perception node uses (``PoseEstimator``), batched. Per set: mean and median rotation error
 (degrees, the angle of the relative rotation, q ≡ −q) and position error (mm, Euclidean), and
-the same by where the pose came from (``rollout``, ``place``, ``settle``).
+the same by where the pose came from (``rollout``, ``place``, ``settle``), and, for a set
+rendered with ``--visibility``, by how much of the cube the hand hides (the share of its
+silhouette out of sight, averaged over the cameras).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from dex_perception.runtime import PoseEstimator
 
 # Dactyl (arXiv 1808.00177, Table 6), MuJoCo renders: mean rotation (deg) / position (mm) error.
 DACTYL_TABLE6 = {"rotation_error_deg": 3.23, "position_error_mm": 3.71}
+# Bins of the hidden share of the cube's silhouette (mean over cameras), [lo, hi).
+HIDDEN_BINS = ((0.0, 0.01), (0.01, 0.05), (0.05, 0.15), (0.15, 1.01))
 
 
 def rotation_errors_deg(quat: np.ndarray, quat_gt: np.ndarray) -> np.ndarray:
@@ -66,9 +70,17 @@ def evaluate_set(estimator: PoseEstimator, data: str | Path, batch: int = 32,
     sources = ds.load_sources(data)
     by_source = {name: summarize(rot[sources == k], pos_mm[sources == k])
                  for k, name in enumerate(ds.SOURCES) if np.any(sources == k)}
-    return {"data": str(data), "visual": meta.get("render_config", {}).get("visual", "?"),
-            "seed": meta.get("seed"), **summarize(rot, pos_mm), "by_source": by_source,
-            "_rot": rot, "_pos": pos_mm}
+    row = {"data": str(data), "visual": meta.get("render_config", {}).get("visual", "?"),
+           "seed": meta.get("seed"), **summarize(rot, pos_mm), "by_source": by_source,
+           "_rot": rot, "_pos": pos_mm}
+    visible = ds.load_visibility(data)
+    if visible is not None:
+        hidden = 1.0 - np.nanmean(visible, axis=1)  # a camera that misses the cube: left out
+        row["_hidden"] = hidden
+        row["by_hidden"] = {f"{lo:.0%}-{min(hi, 1.0):.0%}": summarize(rot[m], pos_mm[m])
+                            for lo, hi in HIDDEN_BINS
+                            if np.any(m := (hidden >= lo) & (hidden < hi))}
+    return row
 
 
 def table(model: str, rows: dict[str, dict]) -> str:
@@ -94,7 +106,9 @@ def plot(rows: dict[str, dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_r, ax_p) = plt.subplots(1, 2, figsize=(10, 3.8))
+    occl = [(n, r) for n, r in rows.items() if "_hidden" in r]
+    fig, axes = plt.subplots(1, 3 if occl else 2, figsize=(15 if occl else 10, 3.8))
+    ax_r, ax_p = axes[0], axes[1]
     rot_hi = max(float(np.percentile(r["_rot"], 99)) for r in rows.values())
     pos_hi = max(float(np.percentile(r["_pos"], 99)) for r in rows.values())
     for name, r in rows.items():
@@ -108,6 +122,13 @@ def plot(rows: dict[str, dict], path: Path, title: str) -> None:
     for ax in (ax_r, ax_p):
         ax.set_ylabel("samples")
         ax.legend(fontsize=8)
+    if occl:
+        ax_h = axes[2]
+        for name, r in occl:
+            ax_h.scatter(100 * r["_hidden"], r["_rot"], s=4, alpha=0.5, label=name)
+        ax_h.set_xlabel("share of the cube's silhouette the hand hides (%, mean over cameras)")
+        ax_h.set_ylabel("rotation error (deg)")
+        ax_h.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         parts = [f"{s} {v['rotation_error_deg']:.1f}° / {v['position_error_mm']:.1f} mm (n={v['samples']})"
                  for s, v in r["by_source"].items()]
         print(f"{name} by pose source: " + "; ".join(parts))
+        if "by_hidden" in r:
+            parts = [f"{b} {v['rotation_error_deg']:.1f}° / {v['position_error_mm']:.1f} mm "
+                     f"(n={v['samples']})" for b, v in r["by_hidden"].items()]
+            print(f"{name} by share of the cube hidden: " + "; ".join(parts))
     if args.png:
         plot(rows, Path(args.png), f"{est.model_path.name} (sha256 {est.sha256[:12]})")
         print(f"wrote {args.png}")

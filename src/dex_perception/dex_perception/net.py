@@ -156,7 +156,10 @@ class PoseNet(nn.Module):
         """(position [B, 3], raw rotation output [B, 6 or 4]): what the losses train."""
         b, c, h, w, ch = images.shape
         x = images.to(torch.float32) * (1.0 / 255.0) - 0.5
-        x = x.reshape(b * c, h, w, ch).permute(0, 3, 1, 2)  # NHWC → NCHW
+        # NHWC → NCHW, made contiguous: a channels_last tensor here sends the stride-2 1x1 skip
+        # conv to a oneDNN backward kernel that corrupts the heap for odd batches on 2+ threads
+        # (torch 2.13 CPU; found with a partial last batch).
+        x = x.reshape(b * c, h, w, ch).permute(0, 3, 1, 2).contiguous()
         if self.cfg.input_downsample > 1:
             x = F.avg_pool2d(x, self.cfg.input_downsample)
         feats = self.tower(x).reshape(b, -1)  # cameras concatenated in order

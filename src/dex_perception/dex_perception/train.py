@@ -1,6 +1,11 @@
-"""Train the pose CNN on a rendered dataset (torch, CPU) and export it to ONNX with its contract.
+"""Train the pose CNN on rendered datasets (torch; CPU, or a CUDA GPU where there is one) and
+export it to ONNX with its contract.
 
     python -m dex_perception.train --data data/pose --out runs/pose/pose.onnx --epochs 20
+
+``--data`` takes one or more dataset directories (rendered for the same hand and cameras). On a
+GPU the whole dataset is moved to GPU memory and the steps run in float32 with TF32 tensor
+cores; the exported model runs on CPU in the perception node either way.
 
 Per epoch it prints the validation position error (mm, mean Euclidean) and rotation error (deg,
 mean angle). A checkpoint (``<out>.ckpt.pt``) is written after every epoch; ``--resume`` continues
@@ -64,14 +69,24 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
-def config_hash(cfg: TrainConfig, data_meta: dict) -> str:
+def config_hash(cfg: TrainConfig, data_meta: dict | list[dict]) -> str:
+    metas = data_meta if isinstance(data_meta, list) else [data_meta]
+    data = [{k: m.get(k) for k in ("samples", "seed", "render_config")} for m in metas]
     blob = json.dumps(
-        {"train": cfg.to_dict(), "data": {k: data_meta.get(k) for k in ("samples", "seed",
-                                                                        "render_config")}},
+        {"train": cfg.to_dict(), "data": data[0] if len(data) == 1 else data},
         sort_keys=True,
         default=str,
     ).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the CUDA GPU where there is one, else the CPU; or exactly ``cpu`` / ``cuda``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: torch sees no CUDA GPU here (use --device cpu)")
+    return torch.device(name)
 
 
 def lr_at(lr: float, step: int, total: int, warmup: float = 0.05) -> float:
@@ -86,7 +101,7 @@ def lr_at(lr: float, step: int, total: int, warmup: float = 0.05) -> float:
 def _augment(images: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
     if sigma <= 0:
         return images
-    noise = torch.randn(images.shape, generator=gen) * sigma
+    noise = torch.randn(images.shape, generator=gen, device=images.device) * sigma
     return (images.to(torch.float32) + noise).clamp_(0, 255).to(torch.uint8)
 
 
@@ -94,15 +109,18 @@ def _augment(images: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.
 def evaluate(
     model: PoseNet, images: np.ndarray, pos: np.ndarray, quat: np.ndarray, batch: int = 64
 ) -> dict[str, float]:
-    """Mean / median position error (mm) and rotation error (deg) over a set."""
+    """Mean / median position error (mm) and rotation error (deg) over a set (in float32, on
+    the model's device)."""
     model.eval()
+    dev = next(model.parameters()).device
     pe, re = [], []
     for i in range(0, len(images), batch):
-        p, q = model(torch.from_numpy(images[i : i + batch]))
-        pe.append(torch.linalg.vector_norm(p - torch.from_numpy(pos[i : i + batch]), dim=1))
-        re.append(rotation_error_rad(q, torch.from_numpy(quat[i : i + batch])))
-    pe_mm = torch.cat(pe).numpy() * 1e3
-    re_deg = np.degrees(torch.cat(re).numpy())
+        p, q = model(torch.from_numpy(images[i : i + batch]).to(dev))
+        pe.append(torch.linalg.vector_norm(p - torch.from_numpy(pos[i : i + batch]).to(dev),
+                                           dim=1))
+        re.append(rotation_error_rad(q, torch.from_numpy(quat[i : i + batch]).to(dev)))
+    pe_mm = torch.cat(pe).cpu().numpy() * 1e3
+    re_deg = np.degrees(torch.cat(re).cpu().numpy())
     return {
         "position_error_mm": float(pe_mm.mean()),
         "position_error_mm_median": float(np.median(pe_mm)),
@@ -219,7 +237,7 @@ def write_provenance(path: Path, contract: dict[str, str], info: dict) -> Path:
 
 
 def train(
-    data: str | Path,
+    data: str | Path | list[str | Path],
     out: str | Path,
     cfg: TrainConfig,
     resume: bool = False,
@@ -227,8 +245,12 @@ def train(
     progress: bool = True,
     producer: str | None = None,
     checkpoint: str | Path | None = None,
+    device: str = "cpu",
 ) -> dict:
-    """Train, checkpoint each epoch, export + verify ONNX; returns a summary dict."""
+    """Train on one or more datasets, checkpoint each epoch, export + verify ONNX; returns a
+    summary dict. ``device``: ``cpu``, ``cuda`` or ``auto`` (``pick_device``)."""
+    dev = pick_device(device)
+    paths = [data] if isinstance(data, (str, Path)) else list(data)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ckpt_path = Path(checkpoint) if checkpoint else out.with_suffix(".ckpt.pt")
@@ -240,7 +262,8 @@ def train(
         ckpt = load_checkpoint(ckpt_path)  # tensors and plain data only: never runs code
     spec = get_hand(cfg.hand)
     torch.set_num_threads(cfg.threads)
-    images, pos, quat, meta = ds.load(data)
+    images, pos, quat, metas = ds.load_many(paths)
+    meta = metas[0]
     ds.check_dataset(meta, spec)
     cam = spec.cameras[0]
     cfg.net.n_cameras, cfg.net.height, cfg.net.width = len(spec.cameras), cam.height, cam.width
@@ -258,7 +281,15 @@ def train(
     v_img, v_pos, v_quat = images[val_idx], pos[val_idx], quat[val_idx]
 
     torch.manual_seed(cfg.seed)
-    model = PoseNet(cfg.net)
+    model = PoseNet(cfg.net).to(dev)
+    on_gpu = dev.type == "cuda"
+    if on_gpu:  # float32 with TF32 convs/matmuls (bf16 outputs would quantize the pose at ~0.2°)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    # On a GPU the training images live in its memory (uint8: 40k samples are 5.9 GB) and the
+    # batches are gathered there; on the CPU they are sliced from the numpy array as before.
+    source = torch.from_numpy(images).to(dev) if on_gpu else None
+    pos_t, quat_t = torch.from_numpy(pos).to(dev), torch.from_numpy(quat).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(tr_idx) / cfg.batch_size))
     total_steps = cfg.epochs * steps_per_epoch
@@ -274,21 +305,27 @@ def train(
         # Every random stream restarts per epoch from (seed, epoch): a resumed run draws what
         # the uninterrupted run drew, so it ends bit-identical (tested).
         order = tr_idx[np.random.default_rng(cfg.seed * 1000 + epoch).permutation(len(tr_idx))]
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        gen = torch.Generator(device=dev).manual_seed(cfg.seed * 1000 + epoch)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
-        tot = 0.0
+        # The loss is summed on the device and read back every 20 steps: a read is a GPU sync.
+        tot = torch.zeros((), dtype=torch.float64, device=dev)
         for s in bar:
             b = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
-            x = _augment(torch.from_numpy(images[b]), cfg.pixel_noise, gen)
-            loss, pm, rl = net_loss(model, x, torch.from_numpy(pos[b]), torch.from_numpy(quat[b]))
+            bt = torch.from_numpy(b).to(dev)
+            x = source[bt] if source is not None else torch.from_numpy(images[b])
+            x = _augment(x, cfg.pixel_noise, gen)
+            loss, pm, rl = net_loss(model, x, pos_t[bt], quat_t[bt])
             for g in opt.param_groups:  # warm-up + cosine over all epochs (resume-safe)
                 g["lr"] = lr_at(cfg.lr, epoch * steps_per_epoch + s, total_steps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            tot += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}", pos_mm=f"{math.sqrt(pm.item()) * 1e3:.1f}")
+            tot += loss.detach()
+            if s % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}",
+                                pos_mm=f"{math.sqrt(pm.item()) * 1e3:.1f}")
+        tot = float(tot)
         train_time += time.perf_counter() - t0
         ev = evaluate(model, v_img, v_pos, v_quat)
         history.append({"epoch": epoch + 1, "loss": tot / steps_per_epoch, **ev})
@@ -311,19 +348,24 @@ def train(
 
     ev = evaluate(model, v_img, v_pos, v_quat)
     ev["epochs_trained"] = history[-1]["epoch"] if history else 0
+    del source
+    model = model.cpu()
     producer = producer or command_line()
-    contract = pose_contract(spec, producer, config_hash(cfg, meta), ev)
+    compute = this_machine() + (f" + {torch.cuda.get_device_name(dev)}" if on_gpu else "")
+    contract = pose_contract(spec, producer, config_hash(cfg, metas), ev, compute)
     diff = export_onnx(model, out, contract, v_img[: min(8, len(v_img))])
     print(f"exported {out} ({out.stat().st_size / 1e6:.2f} MB); ORT vs torch max abs diff "
           f"{diff:.2e}")
     if diff > 1e-3:
         raise RuntimeError(f"ONNX Runtime output differs from torch by {diff:.2e} (> 1e-3)")
     info = {
-        "data": str(data),
-        "dataset_samples": meta.get("samples"),
-        "dataset_command": meta.get("command", ""),
-        "dataset_elapsed_s": meta.get("elapsed_s"),
+        "data": ", ".join(str(p) for p in paths),
+        "dataset_samples": sum(m.get("samples", 0) for m in metas),
+        "dataset_command": meta.get("command", "") + (
+            f" (and {len(metas) - 1} more datasets)" if len(metas) > 1 else ""),
+        "dataset_elapsed_s": round(sum(m.get("elapsed_s") or 0.0 for m in metas), 2),
         "dataset_renders_per_s": meta.get("renders_per_s"),
+        "device": str(dev),
         "train_samples": len(tr_idx),
         "train_time_s": train_time,
         "epochs": ev["epochs_trained"],
@@ -336,7 +378,8 @@ def train(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", required=True, help="dataset directory (dex-perception-dataset)")
+    ap.add_argument("--data", required=True, nargs="+",
+                    help="dataset directories (dex-perception-dataset; same hand and cameras)")
     ap.add_argument("--out", required=True, help="output .onnx path")
     ap.add_argument("--hand", default="shadow")
     ap.add_argument("--epochs", type=int, default=20)
@@ -356,6 +399,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="stop after the epoch that crosses this wall-time budget")
     ap.add_argument("--checkpoint", default=None, help="checkpoint path (default <out>.ckpt.pt)")
     ap.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    ap.add_argument("--device", default="auto",
+                    help="auto (a CUDA GPU where there is one, else the CPU), cpu or cuda")
     args = ap.parse_args(argv)
     stages = tuple(int(c) for c in args.stages.split(","))
     strides = (1,) + (2,) * max(0, len(stages) - 2) + ((1,) if len(stages) > 1 else ())
@@ -367,8 +412,8 @@ def main(argv: list[str] | None = None) -> None:
                       seed=args.seed, threads=args.threads, val_frac=args.val_frac, net=net)
     try:
         res = train(args.data, args.out, cfg, resume=args.resume, max_minutes=args.max_minutes,
-                    checkpoint=args.checkpoint)
-    except (CheckpointError, FileNotFoundError) as e:
+                    checkpoint=args.checkpoint, device=args.device)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
         ap.error(str(e))
     ev = res["eval"]
     print(f"val position error {ev['position_error_mm']:.2f} mm, rotation error "

@@ -88,6 +88,7 @@ class HandCubeSim:
         self._default_qpos = default_joint_positions(self.spec, self._default_targets)
         self._render_enabled = render
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._cube_geoms: np.ndarray | None = None
         self.seed: int | None = None
         self._home = self._home_state()
         self.reset(0)
@@ -245,6 +246,33 @@ class HandCubeSim:
         r.update_scene(self.data, camera=cam_id,
                        scene_option=self._opt_goal if show_goal else self._opt_camera)
         return r.render()
+
+    def cube_visibility(self, camera_name: str) -> float:
+        """The fraction of the cube's silhouette this camera sees, 0..1 (1: nothing hides it;
+        nan: the cube is out of view): cube pixels of a segmentation render of the scene over
+        those of one with the cube alone (geom group 0, the hand and floor, hidden)."""
+        cam_id = self.idx.camera_ids.get(camera_name)
+        if cam_id is None:
+            raise KeyError(f"unknown camera {camera_name!r}; have {list(self.idx.camera_ids)}")
+        cam = self.spec.camera(camera_name)
+        r = self._renderer(cam.height, cam.width)
+        if self._cube_geoms is None:
+            body = self.model.body(self.spec.cube.name).id
+            self._cube_geoms = np.flatnonzero(self.model.geom_bodyid == body)
+            self._opt_cube = mujoco.MjvOption()
+            self._opt_cube.geomgroup[0] = self._opt_cube.geomgroup[2] = 0
+        counts = []
+        r.enable_segmentation_rendering()
+        try:
+            for opt in (self._opt_camera, self._opt_cube):
+                r.update_scene(self.data, camera=cam_id, scene_option=opt)
+                seg = r.render()
+                cube = (seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM) & np.isin(seg[..., 0],
+                                                                          self._cube_geoms)
+                counts.append(int(cube.sum()))
+        finally:
+            r.disable_segmentation_rendering()
+        return counts[0] / counts[1] if counts[1] else float("nan")
 
     def _renderer(self, height: int, width: int) -> mujoco.Renderer:
         r = self._renderers.get((height, width))
