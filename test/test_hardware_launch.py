@@ -4,9 +4,9 @@ rendered from the registry cameras, perception, the MPC controller, the recorder
 over DDS in wall time, as hardware.launch.py starts them too (the same ``hardware_graph``). The
 trial runs to its end and its bag reads back with every topic the graph records.
 
-The pose model is an untrained LEAP net exported with the real contract (no LEAP pose model ships
-yet): this checks the wiring, the rates and the protocol, not the estimate. The MPC controller
-needs no trained model.
+Perception runs the shipped LEAP pose model (the default, found by hand name). The cameras replay
+renders of a scene other than the emulated hand's, so this checks the wiring, the rates and the
+protocol, not the estimate. The MPC controller needs no trained model.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from dex_bringup.bagging import read_bag
 from dex_bringup.graph import camera_topics
@@ -25,21 +24,6 @@ from dex_description.registry import get_hand
 
 HAND = get_hand("leap")
 TIMEOUT_S = 150.0
-
-
-def _untrained_pose_model(path: Path) -> Path:
-    from dex_perception.net import NetConfig, PoseNet
-    from dex_perception.train import export_onnx, pose_contract
-
-    cam = HAND.cameras[0]
-    torch.manual_seed(0)
-    net = PoseNet(NetConfig(n_cameras=len(HAND.camera_names), height=cam.height, width=cam.width,
-                            input_downsample=2, stem_channels=8, stages=(8, 8), stage_strides=(2, 2),
-                            fc=16, pos_center=tuple(HAND.cube.rest_pos)))
-    meta = pose_contract(HAND, "test_hardware_launch (untrained)", "untrained", {})
-    images = np.zeros((1, len(HAND.camera_names), cam.height, cam.width, 3), np.uint8)
-    assert export_onnx(net, path, meta, images) < 1e-4
-    return path
 
 
 def _camera_videos(out: Path, frames: int = 12) -> dict[str, str]:
@@ -69,7 +53,6 @@ def test_dex_run_hardware_runs_a_trial_on_the_emulated_hand(dds_env: dict[str, s
     from dex_bringup.cli import main as dex_main
     from dex_sim.dxl_emulator import EmulatedHand, PtyBus
 
-    model = _untrained_pose_model(tmp_path / "pose_dex_leap.onnx")
     videos = _camera_videos(tmp_path)
     bus = PtyBus(EmulatedHand("leap"), link=tmp_path / "ttyUSB0").start()
     t0 = time.monotonic()
@@ -77,7 +60,7 @@ def test_dex_run_hardware_runs_a_trial_on_the_emulated_hand(dds_env: dict[str, s
         code = dex_main([
             "run", "--hardware", "--hand", "leap", "--hand-port", bus.port,
             "--camera-sources", ",".join(f"{n}={v}" for n, v in videos.items()),
-            "--pose-model", str(model), "--controller", "mpc", "--trials", "1", "--seed", "3",
+            "--controller", "mpc", "--trials", "1", "--seed", "3",
             "--record", str(tmp_path / "bags"), "--timeout", str(TIMEOUT_S),
             "--param", "dex_policy.goal_timeout_s=2.0", "--param", "dex_policy.mpc_samples=16",
             "--param", "dex_policy.mpc_horizon=4",
