@@ -42,11 +42,9 @@ def time_calls(fn, n: int, warmup: int = 5) -> list[float]:
 
 def onnx_reference(path: Path, n: int, threads: int = 2) -> list[float]:
     """Raw ONNX Runtime batch-1 inference of a model with zero/constant inputs."""
-    import onnxruntime as ort
+    from dex_common.ort_session import cpu_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = cpu_session(path, threads)  # the nodes' own session options
     feeds = {}
     for i in sess.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in i.shape]

@@ -20,6 +20,7 @@ from dex_common.contract import (
     read_contract,
     verified_sha256,
 )
+from dex_common.ort_session import cpu_session
 from dex_common.stats import RollingStats
 from dex_description.registry import HandSpec, get_hand
 
@@ -40,7 +41,6 @@ class PoseEstimator:
 
     def __init__(self, model_path: str | Path | None = None, hand: str = "shadow",
                  threads: int = 2) -> None:
-        import onnxruntime as ort
 
         self.spec: HandSpec = get_hand(hand)
         self.model_path = Path(model_path) if model_path else default_model_path(hand)
@@ -53,12 +53,7 @@ class PoseEstimator:
         self.cameras = list(self.spec.camera_names)
         # Expected (H, W, 3) per camera, from the registry (the contract matched it above).
         self.shapes = [(c.height, c.width, 3) for c in self.spec.cameras]
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(self.model_path), so, providers=["CPUExecutionProvider"]
-        )
+        self.session = cpu_session(self.model_path, threads)
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if "images" not in inputs or not {"position", "orientation"} <= set(outputs):

@@ -12,11 +12,11 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from dex_common import contract
 from dex_common.actions import ActionDecoder
 from dex_common.contract import ModelContractError
+from dex_common.ort_session import cpu_session
 from dex_common.stats import RollingStats
 from dex_description.registry import get_hand
 
@@ -53,10 +53,7 @@ class PolicyRuntime:
         self.decoder = ActionDecoder(self.spec, bins=int(act["bins"]),
                                      max_delta=float(act["max_delta"]), ema=float(act["ema"]))
         self.hidden = int(self.meta["dex.lstm_hidden"])
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self._check_io()
         self.infer_stats = RollingStats()  # ONNX Runtime call only
         self.step_stats = RollingStats()  # whole act(): inference + decode
