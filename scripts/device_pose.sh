@@ -90,9 +90,9 @@ from dex_perception.train import main as _  # noqa: F401  (import check)
 from dex_perception.net import NetConfig, PoseNet, net_loss
 batch, budget, root, dev, hands = (int(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3]),
                                    sys.argv[4], sys.argv[5:])
-args = "$NET".split()
-kw = dict(input_downsample=int(args[1]), stem_channels=int(args[3]),
-          stages=tuple(int(c) for c in args[5].split(",")))
+opt = dict(zip("$NET".split()[::2], "$NET".split()[1::2]))  # --flag value pairs
+kw = dict(input_downsample=int(opt["--input-downsample"]), stem_channels=int(opt["--stem-channels"]),
+          stages=tuple(int(c) for c in opt["--stages"].split(",")))
 torch.backends.cudnn.benchmark = True
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 net = PoseNet(NetConfig(**kw)).to(dev).train()

@@ -11,9 +11,9 @@ def cpu_session(path: str | Path, threads: int = 2) -> Any:
     """An ``onnxruntime.InferenceSession`` on the CPU with ``threads`` intra-op threads.
 
     Idle ORT threads spin-wait by default. On 2 cores shared with the sim's renderer, that
-    spinning steals the cores the other nodes need. Turned off here, the perception node's
-    inference p99 in ``dex bench`` went from 13.5-16 ms to 11-12 ms, and the loop latency p99
-    from 76-86 ms to 25-62 ms."""
+    spinning steals the cores the other nodes need. With it turned off for every session, in
+    ``dex bench`` the perception node's inference p99 went from 12-16 ms to 8-9 ms and the loop
+    latency p99 from 62-86 ms to 16-17 ms (docs/performance.md)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()

@@ -236,13 +236,7 @@ class HandCubeSim:
         The goal marker (geom group 2) is hidden by default: the cameras stand for the real
         cameras, which see no goal, and a second cube in view would confuse the pose CNN.
         """
-        if not self._render_enabled:
-            raise RuntimeError("HandCubeSim(render=False) cannot render")
-        cam_id = self.idx.camera_ids.get(camera_name)
-        if cam_id is None:
-            raise KeyError(f"unknown camera {camera_name!r}; have {list(self.idx.camera_ids)}")
-        cam = self.spec.camera(camera_name)
-        r = self._renderer(cam.height, cam.width)
+        cam_id, r = self._camera_renderer(camera_name)
         r.update_scene(self.data, camera=cam_id,
                        scene_option=self._opt_goal if show_goal else self._opt_camera)
         return r.render()
@@ -251,11 +245,7 @@ class HandCubeSim:
         """The fraction of the cube's silhouette this camera sees, 0..1 (1: nothing hides it;
         nan: the cube is out of view): cube pixels of a segmentation render of the scene over
         those of one with the cube alone (geom group 0, the hand and floor, hidden)."""
-        cam_id = self.idx.camera_ids.get(camera_name)
-        if cam_id is None:
-            raise KeyError(f"unknown camera {camera_name!r}; have {list(self.idx.camera_ids)}")
-        cam = self.spec.camera(camera_name)
-        r = self._renderer(cam.height, cam.width)
+        cam_id, r = self._camera_renderer(camera_name)
         if self._cube_geoms is None:
             body = self.model.body(self.spec.cube.name).id
             self._cube_geoms = np.flatnonzero(self.model.geom_bodyid == body)
@@ -273,6 +263,17 @@ class HandCubeSim:
         finally:
             r.disable_segmentation_rendering()
         return counts[0] / counts[1] if counts[1] else float("nan")
+
+    def _camera_renderer(self, camera_name: str) -> tuple[int, mujoco.Renderer]:
+        """(camera id, the renderer at its registry resolution); clear errors for a sim made
+        without rendering or an unknown camera."""
+        if not self._render_enabled:
+            raise RuntimeError("HandCubeSim(render=False) cannot render")
+        cam_id = self.idx.camera_ids.get(camera_name)
+        if cam_id is None:
+            raise KeyError(f"unknown camera {camera_name!r}; have {list(self.idx.camera_ids)}")
+        cam = self.spec.camera(camera_name)
+        return cam_id, self._renderer(cam.height, cam.width)
 
     def _renderer(self, height: int, width: int) -> mujoco.Renderer:
         r = self._renderers.get((height, width))
