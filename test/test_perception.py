@@ -316,3 +316,40 @@ def test_eval_table6_matches_the_node_path_per_sample(tiny_model: dict, tmp_path
     res = json.loads(out.read_text())["sets"]["occl"]
     assert sum(v["samples"] for v in res["by_hidden"].values()) == 3
     assert set(res["by_hidden"]) <= {"0%-1%", "1%-5%", "5%-15%", "15%-100%"}
+
+
+def test_another_resolution_trains_a_model_only_matching_cameras_load(
+        tiny_model: dict, tmp_path: Path, capsys) -> None:
+    """``--resolution``: a dataset rendered at 48x40 trains a model whose contract says 48x40;
+    the evaluator judges it on such sets (taking the size from them) and refuses to mix sizes;
+    the node's loader (registry cameras, 128x128) refuses it, naming the image size."""
+    from dex_perception import evaluate as ev
+
+    assert ds.parse_resolution("200") == (200, 200)
+    assert ds.parse_resolution("48x40") == (48, 40)
+    for bad in ("0", "48x", "4x4", "1x2x3", "big"):
+        with pytest.raises(Exception, match="resolution must be"):
+            ds.parse_resolution(bad)
+    small = tmp_path / "small"
+    meta = ds.generate(small, samples=6, seed=7, shard_size=6, progress=False,
+                       resolution=(48, 40))
+    assert meta["image"] == {"height": 40, "width": 48, "encoding": "rgb8"}
+    assert meta["hand_facts_hash"] != SPEC.facts_hash()
+    images, *_ = ds.load(small)
+    assert images.shape == (6, 3, 40, 48, 3) and images.std() > 10
+    cfg = tr.TrainConfig(epochs=1, batch_size=4, val_frac=0.2, net=NetConfig(**TINY_NET))
+    res = tr.train(small, tmp_path / "m" / "pose.onnx", cfg, progress=False, producer="pytest")
+    model = Path(res["onnx"])
+    assert json.loads(read_contract(model)["dex.image"]) == {"height": 40, "width": 48,
+                                                             "encoding": "rgb8"}
+    with pytest.raises(ModelContractError, match="image height: model 40, this system 128"):
+        PoseEstimator(model, "shadow")
+    est = PoseEstimator(model, "shadow", resolution=(48, 40))
+    assert est.predict(list(images[0]))[1].shape == (4,)
+    out = tmp_path / "eval.json"
+    assert ev.main(["--model", str(model), "--data", f"small={small}", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["sets"]["small"]["samples"] == 6
+    with pytest.raises(SystemExit):  # a 128x128 set beside it: a usage error, not a crash
+        ev.main(["--model", str(model), "--data", str(small),
+                 "--data", str(tiny_model["root"] / "data")])
+    assert "different resolutions" in capsys.readouterr().err

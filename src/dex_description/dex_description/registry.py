@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -152,6 +152,17 @@ class HandSpec:
             if c.name == name:
                 return c
         raise KeyError(f"unknown camera {name!r}; {self.name} has {self.camera_names}")
+
+    def at_resolution(self, width: int, height: int) -> HandSpec:
+        """This hand with every camera rendering ``width`` x ``height`` pixels (same pose and
+        field of view): for training and judging a pose model at another resolution than the
+        registry's. Its ``facts_hash`` differs, so such a model only loads where the cameras
+        match it."""
+        if width < 16 or height < 16 or width > 4096 or height > 4096:
+            raise ValueError(f"camera resolution must be 16..4096 pixels a side; got "
+                             f"{width} x {height}")
+        return replace(self, cameras=tuple(replace(c, width=int(width), height=int(height))
+                                           for c in self.cameras))
 
     def actuation_matrix(self) -> np.ndarray:
         """(n_actuators, n_joints) matrix A with actuator value = A @ joint positions."""

@@ -82,12 +82,13 @@ class RenderConfig:
 class PoseSampler:
     """Draws (images, position, orientation) samples from a HandCubeSim."""
 
-    def __init__(self, hand: str = "shadow", cfg: RenderConfig | None = None) -> None:
+    def __init__(self, hand: str = "shadow", cfg: RenderConfig | None = None,
+                 resolution: tuple[int, int] | None = None) -> None:
         from dex_sim.physics import HandCubeSim  # the same physics core as the sim node
 
         self.cfg = cfg or RenderConfig()
         self.cfg.validate()
-        self.sim = HandCubeSim(hand, render=True)
+        self.sim = HandCubeSim(hand, render=True, resolution=resolution)
         self.spec = self.sim.spec
         self.cameras = self.spec.camera_names
         self.lo, self.hi = self.spec.actuator_limits()
@@ -242,9 +243,9 @@ def render_shard(sampler: PoseSampler, out: Path, index: int, seed: int, n: int,
 _worker_sampler: PoseSampler | None = None
 
 
-def _worker_init(hand: str, cfg: dict[str, Any]) -> None:
+def _worker_init(hand: str, cfg: dict[str, Any], resolution: tuple[int, int] | None) -> None:
     global _worker_sampler
-    _worker_sampler = PoseSampler(hand, RenderConfig(**cfg))
+    _worker_sampler = PoseSampler(hand, RenderConfig(**cfg), resolution)
 
 
 def _worker_shard(job: tuple[str, int, int, int, int, bool]) -> dict[str, Any]:
@@ -282,10 +283,12 @@ def generate(
     workers: int = 1,
     ray_address: str | None = None,
     visibility: bool = False,
+    resolution: tuple[int, int] | None = None,
 ) -> dict:
     """Render ``samples`` samples into ``out`` (shards + PNG grids + meta.json), keeping the
     shards an earlier run of the same dataset already wrote; returns the meta dict.
-    ``visibility``: also store each camera's visible cube fraction (for evaluation sets)."""
+    ``visibility``: also store each camera's visible cube fraction (for evaluation sets);
+    ``resolution``: (width, height) of every camera instead of the registry's."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = cfg or RenderConfig()
@@ -293,6 +296,8 @@ def generate(
     if samples < 1 or shard_size < 1:
         raise ValueError("samples and shard_size must be >= 1")
     spec = get_hand(hand)
+    if resolution is not None:
+        spec = spec.at_resolution(*resolution)
     identity = _dataset_identity(spec, samples, seed, shard_size, cfg, visibility)
     meta_file = out / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
@@ -323,7 +328,7 @@ def generate(
 
     try:
         if workers <= 1 and not ray_address:
-            sampler = PoseSampler(hand, cfg)
+            sampler = PoseSampler(hand, cfg, resolution)
             try:
                 for job in jobs:
                     account(render_shard(sampler, out, *job[1:]))
@@ -332,7 +337,7 @@ def generate(
         elif jobs:
             from dex_common.workers import WorkerPool
 
-            with WorkerPool(min(workers, len(jobs)), _worker_init, (hand, asdict(cfg)),
+            with WorkerPool(min(workers, len(jobs)), _worker_init, (hand, asdict(cfg), resolution),
                             ray_address) as pool:
                 for stats in pool.imap_unordered(_worker_shard, jobs):
                     account(stats)
@@ -424,6 +429,29 @@ def _load_field(path: str | Path, name: str) -> np.ndarray | None:
     return np.concatenate(out)
 
 
+def parse_resolution(text: str) -> tuple[int, int]:
+    """``"200"`` → (200, 200), ``"320x240"`` → (320, 240) (width, height); argparse type."""
+    parts = text.lower().split("x")
+    try:
+        w, h = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+        if len(parts) > 2 or min(w, h) < 16 or max(w, h) > 4096:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"resolution must be N or WxH with 16..4096 pixels a side; got {text!r}") from None
+    return w, h
+
+
+def dataset_spec(meta: dict, spec: Any) -> Any:
+    """``spec`` at the resolution the dataset was rendered at (the registry's hand when they
+    agree): what a model trained or judged on it is for."""
+    img = meta.get("image") or {}
+    cam = spec.cameras[0]
+    if (img.get("width"), img.get("height")) in ((cam.width, cam.height), (None, None)):
+        return spec
+    return spec.at_resolution(int(img["width"]), int(img["height"]))
+
+
 def check_dataset(meta: dict, spec: Any) -> None:
     """Refuse a dataset rendered for other cameras / resolution / hand facts."""
     cam = spec.cameras[0]
@@ -452,6 +480,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="visual randomization set (docs/visual_randomization.md)")
     ap.add_argument("--workers", type=int, default=1, help="parallel render workers (Ray)")
     ap.add_argument("--ray-address", default=None, help=ADDRESS_HELP)
+    ap.add_argument("--resolution", type=parse_resolution, default=None, metavar="WxH",
+                    help="render every camera at W x H pixels (or N: N x N) instead of the "
+                         "registry's (to train and judge a pose model at another resolution)")
     ap.add_argument("--visibility", action="store_true",
                     help="also store how much of the cube each camera sees (for test sets: "
                          "dex-perception-eval then reports errors by how much the hand hides)")
@@ -460,7 +491,8 @@ def main(argv: list[str] | None = None) -> None:
     cmd = shlex.join(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
     meta = generate(args.out, args.samples, args.seed, args.hand, args.shard_size,
                     cfg=RenderConfig(visual=args.visual), command=cmd, workers=args.workers,
-                    ray_address=args.ray_address, visibility=args.visibility)
+                    ray_address=args.ray_address, visibility=args.visibility,
+                    resolution=args.resolution)
     print(
         f"wrote {meta['samples']} samples ({meta['shards']} shards, sources "
         f"{dict(zip(SOURCES, meta['source_counts'], strict=True))}) to {args.out} in "

@@ -141,6 +141,27 @@ def _named(spec: str) -> tuple[str, str]:
     return (name, path) if sep else (Path(spec).name, spec)
 
 
+def sets_resolution(paths: list[str], hand: str) -> tuple[int, int] | None:
+    """The (width, height) the test sets were rendered at, None for the registry's; sets at
+    different resolutions cannot be judged with one model."""
+    from dex_description.registry import get_hand
+
+    cam = get_hand(hand).cameras[0]
+    sizes = set()
+    for p in paths:
+        meta_file = Path(p) / "meta.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{meta_file} not found; make a dataset with "
+                                    "dex-perception-dataset")
+        img = json.loads(meta_file.read_text()).get("image") or {}
+        sizes.add((img.get("width", cam.width), img.get("height", cam.height)))
+    if len(sizes) > 1:
+        raise ValueError(f"the test sets were rendered at different resolutions {sorted(sizes)}:"
+                         " judge them separately")
+    (size,) = sizes
+    return None if size == (cam.width, cam.height) else size
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="pose ONNX model (default: the shipped one)")
@@ -153,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--png", default=None, help="write the error histograms here")
     args = ap.parse_args(argv)
     try:
-        est = PoseEstimator(args.model, args.hand, threads=args.threads)
-        rows = {name: evaluate_set(est, path, args.batch) for name, path in map(_named, args.data)}
+        sets = list(map(_named, args.data))
+        est = PoseEstimator(args.model, args.hand, threads=args.threads,
+                            resolution=sets_resolution([p for _, p in sets], args.hand))
+        rows = {name: evaluate_set(est, path, args.batch) for name, path in sets}
     except (FileNotFoundError, ValueError) as e:
         ap.error(str(e))
     print(table(str(est.model_path), rows))

@@ -40,16 +40,19 @@ class PoseEstimator:
     """Cube pose from the hand's cameras with an ONNX model (2 intra-op threads)."""
 
     def __init__(self, model_path: str | Path | None = None, hand: str = "shadow",
-                 threads: int = 2) -> None:
-
+                 threads: int = 2, resolution: tuple[int, int] | None = None) -> None:
+        """``resolution`` (width, height): the cameras render that, not the registry's size
+        (offline evaluation of a model trained at another resolution)."""
         self.spec: HandSpec = get_hand(hand)
+        if resolution is not None:
+            self.spec = self.spec.at_resolution(*resolution)
         self.model_path = Path(model_path) if model_path else default_model_path(hand)
         if not self.model_path.is_file():
             raise FileNotFoundError(f"pose model not found: {self.model_path}")
         # The bytes first (a listed model that differs is refused before it is parsed).
         self.sha256 = verified_sha256(self.model_path)
         self.contract = read_contract(self.model_path)
-        check_pose_contract(self.contract, hand)  # raises ModelContractError listing mismatches
+        check_pose_contract(self.contract, self.spec)  # raises ModelContractError listing mismatches
         self.cameras = list(self.spec.camera_names)
         # Expected (H, W, 3) per camera, from the registry (the contract matched it above).
         self.shapes = [(c.height, c.width, 3) for c in self.spec.cameras]
@@ -85,7 +88,7 @@ class PoseEstimator:
                 raise ImageError(f"{name}: expected dtype uint8 (rgb8); got {img.dtype}")
             if img.shape != shape:
                 raise ImageError(
-                    f"{name}: expected shape (H, W, 3) = {shape} (registry resolution); "
+                    f"{name}: expected shape (H, W, 3) = {shape} (the camera resolution); "
                     f"got {img.shape}"
                 )
 

@@ -264,6 +264,11 @@ def train(
     torch.set_num_threads(cfg.threads)
     images, pos, quat, metas = ds.load_many(paths)
     meta = metas[0]
+    spec = ds.dataset_spec(meta, spec)  # a dataset at another resolution makes a model for it
+    if spec is not get_hand(cfg.hand):
+        cam = spec.cameras[0]
+        print(f"note: the dataset is {cam.width}x{cam.height}, not the registry's resolution; "
+              "the model will load only where the cameras render that", flush=True)
     ds.check_dataset(meta, spec)
     cam = spec.cameras[0]
     cfg.net.n_cameras, cfg.net.height, cfg.net.width = len(spec.cameras), cam.height, cam.width

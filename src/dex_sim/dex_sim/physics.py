@@ -66,11 +66,16 @@ _INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
 
 
 class HandCubeSim:
-    """The hand + cube scene. ``render=False`` never touches OpenGL (training workers)."""
+    """The hand + cube scene. ``render=False`` never touches OpenGL (training workers);
+    ``resolution`` (width, height) renders every camera at that size instead of the
+    registry's (offline datasets at another resolution)."""
 
-    def __init__(self, hand: str = "shadow", render: bool = True) -> None:
+    def __init__(self, hand: str = "shadow", render: bool = True,
+                 resolution: tuple[int, int] | None = None) -> None:
         self.hand = hand
         self.spec = get_hand(hand)
+        if resolution is not None:
+            self.spec = self.spec.at_resolution(*resolution)
         self.model = load_model(hand)
         self.data = mujoco.MjData(self.model)
         if abs(self.model.opt.timestep - self.spec.timestep) > 1e-12:
@@ -231,7 +236,7 @@ class HandCubeSim:
 
     # ---- rendering ------------------------------------------------------------------------
     def render(self, camera_name: str, show_goal: bool = False) -> np.ndarray:
-        """uint8 (H, W, 3) RGB at the camera's registry resolution.
+        """uint8 (H, W, 3) RGB at the camera's resolution (the registry's unless overridden).
 
         The goal marker (geom group 2) is hidden by default: the cameras stand for the real
         cameras, which see no goal, and a second cube in view would confuse the pose CNN.
@@ -265,7 +270,7 @@ class HandCubeSim:
         return counts[0] / counts[1] if counts[1] else float("nan")
 
     def _camera_renderer(self, camera_name: str) -> tuple[int, mujoco.Renderer]:
-        """(camera id, the renderer at its registry resolution); clear errors for a sim made
+        """(camera id, the renderer at its resolution); clear errors for a sim made
         without rendering or an unknown camera."""
         if not self._render_enabled:
             raise RuntimeError("HandCubeSim(render=False) cannot render")
