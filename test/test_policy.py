@@ -91,7 +91,9 @@ def test_tiny_ppo_run_exports_with_contract(tiny_run):
     model = out / "policy_dex_shadow.onnx"
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log] == [1, 2] and log[-1]["total_steps"] == 80
-    assert all(np.isfinite(r["pi_loss"]) and np.isfinite(r["v_loss"]) for r in log)
+    # The update of a batch runs beside the next rollout: the first iteration updates nothing.
+    assert np.isnan(log[0]["pi_loss"])
+    assert all(np.isfinite(r["pi_loss"]) and np.isfinite(r["v_loss"]) for r in log[1:])
     meta = read_contract(model)
     assert meta["dex.kind"] == "policy" and meta["dex.hand"] == SPEC.name
     assert meta["dex.hand_facts_hash"] == SPEC.facts_hash()
@@ -250,15 +252,17 @@ def test_ppo_benchmark_measures_against_the_bare_env(tmp_path, capsys):
     assert "x bare" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("adr", [False, True], ids=["randomized", "adr"])
-def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, adr):
+@pytest.mark.parametrize(("adr", "overlap"), [(False, True), (True, True), (False, False)],
+                         ids=["randomized", "adr", "sequential"])
+def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, adr, overlap):
     """Killed after an iteration and resumed from its checkpoint, training continues with the
     same episodes (mid-episode envs, randomization draws, ADR, every RNG) and ends with the
     same weights, bit for bit. Goals time out after ~7 steps, so episodes end and restart
-    inside the 20-step rollouts and the checkpoint catches envs mid-episode."""
+    inside the 20-step rollouts and the checkpoint catches envs mid-episode. With ``overlap``
+    the checkpoint also carries the batch whose update runs beside the next rollout."""
     cfg = PPOConfig(hand="leap", n_envs=2, rollout_steps=20, dense=32, lstm_hidden=16,
                     seed=11, goal_timeout_s=0.56, randomize=True, adr=adr, adr_queue=2,
-                    update_threads=1)
+                    update_threads=1, overlap=overlap)
     straight = PPOTrainer(cfg)
     logs = [straight.iterate() for _ in range(3)]
     first = PPOTrainer(cfg)
@@ -279,3 +283,32 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, adr):
     np.testing.assert_array_equal(straight.obs, resumed.obs)
     if adr:
         assert straight.adr.state_dict() == resumed.adr.state_dict()
+
+
+def test_cell_step_is_the_lstm_step_and_a_bf16_update_tracks_fp32():
+    """The rollout's written-out LSTM cell equals nn.LSTM's step (the exported graph); an
+    update in bf16 gives the fp32 update's losses within bf16 rounding, and the first
+    iteration's importance ratios stay near 1 (the rollout acted in fp32). With ``overlap``
+    the first iteration updates nothing (nan statistics) and the second updates the first
+    batch while collecting its own."""
+    torch.manual_seed(0)
+    for net in (PolicyNet(19, 16, 11, dense=64, hidden=32), ValueNet(50, dense=64, hidden=32)):
+        x = torch.randn(5, net.dense.in_features)
+        state = (torch.randn(1, 5, 32), torch.randn(1, 5, 32))
+        a, (ha, ca) = net.step(x, state)
+        b, (hb, cb) = net.cell_step(x, state)
+        for u, w in ((a, b), (ha, hb), (ca, cb)):
+            torch.testing.assert_close(u, w, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="update_precision"):
+        PPOConfig(update_precision="fp16").validate()
+    stats = {}
+    for prec in ("fp32", "bf16"):
+        tr = PPOTrainer(PPOConfig(hand="leap", n_envs=2, rollout_steps=20, dense=64,
+                                  lstm_hidden=32, seed=5, update_precision=prec, epochs=1))
+        first = tr.iterate()
+        assert np.isnan(first["pi_loss"]) and first["iteration"] == 1
+        stats[prec] = tr.iterate()
+        assert tr.bf16 == (prec == "bf16") and stats[prec]["iteration"] == 2
+    for k in ("pi_loss", "v_loss", "entropy"):
+        assert stats["bf16"][k] == pytest.approx(stats["fp32"][k], rel=0.05, abs=2e-3), k
+    assert stats["bf16"]["approx_kl"] < 0.01 and stats["fp32"]["approx_kl"] < 0.01

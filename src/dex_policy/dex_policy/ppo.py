@@ -9,13 +9,23 @@ Domain randomization: ``randomize`` turns on every Dactyl randomization at its s
 ``adr`` (implies ``randomize``) runs DeXtreme-style vectorised ADR (``dex_sim.adr.VectorADR``):
 before every env reset the ADR learns the finished episode's successes and hands the new episode
 its ranges (the vector env's reset hook). The ADR state and its rng are checkpointed.
+
+Overlap (``overlap``, the default): the update of one batch runs in a second thread beside the
+rollout of the next, as Dactyl's optimizer ran beside its rollout workers. The rollout acts with
+a copy of the nets that is synced after each update, so a batch is collected by the policy one
+update behind the learner (PPO's clipped ratio is taken against the policy that acted, whose
+log-probabilities the batch stores). The vector env steps on one core, so on two cores the
+update nearly disappears from the iteration time. The batch awaiting its update is part of the
+checkpoint: a resumed run continues bit for bit.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -40,7 +50,7 @@ from dex_sim.env import DexCubeVectorEnv, TaskConfig, value_obs_dim
 class PPOConfig:
     hand: str = "shadow"
     seed: int = 0
-    n_envs: int = 4
+    n_envs: int = 16  # inference per step costs about the same for 4 envs as for 16: batch it
     rollout_steps: int = 80  # per env per iteration; a multiple of chunk
     chunk: int = 10  # BPTT length (Dactyl: chunks of 10 transitions)
     gamma: float = 0.998
@@ -50,7 +60,9 @@ class PPOConfig:
     vf_coef: float = 1.0
     lr: float = 3e-4
     epochs: int = 3
-    minibatch_chunks: int = 16  # big minibatches: per-call overhead dominates on small CPUs
+    # Big minibatches: a minibatch's cost is mostly fixed (BPTT's per-step weight gradients),
+    # 64 chunks cost ~2x 16 chunks here, so 4x fewer, larger steps halve the update time.
+    minibatch_chunks: int = 64
     max_grad_norm: float = 1.0
     bins: int = BINS
     hold_prior: float = 0.9  # initial probability of the zero-delta bin per actuator (0 = uniform)
@@ -58,6 +70,11 @@ class PPOConfig:
     lstm_hidden: int = 512
     torch_threads: int = 1  # during the rollout, where MuJoCo shares the cores
     update_threads: int = 0  # during the update, where nothing else runs (0 = every core)
+    overlap: bool = True  # update batch k beside the rollout of batch k+1 (both on torch_threads)
+    # The update's arithmetic: "bf16" (autocast through oneDNN; weights, optimizer and losses
+    # stay fp32), "fp32", or "auto": bf16 where the CPU does bf16 natively (AMX / AVX512-BF16),
+    # elsewhere fp32 (emulated bf16 would be slower). Rollouts always act in fp32.
+    update_precision: str = "auto"
     goal_timeout_s: float = TrialConfig.goal_timeout_s  # task: s of sim time per goal
     randomize: bool = False  # all Dactyl randomizations at their static ranges
     adr: bool = False  # vectorised ADR over the adr=True ranges (implies randomize)
@@ -70,6 +87,9 @@ class PPOConfig:
         if self.rollout_steps % self.chunk:
             raise ValueError(f"rollout_steps ({self.rollout_steps}) must be a multiple of chunk "
                              f"({self.chunk})")
+        if self.update_precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"update_precision must be auto, bf16 or fp32; got "
+                             f"{self.update_precision!r}")
         if self.n_envs < 1 or self.epochs < 1 or self.minibatch_chunks < 1:
             raise ValueError("n_envs, epochs and minibatch_chunks must be >= 1")
         if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1 and self.lr > 0):
@@ -93,7 +113,35 @@ class PPOConfig:
 
 _RAND_FIELDS = {k: getattr(PPOConfig, k) for k in
                 ("goal_timeout_s", "randomize", "adr", "adr_t_high", "adr_t_low", "adr_queue",
-                 "adr_boundary_fraction", "update_threads")}
+                 "adr_boundary_fraction", "update_threads", "overlap", "update_precision")}
+
+
+_UPDATE_STATS = ("pi_loss", "v_loss", "entropy", "clip_frac", "approx_kl")
+
+
+def _tensors(buf: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A rollout batch for the checkpoint (its numpy arrays as tensors: the restricted
+    unpickler loads tensors and plain data only)."""
+    if buf is None:
+        return None
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in buf.items()}
+
+
+def _arrays(buf: dict[str, Any]) -> dict[str, Any]:
+    """``_tensors`` undone (the h0 states stay tensors, as ``collect`` made them)."""
+    return {k: v.numpy() if isinstance(v, torch.Tensor) and k not in ("ph", "pc", "vh", "vc")
+            else v for k, v in buf.items()}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX or AVX512-BF16) and torch has oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def _keep(starts: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -106,9 +154,13 @@ class PPOTrainer:
     def __init__(self, cfg: PPOConfig) -> None:
         cfg.validate()
         self.cfg = cfg
-        # Small-batch LSTMs on CPU: oneDNN is 3-5x slower than the native kernels, and one thread
-        # beats two when the rollout (MuJoCo) shares the cores.
-        torch.backends.mkldnn.enabled = False
+        # Small-batch fp32 LSTMs on CPU: oneDNN is 3-5x slower than the native kernels (and one
+        # thread beats two when the rollout, MuJoCo, shares the cores). A bf16 update needs it:
+        # its LSTM takes half the fp32 time there (without it, bf16 falls to slow reference
+        # kernels); the rollout's cell_step does not go through it.
+        self.bf16 = cfg.update_precision == "bf16" or (cfg.update_precision == "auto"
+                                                        and cpu_has_native_bf16())
+        torch.backends.mkldnn.enabled = self.bf16
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         self.spec = get_hand(cfg.hand)
@@ -116,6 +168,11 @@ class PPOTrainer:
         self.policy = PolicyNet(obs_dim(self.spec), self.n_act, cfg.bins, hold_prior=cfg.hold_prior,
                                 dense=cfg.dense, hidden=cfg.lstm_hidden)
         self.value = ValueNet(value_obs_dim(self.spec), dense=cfg.dense, hidden=cfg.lstm_hidden)
+        # The nets the rollout acts with: the learner's own, or (overlap) copies synced after
+        # every update, so the update thread never changes weights the rollout is reading.
+        self.act_policy, self.act_value = ((copy.deepcopy(self.policy), copy.deepcopy(self.value))
+                                           if cfg.overlap else (self.policy, self.value))
+        self._pending: dict[str, Any] | None = None  # (overlap) the batch awaiting its update
         self.opt = torch.optim.Adam([*self.policy.parameters(), *self.value.parameters()],
                                     lr=cfg.lr)
         self.iteration = 0
@@ -184,10 +241,10 @@ class PPOTrainer:
             keep = _keep(self.starts)
             ps = (self.pstate[0] * keep, self.pstate[1] * keep)
             vs = (self.vstate[0] * keep, self.vstate[1] * keep)
-            flat, self.pstate = self.policy.step(torch.from_numpy(self.obs), ps)
-            dist = Categorical(logits=self.policy.logits(flat))
+            flat, self.pstate = self.act_policy.cell_step(torch.from_numpy(self.obs), ps)
+            dist = Categorical(logits=self.act_policy.logits(flat))
             act = dist.sample()
-            v, self.vstate = self.value.step(torch.from_numpy(self.vobs), vs)
+            v, self.vstate = self.act_value.cell_step(torch.from_numpy(self.vobs), vs)
             buf["obs"][t], buf["vobs"][t], buf["starts"][t] = self.obs, self.vobs, self.starts
             buf["act"][t] = act.numpy()
             buf["logp"][t] = dist.log_prob(act).sum(-1).numpy()
@@ -197,7 +254,7 @@ class PPOTrainer:
             ended = term | trunc
             if trunc.any():  # bootstrap V(final state) on timeouts
                 fv = np.where(ended[:, None], infos["final_info"]["value_obs"], vobs)
-                vf, _ = self.value.step(torch.from_numpy(fv), self.vstate)
+                vf, _ = self.act_value.cell_step(torch.from_numpy(fv), self.vstate)
                 rew = rew + cfg.gamma * vf[:, 0].numpy() * trunc
             done = ended.astype(np.float32)
             buf["rew"][t], buf["done"][t] = rew, done
@@ -206,7 +263,7 @@ class PPOTrainer:
                 ep_reasons.append(str(infos["final_info"]["end_reason"][i]))
             self.obs, self.vobs, self.starts = obs, vobs, done
         keep = _keep(self.starts)
-        v_last, _ = self.value.step(torch.from_numpy(self.vobs),
+        v_last, _ = self.act_value.cell_step(torch.from_numpy(self.vobs),
                                     (self.vstate[0] * keep, self.vstate[1] * keep))
         adv = self._gae(buf["rew"], buf["val"], buf["done"], v_last[:, 0].numpy())
         buf["adv"], buf["ret"] = adv, adv + buf["val"]
@@ -245,20 +302,22 @@ class PPOTrainer:
         h0 = {k: buf[k].permute(1, 0, 2, 3).reshape(1, n_chunks * n, cfg.lstm_hidden)
               for k in ("ph", "pc", "vh", "vc")}
         total = n_chunks * n
-        stats: dict[str, list[float]] = {"pi_loss": [], "v_loss": [], "entropy": [],
-                                         "clip_frac": [], "approx_kl": []}
+        stats: dict[str, list[float]] = {k: [] for k in _UPDATE_STATS}
         for _ in range(cfg.epochs):
             perm = torch.randperm(total, generator=self._gen)
             for s in range(0, total, cfg.minibatch_chunks):
                 idx = perm[s:s + cfg.minibatch_chunks]
                 mb = {k: v[:, idx] for k, v in data.items()}
-                flat = self.policy.sequence(mb["obs"], (h0["ph"][:, idx], h0["pc"][:, idx]),
-                                            mb["starts"])
-                dist = Categorical(logits=self.policy.logits(flat))
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                    flat = self.policy.sequence(mb["obs"], (h0["ph"][:, idx], h0["pc"][:, idx]),
+                                                mb["starts"])
+                    logits = self.policy.logits(flat)
+                    v = self.value.sequence(mb["vobs"], (h0["vh"][:, idx], h0["vc"][:, idx]),
+                                            mb["starts"])[..., 0]
+                dist = Categorical(logits=logits.float())  # the losses in fp32
                 logp = dist.log_prob(mb["act"]).sum(-1)
                 ent = dist.entropy().sum(-1).mean()
-                v = self.value.sequence(mb["vobs"], (h0["vh"][:, idx], h0["vc"][:, idx]),
-                                        mb["starts"])[..., 0]
+                v = v.float()
                 adv = mb["adv"]
                 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                 ratio = torch.exp(logp - mb["logp"])
@@ -281,20 +340,25 @@ class PPOTrainer:
         # New statistics apply from the next rollout on (logp of this batch stays consistent).
         self.policy.norm.update(torch.from_numpy(buf["obs"]))
         self.value.norm.update(torch.from_numpy(buf["vobs"]))
-        self.iteration += 1
         return {k: float(np.mean(v)) for k, v in stats.items()}
 
     def iterate(self) -> dict[str, Any]:
-        """One rollout + update; returns the per-iteration log record."""
+        """One rollout + update (with ``overlap``: this rollout beside the previous batch's
+        update); returns the per-iteration log record. Update statistics are nan in an
+        iteration that updated nothing (the first with ``overlap``)."""
         t0 = time.perf_counter()
-        buf = self.collect()
-        t1 = time.perf_counter()
-        torch.set_num_threads(self.cfg.update_threads or os.cpu_count() or 1)
-        try:
-            stats = self.update(buf)
-        finally:
-            torch.set_num_threads(self.cfg.torch_threads)
+        if self.cfg.overlap:
+            buf, stats, t1 = self._collect_beside_update()
+        else:
+            buf = self.collect()
+            t1 = time.perf_counter()
+            torch.set_num_threads(self.cfg.update_threads or os.cpu_count() or 1)
+            try:
+                stats = self.update(buf)
+            finally:
+                torch.set_num_threads(self.cfg.torch_threads)
         t2 = time.perf_counter()
+        self.iteration += 1
         eps = buf["episodes"]
         n_steps = buf["rew"].size
         adr = self.adr.stats() if self.adr is not None else {}
@@ -311,6 +375,41 @@ class PPOTrainer:
             **adr,
         }
 
+    def _collect_beside_update(self) -> tuple[dict[str, Any], dict[str, float], float]:
+        """(this rollout's batch, the statistics of the previous batch's update, when the
+        rollout ended). The update runs in a thread while this one steps the envs; torch and
+        MuJoCo release the GIL in their heavy calls."""
+        pending, self._pending = self._pending, None
+        out: dict[str, Any] = {}
+
+        def run_update() -> None:
+            try:
+                out["stats"] = self.update(pending)
+            except BaseException as e:  # re-raised in the caller's thread
+                out["error"] = e
+
+        worker = threading.Thread(target=run_update, name="ppo-update", daemon=True)
+        if pending is not None:
+            worker.start()
+        try:
+            buf = self.collect()
+            t_rollout = time.perf_counter()
+        finally:
+            if pending is not None:
+                worker.join()
+        if "error" in out:
+            self._pending = pending  # not consumed: a caller that recovers can retry
+            raise out["error"]
+        self._sync_acting_nets()
+        self._pending = buf
+        stats = out.get("stats") or dict.fromkeys(_UPDATE_STATS, float("nan"))
+        return buf, stats, t_rollout
+
+    def _sync_acting_nets(self) -> None:
+        if self.act_policy is not self.policy:
+            self.act_policy.load_state_dict(self.policy.state_dict())
+            self.act_value.load_state_dict(self.value.state_dict())
+
     # ---- checkpoints ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         save_checkpoint({"config": asdict(self.cfg), "policy": self.policy.state_dict(),
@@ -319,7 +418,8 @@ class PPOTrainer:
                          "gen": self._gen.get_state(), "torch_rng": torch.get_rng_state(),
                          "adr": None if self.adr is None else self.adr.state_dict(),
                          "adr_rng": self.adr_rng.bit_generator.state,
-                         "rollout": self._rollout_state()}, path)
+                         "rollout": self._rollout_state(),
+                         "pending": _tensors(self._pending)}, path)
 
     def _rollout_state(self) -> dict[str, Any] | None:
         """The envs mid-episode and what the rollout carries between iterations (a resumed run
@@ -366,4 +466,7 @@ class PPOTrainer:
             tr.adr_rng.bit_generator.state = ck["adr_rng"]
         if ck.get("rollout") is not None:  # older checkpoints: fresh episodes
             tr._restore_rollout(ck["rollout"])
+        tr._sync_acting_nets()
+        if cfg.overlap and ck.get("pending") is not None:
+            tr._pending = _arrays(ck["pending"])
         return tr

@@ -38,6 +38,8 @@ TRAIN_OPTIONS: Options = {
     "epochs": ("--epochs", "PPO epochs per iteration"),
     "minibatch_chunks": ("--minibatch-chunks", "chunks per minibatch"),
     "torch_threads": ("--threads", "torch threads"),
+    "update_precision": ("--update-precision",
+                         "the update's arithmetic: auto (bf16 where the CPU has it), bf16, fp32"),
     "hold_prior": ("--hold-prior",
                    "initial probability of each actuator's zero-delta bin (0 = uniform)"),
     "dense": ("--dense", "width of the dense layer"),
