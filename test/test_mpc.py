@@ -4,6 +4,7 @@ still does not; the evaluator prints Table-3 results for every controller."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -14,7 +15,13 @@ from dex_common.actions import ActionDecoder
 from dex_common.rotations import axis_angle_to_quat, quat_mul, rotation_distance
 from dex_policy import evaluate as ev
 from dex_policy.controllers import HoldController, MPCController, bins_of
-from dex_policy.mpc import MPCConfig, SamplingPlanner, _interp_matrix
+from dex_policy.mpc import (
+    MPCConfig,
+    SamplingPlanner,
+    _interp_matrix,
+    add_mpc_options,
+    mpc_config_of,
+)
 from dex_sim.env import DexCubeEnv, TaskConfig
 
 
@@ -227,3 +234,29 @@ def test_a_student_prior_breaks_ties_towards_the_student() -> None:
     pl.cfg.cost.student = 100.0
     got = bins_of(env, pl.plan(env.sim.data, targets, smoothed, env.tracker.goal, student))
     assert (got == want).mean() > 0.9 and (free_bins == want).mean() < 0.5
+
+
+def test_the_planning_model_takes_its_own_timestep_solver_and_cone() -> None:
+    """The planning model may differ from the sim's for speed (timestep, solver iterations,
+    friction cone); the sim's model is left as it was, and bad choices are refused."""
+    import mujoco
+
+    env = DexCubeEnv("leap")
+    env.reset(seed=3)
+    sim_opt = env.sim.model.opt
+    before = (sim_opt.timestep, sim_opt.iterations, sim_opt.cone)
+    pl = _planner(env, n_samples=2, horizon=2, knots=2, threads=1, plan_timestep=0.008,
+                  plan_iterations=5, plan_cone="pyramidal")
+    assert pl.substeps == 10 and pl.model.opt.timestep == pytest.approx(0.008)
+    assert pl.model.opt.iterations == 5 and pl.model.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL
+    assert (sim_opt.timestep, sim_opt.iterations, sim_opt.cone) == before
+    same = _planner(env, n_samples=2, horizon=2, knots=2, threads=1, plan_timestep=0.0)
+    assert (same.model.opt.timestep, same.model.opt.iterations, same.model.opt.cone) == before
+    for bad in (dict(plan_iterations=-1), dict(plan_cone="round")):
+        with pytest.raises(ValueError, match="plan_"):
+            MPCConfig(**bad).validate()
+    p = argparse.ArgumentParser()
+    add_mpc_options(p)
+    cfg = mpc_config_of(p.parse_args(["--mpc-plan-timestep", "0.002", "--mpc-plan-iterations",
+                                      "8", "--mpc-plan-cone", "elliptic"]))
+    assert (cfg.plan_timestep, cfg.plan_iterations, cfg.plan_cone) == (0.002, 8, "elliptic")

@@ -331,3 +331,29 @@ def test_an_implausible_vision_estimate_is_neither_acted_on_nor_judged(node_proc
     assert any(s.level in (DiagnosticStatus.WARN, DiagnosticStatus.STALE)
                and "implausible cube pose" in s.message for s in side.diag
                if s.name == "dex_policy")
+
+
+def test_a_controller_slower_than_the_input_timeout_is_not_a_stopped_input(node_procs, side):
+    """Lockstep with the MPC controller planning for longer than input_timeout_s: the sim, its
+    cameras and perception wait for the command, so no input is reported stopped (before, the
+    pose was STALE after every slow plan); the commands keep coming."""
+    timeout = 0.15
+    start_policy(node_procs, controller="mpc", mpc_horizon=16, input_timeout_s=timeout)
+    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 0
+                           and side.pose_pub.get_subscription_count() > 0, timeout=30)
+    side.publish_set()
+    assert side.spin_until(lambda: side.resets, timeout=30), node_procs.log("policy")
+    side.sim.reset(side.resets[0])
+    slow = 0
+    for _ in range(4):
+        n = len(side.cmds)
+        t0 = time.monotonic()
+        t = side.publish_set()
+        side.expect_command(n, t)
+        slow += time.monotonic() - t0 > timeout
+        side.spin_until(lambda: False, timeout=0.05)  # diagnostics the plan may have caused
+        side.step_with_last_command()
+    assert slow >= 2  # most plans took longer than the timeout
+    stale = [s.message for s in side.diag if s.name == "dex_policy"
+             and s.level == DiagnosticStatus.STALE]
+    assert not stale, stale

@@ -153,3 +153,58 @@ def test_visibility_measures_what_hides_the_cube_and_changes_no_image(tmp_path: 
     with pytest.raises(ValueError, match="visibility"):  # resuming it without the flag
         ds.generate(tmp_path / "vis", samples=4, seed=3, hand="leap", shard_size=2,
                     progress=False)
+
+
+def test_teacher_source_renders_replayed_states_of_recorded_episodes(tmp_path: Path) -> None:
+    """``--teacher-states``: samples are states a controller visited, replayed from its recorded
+    episodes (seed + executed bins, checked against the stored observations); the labels are
+    the replayed cube poses; a replay that diverges keeps only its verified prefix; a wrong
+    directory is a clear error; without it the dataset's identity is what it was."""
+    from dex_perception.recorded_states import RecordedStates, episode_files
+    from dex_sim.env import DexCubeEnv, TaskConfig
+
+    env = DexCubeEnv("leap", task=TaskConfig(randomize=False))
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=42)
+    rec_obs, bins, poses = [], [], []
+    for _ in range(6):
+        b = rng.integers(3, 8, env.n_actuators)
+        rec_obs.append(obs)
+        bins.append(b)
+        poses.append(np.concatenate(env.sim.cube_pose()))
+        obs, *_ = env.step(b)
+    shards = tmp_path / "run" / "shards"
+    shards.mkdir(parents=True)
+    np.savez(shards / "it000_ep000.npz", seed=np.array(42), bins=np.array(bins, np.int8),
+             obs=np.array(rec_obs, np.float32), by_teacher=np.ones(6, bool))
+    bad_obs = np.array(rec_obs, np.float32)
+    bad_obs[3] += 1.0  # diverges at step 3: steps 0-2 are kept
+    np.savez(shards / "it000_ep001.npz", seed=np.array(42), bins=np.array(bins, np.int8),
+             obs=bad_obs, by_teacher=np.ones(6, bool))
+    np.savez(shards / "it001_ep000.npz", seed=np.array(42), bins=np.array(bins, np.int8),
+             by_teacher=np.array([True, False, True, True, True, True]))  # student acted: skipped
+    assert len(episode_files([str(tmp_path / "run")])) == 3
+    states = RecordedStates("leap", [str(tmp_path / "run")], 0.04, 0.06)
+    assert len(states._replayed(0)) == 6 and len(states._replayed(1)) == 3
+    assert len(states._replayed(2)) == 0
+    assert states.stats == {"episodes": 2, "skipped": 1, "diverged": 1, "states": 9}
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        episode_files([str(tmp_path / "nowhere")])
+
+    cfg = ds.RenderConfig(visual="none", teacher_states=(str(tmp_path / "run"),), p_teacher=1.0)
+    meta = ds.generate(tmp_path / "d", samples=4, seed=3, hand="leap", shard_size=4,
+                       progress=False, cfg=cfg)
+    assert meta["source_counts"] == [0, 0, 0, 4]
+    assert meta["render_config"]["teacher_states"] == [str(tmp_path / "run")]
+    _, pos, quat, _ = ds.load(tmp_path / "d")
+    for p, q in zip(pos, quat, strict=True):
+        d = [np.abs(np.concatenate([p, q]) - v).max() for v in poses]
+        assert min(d) < 1e-5, d  # a replayed state's pose, not a new one
+    plain = ds.RenderConfig()
+    from dex_description.registry import get_hand
+
+    assert "p_teacher" not in ds._dataset_identity(get_hand("leap"), 1, 0, 1, plain)["render_config"]
+    with pytest.raises(ValueError, match="needs teacher_states"):
+        ds.RenderConfig(p_teacher=0.5).validate()
+    with pytest.raises(SystemExit):
+        ds.main(["--out", str(tmp_path / "x"), "--teacher-states", str(tmp_path / "nowhere")])

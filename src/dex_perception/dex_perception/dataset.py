@@ -7,7 +7,11 @@ Where the cube poses come from (one source per sample, ``RenderConfig``):
   control periods, a fresh episode when it ends or the cube leaves the palm;
 - ``place``: the cube at a uniformly random orientation a little above the palm and 0-3 control
   periods of falling / tumbling (every orientation, drop-and-settle poses);
-- ``settle``: a fresh reset, actuator targets near the default pose, 1-6 control periods.
+- ``settle``: a fresh reset, actuator targets near the default pose, 1-6 control periods;
+- ``teacher`` (``--teacher-states DIR``, probability ``p_teacher``): a state a controller visited
+  while working the cube, replayed from its recorded episodes (``dex-policy-dagger`` shards of
+  the MPC teacher: ``dex_perception.recorded_states``). The random-walk poses barely occlude;
+  these are the poses vision meets in trials.
 
 A cube that fell more than ``max_drop`` or moved ``max_offset`` off the palm is re-placed above
 it (out of the cameras' view there is nothing to estimate). Visual randomization per sample:
@@ -52,7 +56,7 @@ from dex_common.rotations import random_quat  # noqa: E402
 from dex_description.registry import get_hand  # noqa: E402
 from dex_perception.visual_randomization import SETS, VisualRandomizer  # noqa: E402
 
-SOURCES = ("rollout", "place", "settle")
+SOURCES = ("rollout", "place", "settle", "teacher")
 GRID_SAMPLES = 6  # rows of each shard's PNG grid
 
 
@@ -71,12 +75,21 @@ class RenderConfig:
     max_fall_steps: int = 3
     max_drop: float = 0.04  # m below rest z: a sample whose cube fell further is re-placed
     max_offset: float = 0.06  # m horizontal from the rest position: further is re-placed
+    # "teacher" samples: states replayed from recorded episodes in these directories, with this
+    # probability (the other sources share the rest in their proportions)
+    teacher_states: tuple[str, ...] = ()
+    p_teacher: float = 0.0
 
     def validate(self) -> None:
         if self.visual not in SETS:
             raise ValueError(f"visual must be one of {SETS}, got {self.visual!r}")
         if not (0 <= self.p_place and 0 <= self.p_settle and self.p_place + self.p_settle <= 1):
             raise ValueError("p_place and p_settle must be >= 0 with a sum <= 1")
+        if not 0 <= self.p_teacher <= 1:
+            raise ValueError(f"p_teacher must be in [0, 1]; got {self.p_teacher}")
+        if self.p_teacher > 0 and not self.teacher_states:
+            raise ValueError("p_teacher > 0 needs teacher_states (directories of recorded "
+                             "episodes)")
 
 
 class PoseSampler:
@@ -98,6 +111,12 @@ class PoseSampler:
         self.render_time = 0.0
         self._targets: np.ndarray | None = None  # the rollout's targets; None: start an episode
         self._home = np.zeros_like(self.lo)
+        self.recorded = None
+        if self.cfg.p_teacher > 0:
+            from dex_perception.recorded_states import RecordedStates
+
+            self.recorded = RecordedStates(hand, self.cfg.teacher_states, self.cfg.max_drop,
+                                           self.cfg.max_offset)
         self._periods = 0
 
     def _place_cube(self, rng: np.random.Generator) -> None:
@@ -184,6 +203,10 @@ class PoseSampler:
         """The next sample of a stream (rollouts continue across calls): images, position,
         quaternion and its source (index into ``SOURCES``)."""
         u, c = rng.random(), self.cfg
+        if u < c.p_teacher:
+            self._visited(rng)
+            return (*self._finish(rng), SOURCES.index("teacher"))
+        u = (u - c.p_teacher) / (1.0 - c.p_teacher)  # the same stream as before when p_teacher 0
         if u < c.p_place + c.p_settle:
             place = u < c.p_place
             self._independent(rng, int(rng.integers(2**31)), place)
@@ -192,6 +215,16 @@ class PoseSampler:
             self._rollout(rng)
             source = SOURCES.index("rollout")
         return (*self._finish(rng), source)
+
+    def _visited(self, rng: np.random.Generator) -> None:
+        """A state the recorded controller visited (its hand and cube; at rest: a render does
+        not see velocities)."""
+        assert self.recorded is not None
+        sim = self.sim
+        sim.data.qpos[:] = self.recorded.draw(rng)
+        sim.data.qvel[:] = 0.0
+        mujoco.mj_forward(sim.model, sim.data)
+        self.end_rollout()  # the random walk starts afresh after this
 
     def end_rollout(self) -> None:
         """The next rollout sample starts a new episode."""
@@ -266,7 +299,9 @@ def _dataset_identity(spec: Any, samples: int, seed: int, shard_size: int,
         "samples": int(samples),
         "seed": int(seed),
         "shard_size": int(shard_size),
-        "render_config": json.loads(json.dumps(asdict(cfg))),
+        "render_config": {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items()
+                          # left out when unused: datasets made before them still resume
+                          if not (k in ("teacher_states", "p_teacher") and not cfg.p_teacher)},
         "sources": list(SOURCES),
     }
 
@@ -480,6 +515,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="visual randomization set (docs/visual_randomization.md)")
     ap.add_argument("--workers", type=int, default=1, help="parallel render workers (Ray)")
     ap.add_argument("--ray-address", default=None, help=ADDRESS_HELP)
+    ap.add_argument("--teacher-states", nargs="+", default=(), metavar="DIR",
+                    help="also render states a controller visited, replayed from its recorded "
+                         "episodes (dex-policy-dagger run or shard directories of teacher-"
+                         "executed episodes)")
+    ap.add_argument("--p-teacher", type=float, default=None,
+                    help="probability of such a sample (default: 1 with --teacher-states, "
+                         "else 0)")
     ap.add_argument("--resolution", type=parse_resolution, default=None, metavar="WxH",
                     help="render every camera at W x H pixels (or N: N x N) instead of the "
                          "registry's (to train and judge a pose model at another resolution)")
@@ -489,8 +531,19 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     get_hand(args.hand)  # clear error for an unknown hand before any rendering
     cmd = shlex.join(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
+    p_teacher = args.p_teacher if args.p_teacher is not None else float(bool(args.teacher_states))
+    try:
+        cfg = RenderConfig(visual=args.visual, teacher_states=tuple(args.teacher_states),
+                           p_teacher=p_teacher)
+        cfg.validate()
+        if cfg.p_teacher:
+            from dex_perception.recorded_states import episode_files
+
+            episode_files(cfg.teacher_states)  # a wrong path fails here, before any worker
+    except (ValueError, FileNotFoundError) as e:
+        ap.error(str(e))
     meta = generate(args.out, args.samples, args.seed, args.hand, args.shard_size,
-                    cfg=RenderConfig(visual=args.visual), command=cmd, workers=args.workers,
+                    cfg=cfg, command=cmd, workers=args.workers,
                     ray_address=args.ray_address, visibility=args.visibility,
                     resolution=args.resolution)
     print(

@@ -92,6 +92,9 @@ class MPCConfig:
     # with an effort cost the others hold still instead of moving at random.
     noise_fraction: float = 1.0
     plan_timestep: float = 0.004  # s; the sim runs 0.002 (None-equivalent: 0 = the sim's)
+    # The planning model's solver (docs/teacher_student.md has what each costs in successes):
+    plan_iterations: int = 0  # constraint-solver iterations; 0 = the sim's (30)
+    plan_cone: str = ""  # friction cone: "" = the sim's (elliptic), "pyramidal", "elliptic"
     threads: int = 0  # rollout threads; 0 = all cores
     cem_iterations: int = 1  # CEM refits (planner "cem"); PS ignores it
     cem_elites: int = 8  # CEM's elites; MPPI's temperature is the cost gap to this rank
@@ -116,6 +119,10 @@ class MPCConfig:
             errs.append(f"noise_fraction must be in (0, 1]; got {self.noise_fraction}")
         if self.plan_timestep < 0:
             errs.append(f"plan_timestep must be >= 0; got {self.plan_timestep}")
+        if self.plan_iterations < 0:
+            errs.append(f"plan_iterations must be >= 0; got {self.plan_iterations}")
+        if self.plan_cone not in ("", "pyramidal", "elliptic"):
+            errs.append(f"plan_cone must be '', 'pyramidal' or 'elliptic'; got {self.plan_cone!r}")
         if self.planner != "ps" and not 2 <= self.cem_elites < self.n_samples:
             errs.append(f"cem_elites must be in [2, n_samples); got {self.cem_elites}")
         if errs:
@@ -141,6 +148,14 @@ def add_mpc_options(p: argparse.ArgumentParser) -> None:
                    help=f"fraction of actuators each sample perturbs (default: {d.noise_fraction})")
     p.add_argument("--mpc-effort", type=float, default=c.effort,
                    help=f"cost per rad² of mean squared target change (default: {c.effort})")
+    p.add_argument("--mpc-plan-timestep", type=float, default=d.plan_timestep,
+                   help="the planning model's timestep, s (0 = the sim's; default: "
+                        f"{d.plan_timestep})")
+    p.add_argument("--mpc-plan-iterations", type=int, default=d.plan_iterations,
+                   help="the planning model's solver iterations (0 = the sim's; default: "
+                        f"{d.plan_iterations})")
+    p.add_argument("--mpc-plan-cone", choices=("", "pyramidal", "elliptic"),
+                   default=d.plan_cone, help="the planning model's friction cone ('' = the sim's)")
     p.add_argument("--mpc-student", type=float, default=c.student,
                    help="cost per unit of mean |delta - the student's argmax delta| / max "
                         "delta: ties between near-equal plans go the student's way, so the "
@@ -152,7 +167,8 @@ def mpc_config_of(a: argparse.Namespace) -> MPCConfig:
     """The ``MPCConfig`` of parsed ``add_mpc_options`` (validated)."""
     cfg = MPCConfig(n_samples=a.mpc_samples, horizon=a.mpc_horizon, planner=a.mpc_planner,
                     sigmas=a.mpc_sigmas, noise_fraction=a.mpc_noise_fraction,
-                    cost=CostWeights(effort=a.mpc_effort, student=a.mpc_student))
+                    plan_timestep=a.mpc_plan_timestep, plan_iterations=a.mpc_plan_iterations,
+                    plan_cone=a.mpc_plan_cone, cost=CostWeights(effort=a.mpc_effort, student=a.mpc_student))
     cfg.validate()
     return cfg
 
@@ -222,6 +238,11 @@ class SamplingPlanner:
         dt = self.cfg.plan_timestep or model.opt.timestep
         self.substeps = max(1, round(period / dt))
         m.opt.timestep = period / self.substeps
+        if self.cfg.plan_iterations:
+            m.opt.iterations = self.cfg.plan_iterations
+        if self.cfg.plan_cone:
+            m.opt.cone = (mujoco.mjtCone.mjCONE_PYRAMIDAL if self.cfg.plan_cone == "pyramidal"
+                          else mujoco.mjtCone.mjCONE_ELLIPTIC)
         self.model = m
         self._datas = [mujoco.MjData(m) for _ in range(self.threads)]
         self._nstate = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_FULLPHYSICS)

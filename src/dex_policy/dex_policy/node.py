@@ -26,7 +26,8 @@ wall clock on a robot; before /clock arrives, against the other inputs' time): a
 stamp is off it (stamped 0, or 1000 s ahead) is rejected and counted
 (``sync_dropped_implausible``) and moves nothing here. A jump the clock makes with the inputs (a
 sim restarted under us, a bag loop) continues the trial on the new time (WARN, ``time_jumps``). Liveness: during a trial, an input that has not
-delivered within ``input_timeout_s`` (for /joint_states: of the last command) is STALE on
+delivered within ``input_timeout_s`` of the later of its last message and the last command
+(in lockstep everything waits for the command, however long the controller plans) is STALE on
 /diagnostics, naming the topic, and the hand holds.
 """
 
@@ -597,15 +598,15 @@ class PolicyNode(Node):
     # ---- timers (wall clock) -------------------------------------------------------------------
     def _stale_inputs(self, now: float) -> str:
         """Inputs that stopped during a trial, e.g. "/object/pose (1.2 s)"; "" when all flow.
-        /joint_states counts from the later of its last message and our last command (in
-        lockstep the sim waits for us)."""
+        Every input counts from the later of its last message and our last command: in
+        lockstep the sim, and so the cameras and perception, wait for us, and a controller
+        that plans for longer than input_timeout_s is not a stopped input. (A command needs a
+        complete set, so a stopped input stops the commands too and is still reported.)"""
         if self.finished or self.awaiting_reset or self.fault:
             return ""
         stale = []
         for i, topic in enumerate(self.input_topics):
-            since = self.last_input_wall[i]
-            if i == 0:
-                since = max(since, self.last_cmd_wall)
+            since = max(self.last_input_wall[i], self.last_cmd_wall)
             if now - since > self.input_timeout and math.isfinite(since):
                 stale.append(f"{topic} ({now - since:.1f} s)")
             elif not math.isfinite(since) and math.isfinite(self.last_input_wall[0]):
