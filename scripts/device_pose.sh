@@ -27,6 +27,11 @@ MAX_CHUNKS=${MAX_CHUNKS:-8}       # per process: caps the data at what memory an
 SEED0=${SEED0:-1000}              # dataset seeds SEED0 + 100 * (process of its target) + chunk
                                   # (held-out sets: seeds 12 and 13)
 NET=${NET:-"--input-downsample 1 --stem-channels 32 --stages 32,64,64,64"}
+# Teacher-visited poses (dex-perception-dataset --teacher-states): directories of recorded
+# teacher episodes, e.g. runs/bc_big (carry them: the run tool's `carry`), and the share of
+# samples drawn from them. Empty: the random-walk / place / settle poses only.
+TEACHER_STATES=${TEACHER_STATES:-}
+P_TEACHER=${P_TEACHER:-0.5}
 BATCH=${BATCH:-128}
 LR=${LR:-3e-3}
 DEVICE=${DEVICE:-cuda}
@@ -77,6 +82,7 @@ for k in "${!hands[@]}"; do
         python3 -m dex_perception.dataset --out "$WORK/data/${hands[k]}/p${i}_c${j}" \
           --hand "$(hand_of "${hands[k]}")" $(res_args "${hands[k]}") --samples "$CHUNK" \
           --shard-size 500 --visual full --seed $((SEED0 + 100 * i + j)) \
+          ${TEACHER_STATES:+--teacher-states $TEACHER_STATES --p-teacher $P_TEACHER} \
           > "$WORK/logs/render_${hands[k]}_p${i}_c${j}.log" 2>&1 || break
         last=$(( $(date +%s) - now )); j=$((j + 1))
       done
