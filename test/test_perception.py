@@ -353,3 +353,28 @@ def test_another_resolution_trains_a_model_only_matching_cameras_load(
         ev.main(["--model", str(model), "--data", str(small),
                  "--data", str(tiny_model["root"] / "data")])
     assert "different resolutions" in capsys.readouterr().err
+
+
+def test_init_fine_tunes_from_another_runs_checkpoint(tiny_model: dict, tmp_path: Path) -> None:
+    """``--init CKPT``: training starts from that run's weights and net layout (a learning rate
+    of ~0 leaves them as they were: the same outputs as the model it started from); data that
+    does not fit its layout, or a missing checkpoint, is refused by name."""
+    ckpt = tiny_model["onnx"].with_suffix(".ckpt.pt")
+    data = tiny_model["root"] / "data"
+    cfg = tr.TrainConfig(epochs=1, batch_size=4, val_frac=0.2, lr=1e-12,
+                         net=NetConfig(stem_channels=4, stages=(4, 4), stage_strides=(2, 2)))
+    res = tr.train(data, tmp_path / "ft" / "pose.onnx", cfg, progress=False, init=ckpt)
+    before, after = load_checkpoint(ckpt), load_checkpoint(res["checkpoint"])
+    assert after["net"] == before["net"]  # its layout, not the one asked for
+    params = [k for k in before["model"] if "running" not in k and "num_batches" not in k]
+    for k in params:  # (batch-norm statistics move in training whatever the learning rate)
+        torch.testing.assert_close(after["model"][k], before["model"][k], atol=1e-6, rtol=0)
+    leap = tmp_path / "leap"
+    ds.generate(leap, samples=2, seed=9, hand="leap", shard_size=2, progress=False)
+    with pytest.raises(ValueError, match="--init"):
+        tr.train(leap, tmp_path / "l" / "pose.onnx",
+                 tr.TrainConfig(hand="leap", epochs=1, batch_size=2, val_frac=0.5),
+                 progress=False, init=ckpt)
+    with pytest.raises(FileNotFoundError, match="--init"):
+        tr.train(data, tmp_path / "m" / "pose.onnx", cfg, progress=False,
+                 init=tmp_path / "none.pt")

@@ -246,9 +246,12 @@ def train(
     producer: str | None = None,
     checkpoint: str | Path | None = None,
     device: str = "cpu",
+    init: str | Path | None = None,
 ) -> dict:
     """Train on one or more datasets, checkpoint each epoch, export + verify ONNX; returns a
-    summary dict. ``device``: ``cpu``, ``cuda`` or ``auto`` (``pick_device``)."""
+    summary dict. ``device``: ``cpu``, ``cuda`` or ``auto`` (``pick_device``). ``init``: start
+    from the weights (and net layout) of another run's checkpoint — fine-tuning a model on new
+    data, with a fresh schedule."""
     dev = pick_device(device)
     paths = [data] if isinstance(data, (str, Path)) else list(data)
     out = Path(out)
@@ -260,6 +263,13 @@ def train(
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
         ckpt = load_checkpoint(ckpt_path)  # tensors and plain data only: never runs code
+    start_weights = None
+    if init is not None and ckpt is None:
+        if not Path(init).is_file():
+            raise FileNotFoundError(f"--init: no checkpoint at {init}")
+        start = load_checkpoint(init)
+        start_weights = start["model"]
+        cfg.net = NetConfig.from_dict(start["net"])
     spec = get_hand(cfg.hand)
     torch.set_num_threads(cfg.threads)
     images, pos, quat, metas = ds.load_many(paths)
@@ -271,6 +281,13 @@ def train(
               "the model will load only where the cameras render that", flush=True)
     ds.check_dataset(meta, spec)
     cam = spec.cameras[0]
+    if start_weights is not None:  # its layout is fixed: the data must fit it
+        want = (cfg.net.n_cameras, cfg.net.height, cfg.net.width, tuple(cfg.net.pos_center))
+        have = (len(spec.cameras), cam.height, cam.width,
+                tuple(float(v) for v in spec.cube.rest_pos))
+        if want != have:
+            raise ValueError(f"--init: that model is for (cameras, height, width, cube rest) "
+                             f"{want}; the data is {have}")
     cfg.net.n_cameras, cfg.net.height, cfg.net.width = len(spec.cameras), cam.height, cam.width
     cfg.net.pos_center = tuple(float(v) for v in spec.cube.rest_pos)
 
@@ -286,7 +303,10 @@ def train(
     v_img, v_pos, v_quat = images[val_idx], pos[val_idx], quat[val_idx]
 
     torch.manual_seed(cfg.seed)
-    model = PoseNet(cfg.net).to(dev)
+    model = PoseNet(cfg.net)
+    if start_weights is not None:
+        model.load_state_dict(start_weights)
+    model = model.to(dev)
     on_gpu = dev.type == "cuda"
     if on_gpu:  # float32 with TF32 convs/matmuls (bf16 outputs would quantize the pose at ~0.2°)
         torch.backends.cudnn.benchmark = True
@@ -404,6 +424,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="stop after the epoch that crosses this wall-time budget")
     ap.add_argument("--checkpoint", default=None, help="checkpoint path (default <out>.ckpt.pt)")
     ap.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    ap.add_argument("--init", default=None, metavar="CKPT",
+                    help="fine-tune: start from another run's checkpoint (its weights and net "
+                         "layout; the net options are ignored), with a fresh schedule")
     ap.add_argument("--device", default="auto",
                     help="auto (a CUDA GPU where there is one, else the CPU), cpu or cuda")
     args = ap.parse_args(argv)
@@ -417,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
                       seed=args.seed, threads=args.threads, val_frac=args.val_frac, net=net)
     try:
         res = train(args.data, args.out, cfg, resume=args.resume, max_minutes=args.max_minutes,
-                    checkpoint=args.checkpoint, device=args.device)
+                    checkpoint=args.checkpoint, device=args.device, init=args.init)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         ap.error(str(e))
     ev = res["eval"]
