@@ -533,8 +533,8 @@ def main(argv: list[str] | None = None) -> None:
     cmd = shlex.join(getattr(sys, "orig_argv", None) or [sys.executable] + sys.argv)
     p_teacher = args.p_teacher if args.p_teacher is not None else float(bool(args.teacher_states))
     try:
-        cfg = RenderConfig(visual=args.visual, teacher_states=tuple(args.teacher_states),
-                           p_teacher=p_teacher)
+        cfg = RenderConfig(visual=args.visual, p_teacher=p_teacher,  # absolute: for workers
+                           teacher_states=tuple(str(Path(d).resolve()) for d in args.teacher_states))
         cfg.validate()
         if cfg.p_teacher:
             from dex_perception.recorded_states import episode_files
