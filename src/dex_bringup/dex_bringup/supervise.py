@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from dex_bringup.graph import NodeSpec
 from dex_bringup.procs import Child, ProcessGroup, exit_text
 
+HAND_DRIVERS = frozenset({"leap_node"})  # executables that publish a real hand's joint states
+
 
 def start_order(nodes: list[NodeSpec]) -> list[NodeSpec]:
     """Consumers before producers (recorder, policy, perception, then the sim)."""
@@ -46,11 +48,13 @@ def readiness_checks(nodes: list[NodeSpec]) -> list[tuple[str, str, int]]:
 
 def start_staged(group: ProcessGroup, watcher: object, spin: Callable[[], None],
                  timeout: float = 60.0) -> list[str]:
-    """Start every node but the sim, wait until ``watcher`` (an rclpy node) sees them on the
-    graph, then start the sim: in lockstep the first trial starts as soon as the sim sees the
-    policy, so the monitor and the recorder must already be matched or trial 0 goes unseen.
-    Returns problems (empty when ready)."""
+    """Start every node but the state source (the sim, or the hand's driver), wait until
+    ``watcher`` (an rclpy node) sees them on the graph, then start it: the first trial starts
+    as soon as the policy gets joint states, so the monitor and the recorder must already be
+    matched or trial 0 goes unseen. Returns problems (empty when ready)."""
     sim_names = [s.name for s in group.specs if s.package == "dex_sim"]
+    # A hand driver publishes joint states from its first cycle: it waits like the sim.
+    sources = sim_names + [s.name for s in group.specs if s.executable in HAND_DRIVERS]
     # The watcher (monitor, test tap) must see trial 0 too: the sim waits for it as well.
     if hasattr(watcher, "get_name"):
         for i, spec in enumerate(group.specs):
@@ -59,7 +63,7 @@ def start_staged(group: ProcessGroup, watcher: object, spin: Callable[[], None],
                 if watcher.get_name() not in waits:
                     group.specs[i] = spec.with_parameters(
                         wait_nodes=",".join([*waits, watcher.get_name()]))
-    group.start([s.name for s in group.specs if s.name not in sim_names])
+    group.start([s.name for s in group.specs if s.name not in sources])
     problems = wait_until_seen(group, watcher, spin, readiness_checks(group.specs), timeout)
     if not problems:
         group.start()
