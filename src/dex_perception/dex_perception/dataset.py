@@ -413,6 +413,11 @@ def _complete_shards(path: Path) -> tuple[list[Path], dict]:
     return shards, meta
 
 
+def read_meta(path: str | Path) -> dict:
+    """A complete dataset's ``meta.json`` (clear errors for a missing or unfinished one)."""
+    return _complete_shards(Path(path))[1]
+
+
 def load_many(paths: list[str | Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
     """Several datasets as one: (images, position, orientation, each dataset's meta), in the
     order given. The images go straight into one preallocated array, so loading takes the

@@ -146,20 +146,14 @@ def sets_resolution(paths: list[str], hand: str) -> tuple[int, int] | None:
     different resolutions cannot be judged with one model."""
     from dex_description.registry import get_hand
 
-    cam = get_hand(hand).cameras[0]
-    sizes = set()
-    for p in paths:
-        meta_file = Path(p) / "meta.json"
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{meta_file} not found; make a dataset with "
-                                    "dex-perception-dataset")
-        img = json.loads(meta_file.read_text()).get("image") or {}
-        sizes.add((img.get("width", cam.width), img.get("height", cam.height)))
+    base = get_hand(hand)
+    cams = {ds.dataset_spec(ds.read_meta(p), base).cameras[0] for p in paths}
+    sizes = sorted({(c.width, c.height) for c in cams})
     if len(sizes) > 1:
-        raise ValueError(f"the test sets were rendered at different resolutions {sorted(sizes)}:"
+        raise ValueError(f"the test sets were rendered at different resolutions {sizes}:"
                          " judge them separately")
-    (size,) = sizes
-    return None if size == (cam.width, cam.height) else size
+    cam = base.cameras[0]
+    return None if sizes[0] == (cam.width, cam.height) else sizes[0]
 
 
 def main(argv: list[str] | None = None) -> int:

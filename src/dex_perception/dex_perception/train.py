@@ -270,12 +270,13 @@ def train(
         start = load_checkpoint(init)
         start_weights = start["model"]
         cfg.net = NetConfig.from_dict(start["net"])
-    spec = get_hand(cfg.hand)
+    registry_spec = get_hand(cfg.hand)
     torch.set_num_threads(cfg.threads)
     images, pos, quat, metas = ds.load_many(paths)
     meta = metas[0]
-    spec = ds.dataset_spec(meta, spec)  # a dataset at another resolution makes a model for it
-    if spec is not get_hand(cfg.hand):
+    # A dataset at another resolution makes a model for that resolution.
+    spec = ds.dataset_spec(meta, registry_spec)
+    if spec is not registry_spec:
         cam = spec.cameras[0]
         print(f"note: the dataset is {cam.width}x{cam.height}, not the registry's resolution; "
               "the model will load only where the cameras render that", flush=True)

@@ -134,14 +134,10 @@ def _arrays(buf: dict[str, Any]) -> dict[str, Any]:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AMX or AVX512-BF16) and torch has oneDNN."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    """Whether this CPU computes bf16 in hardware (AMX or AVX512-BF16) and torch has oneDNN
+    (torch's own CPU capability probes)."""
+    return torch.backends.mkldnn.is_available() and (
+        torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
 def _keep(starts: np.ndarray | torch.Tensor) -> torch.Tensor:
