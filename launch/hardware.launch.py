@@ -13,7 +13,7 @@ camera drivers too; this one adds the dex nodes from ``dex_bringup.graph.hardwar
 from __future__ import annotations
 
 ARGS = {
-    "trials": ("3", "number of trials the policy runs"),
+    "trials": ("3", "number of trials the trial node runs"),
     "seed": ("0", "seed of the first trial (goal sequence)"),
     "hand": ("shadow", "hand profile in dex_description.registry"),
     "controller": ("onnx", "onnx (the LSTM policy model) | mpc (the sampling-MPC planner)"),
@@ -27,7 +27,7 @@ ARGS = {
                     " /cameras/NAME/image_raw)"),
     "rviz": ("false", "start RViz with dex_description's config"),
     "keep_running": ("false", "keep the graph up after the last trial (default: the launch ends)"),
-    "respawn": ("false", "restart a node other than the controller when it dies"),
+    "respawn": ("false", "restart a node other than the trial node and the controller when it dies"),
     "robot_state_publisher": ("true", "publish TF from the URDF and /joint_states"),
 }
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 ARGS = {
     "mode": ("lockstep", "lockstep | realtime"),
     "source": ("vision", "vision (CNN pose from the cameras) | state (ground-truth pose)"),
-    "trials": ("3", "number of trials the policy runs"),
+    "trials": ("3", "number of trials the trial node runs"),
     "seed": ("0", "seed of the first trial"),
     "hand": ("shadow", "hand profile in dex_description.registry"),
     "controller": ("onnx", "onnx (the LSTM policy model) | mpc (the sampling-MPC planner)"),
     "record": ("", "directory for one bag per trial ('' = no recording)"),
     "rviz": ("false", "start RViz with dex_description's config"),
     "keep_running": ("false", "keep the graph up after the last trial (default: the launch ends)"),
-    "respawn": ("false", "restart a node other than the controller when it dies"),
+    "respawn": ("false", "restart a node other than the trial node and the controller when it dies"),
     "robot_state_publisher": ("true", "publish TF from the URDF and /joint_states"),
     "use_sim_time": ("true", "nodes follow /clock"),
 }

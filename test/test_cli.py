@@ -16,7 +16,7 @@ def test_dex_run_state_mode_finishes_by_itself_and_records(tmp_path: Path) -> No
     out = tmp_path / "bags"
     p = subprocess.run(
         [sys.executable, "-m", "dex_bringup.cli", "run", "--source", "state", "--trials", "1",
-         "--seed", "4", "--record", str(out), "--param", "dex_policy.goal_timeout_s=1.0"],
+         "--seed", "4", "--record", str(out), "--param", "dex_trial.goal_timeout_s=1.0"],
         cwd=REPO, env=ros_env(), capture_output=True, text=True, timeout=120,
     )
     log = p.stdout + p.stderr
@@ -36,13 +36,13 @@ def test_dex_graph_hardware_is_the_launch_files_graph(capsys) -> None:  # noqa: 
     from dex_bringup.graph import describe, hardware_graph
 
     argv = ["--hand", "leap", "--hand-port", "/dev/ttyUSB0", "--camera-sources", "cam0=0,cam1=2",
-            "--trials", "2", "--controller", "mpc", "--param", "dex_policy.goal_timeout_s=80.0"]
+            "--trials", "2", "--controller", "mpc", "--param", "dex_trial.goal_timeout_s=80.0"]
     assert main(["graph", "--hardware", *argv]) == 0
     printed = capsys.readouterr().out
     assert printed.strip() == describe(hardware_graph(
         "leap", num_trials=2, controller="mpc", hand_port="/dev/ttyUSB0",
         camera_sources={"cam0": "0", "cam1": "2"},
-        extra={"dex_policy": {"goal_timeout_s": 80.0}})).strip()
+        extra={"dex_trial": {"goal_timeout_s": 80.0}})).strip()
     assert "leap_hand" in printed and "camera_cam1" in printed and "/clock" not in printed
     for bad, why in ((["--source", "state"], "--source state"), (["--mode", "realtime"], "--mode"),
                      (["--view"], "--view")):

@@ -196,7 +196,7 @@ def test_a_sim_restarted_under_a_running_policy_is_a_clock_jump(dds_env: dict[st
 
     nodes = sim_graph(mode="lockstep", pose_source="gt", num_trials=2, seed=8,
                       record_dir=str(tmp_path / "bags"),
-                      extra={"dex_policy": {"goal_timeout_s": 4.0}})
+                      extra={"dex_trial": {"goal_timeout_s": 4.0}})
     rclpy.init()
     node = rclpy.create_node("clock_jump_watch")
     statuses: list[tuple[str, dict[str, str]]] = []

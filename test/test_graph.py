@@ -30,17 +30,24 @@ def _by_name(nodes: list[NodeSpec]) -> dict[str, NodeSpec]:
 
 def test_sim_graph_vision_has_perception_and_recorder() -> None:
     nodes = _by_name(sim_graph(pose_source="vision", num_trials=2, seed=7, record_dir="/tmp/b"))
-    assert list(nodes) == ["dex_sim", "dex_perception", "dex_policy", "dex_recorder"]
+    assert list(nodes) == ["dex_sim", "dex_perception", "dex_trial", "dex_policy", "dex_recorder"]
     assert nodes["dex_sim"].parameters["publish_images"] is True
     assert nodes["dex_sim"].parameters["mode"] == "lockstep"
     assert nodes["dex_policy"].parameters["pose_source"] == "vision"
-    assert nodes["dex_policy"].parameters["num_trials"] == 2
-    assert nodes["dex_policy"].parameters["seed"] == 7
+    # the trial node runs the trials (judged on the truth in sim); the controller only acts
+    trial = nodes["dex_trial"]
+    assert (trial.package, trial.executable) == ("dex_bringup", "trial_node")
+    assert trial.parameters["num_trials"] == 2 and trial.parameters["seed"] == 7
+    assert trial.parameters["judge_source"] == "gt"
+    assert trial.parameters["pose_model_path"] == nodes["dex_perception"].parameters["model_path"]
+    assert not {"num_trials", "seed", "judge_source"} & set(nodes["dex_policy"].parameters)
+    assert "dex_trial" in nodes["dex_sim"].parameters["wait_nodes"].split(",")
     assert nodes["dex_recorder"].parameters["out_dir"] == "/tmp/b"
     assert "/object/pose" in nodes["dex_recorder"].parameters["topics"]
     # every node but the sim (which publishes /clock) follows sim time
     assert "use_sim_time" not in nodes["dex_sim"].parameters
-    assert all(nodes[n].parameters["use_sim_time"] is True for n in ("dex_perception", "dex_policy"))
+    assert all(nodes[n].parameters["use_sim_time"] is True
+               for n in ("dex_perception", "dex_trial", "dex_policy"))
 
 
 def test_state_source_drops_perception_and_images() -> None:
@@ -70,7 +77,8 @@ def test_graph_validation_errors(kwargs: dict, match: str) -> None:
 
 def test_hardware_graph_wall_time_and_camera_remaps() -> None:
     nodes = _by_name(hardware_graph(record_dir="r", camera_remaps={"/usb0/image": "/cameras/cam0/image_raw"}))
-    assert list(nodes) == ["dex_perception", "dex_policy", "dex_recorder"]
+    assert list(nodes) == ["dex_perception", "dex_trial", "dex_policy", "dex_recorder"]
+    assert nodes["dex_trial"].parameters["judge_source"] == "vision"  # no truth on a robot
     assert nodes["dex_perception"].remappings == [("/cameras/cam0/image_raw", "/usb0/image")]
     assert all(n.parameters["use_sim_time"] is False for n in nodes.values())
     assert "/clock" not in nodes["dex_recorder"].parameters["topics"]
@@ -113,6 +121,7 @@ def test_hardware_graph_sync_windows_cover_a_period_of_its_free_running_sources(
     assert nodes["camera_cam1"].parameters["rate_hz"] == pytest.approx(12.5)  # the control rate
     assert nodes["dex_perception"].parameters["slop"] == pytest.approx(1.5 / 12.5)
     assert nodes["dex_policy"].parameters["slop"] == pytest.approx(1.5 / 100)
+    assert nodes["dex_trial"].parameters["slop"] == pytest.approx(1.5 / 100)
     nodes = _by_name(hardware_graph("leap", hand_port="/dev/ttyUSB0", camera_sources=src,
                                     extra={"camera_cam0": {"rate_hz": 5.0},
                                            "leap_hand": {"rate_hz": 50.0},
@@ -155,15 +164,16 @@ def test_argv_round_trips_every_param_and_remap() -> None:
 
 def test_cli_builds_the_same_graph() -> None:
     args = build_parser().parse_args(
-        ["run", "--source", "state", "--trials", "4", "--seed", "3", "--param", "dex_policy.goal_timeout_s=2.5"]
+        ["run", "--source", "state", "--trials", "4", "--seed", "3", "--param", "dex_trial.goal_timeout_s=2.5"]
     )
     nodes = graph_from_args(args, "out")
     assert nodes == sim_graph(
         pose_source="state", num_trials=4, seed=3, record_dir="out",
-        extra={"dex_policy": {"goal_timeout_s": 2.5}},
+        extra={"dex_trial": {"goal_timeout_s": 2.5}},
     )
     # consumers start before the sim
-    assert [n.name for n in start_order(nodes)] == ["dex_recorder", "dex_policy", "dex_sim"]
+    assert [n.name for n in start_order(nodes)] == ["dex_recorder", "dex_policy", "dex_trial",
+                                                    "dex_sim"]
     with pytest.raises(GraphError, match="NODE.KEY=VALUE"):
         _extra(["slop=1"])
 

@@ -62,7 +62,7 @@ def test_dex_run_hardware_runs_a_trial_on_the_emulated_hand(dds_env: dict[str, s
             "--camera-sources", ",".join(f"{n}={v}" for n, v in videos.items()),
             "--controller", "mpc", "--trials", "1", "--seed", "3",
             "--record", str(tmp_path / "bags"), "--timeout", str(TIMEOUT_S),
-            "--param", "dex_policy.goal_timeout_s=2.0", "--param", "dex_policy.mpc_samples=16",
+            "--param", "dex_trial.goal_timeout_s=2.0", "--param", "dex_policy.mpc_samples=16",
             "--param", "dex_policy.mpc_horizon=4",
             *[a for n in HAND.camera_names for a in ("--param", f"camera_{n}.loop=true")]])
     finally:

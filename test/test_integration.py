@@ -29,12 +29,14 @@ class Tap:
         self.stamps: dict[str, list[int]] = {t: [] for t in types}
         self.statuses: list[tuple[int, str, dict[str, str]]] = []
         self.diag_names: set[str] = set()
+        from dex_common.ros_util import LATCHED_QOS, POLICY_INFO_TOPIC
+
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         for topic, msgtype in types.items():
             node.create_subscription(
                 message_class(msgtype), topic,
                 lambda d, t=topic, s=msgtype in STAMPED_TYPES: self.stamps[t].append(cdr_stamp_ns(d) if s else 0),
-                qos, raw=True,
+                LATCHED_QOS if topic == POLICY_INFO_TOPIC else qos, raw=True,  # said once, latched
             )
         node.create_subscription(DiagnosticArray, "/trial/status", self._on_status, qos)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, qos)
@@ -62,7 +64,7 @@ def test_lockstep_vision_graph_end_to_end(dds_env: dict[str, str], tmp_path: Pat
         mode="lockstep", pose_source="vision", num_trials=1, seed=3, record_dir=str(bags),
         policy_model=os.environ.get("DEX_POLICY_MODEL"), pose_model=os.environ.get("DEX_POSE_MODEL"),
     )
-    assert {n.name for n in nodes} == {"dex_sim", "dex_perception", "dex_policy", "dex_recorder"}
+    assert {n.name for n in nodes} == {"dex_sim", "dex_perception", "dex_trial", "dex_policy", "dex_recorder"}
     types = topic_types()
     rclpy.init()
     node = rclpy.create_node("integration_tap")
@@ -80,7 +82,7 @@ def test_lockstep_vision_graph_end_to_end(dds_env: dict[str, str], tmp_path: Pat
     # ---- messages flow on every topic ---------------------------------------------------------
     silent = [t for t, s in tap.stamps.items() if not s]
     assert not silent, f"no messages on {silent}"
-    assert {"dex_sim", "dex_perception", "dex_policy", "dex_recorder"} <= tap.diag_names, tap.diag_names
+    assert {"dex_sim", "dex_perception", "dex_trial", "dex_policy", "dex_recorder"} <= tap.diag_names, tap.diag_names
 
     # ---- every output carries the stamp of its inputs -----------------------------------------
     # The tap is a late-joining observer: DDS delivers nothing published before its readers

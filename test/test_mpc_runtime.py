@@ -104,7 +104,7 @@ def test_dex_run_with_the_mpc_controller(tmp_path: Path) -> None:
     p = subprocess.run(
         [sys.executable, "-m", "dex_bringup.cli", "run", "--hand", "leap", "--source", "state",
          "--controller", "mpc", "--trials", "1", "--seed", "3", "--record", str(out),
-         "--param", "dex_policy.goal_timeout_s=0.8", "--param", "dex_policy.mpc_samples=8",
+         "--param", "dex_trial.goal_timeout_s=0.8", "--param", "dex_policy.mpc_samples=8",
          "--param", "dex_policy.mpc_horizon=4"],
         cwd=REPO, env=ros_env(), capture_output=True, text=True, timeout=180,
     )

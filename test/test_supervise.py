@@ -19,7 +19,7 @@ TIMEOUT_S = 150.0
 
 def _graph(trials: int, seed: int, goal_timeout_s: float = 2.0, mode: str = "lockstep") -> list:
     return sim_graph(mode=mode, pose_source="gt", num_trials=trials, seed=seed,
-                     extra={"dex_policy": {"goal_timeout_s": goal_timeout_s}})  # short trials
+                     extra={"dex_trial": {"goal_timeout_s": goal_timeout_s}})  # short trials
 
 
 def _tails(group: ProcessGroup) -> str:
@@ -31,15 +31,18 @@ def test_respawn_rules() -> None:
     nodes = {n.name: n for n in _graph(2, 0)}
     specs = list(nodes.values())
     rp = RespawnPolicy(max_restarts=2)
-    # A dead sim takes the controller with it (its trial in flight lost the physics).
-    assert [s.name for s in rp.plan(nodes["dex_sim"], -9, specs)] == ["dex_policy", "dex_sim"]
-    assert [s.name for s in rp.plan(nodes["dex_policy"], 1, specs)] == ["dex_policy"]
+    # The trial in flight is lost with the physics, its judge or the controller's memory: the
+    # trial node runs it again, with a fresh controller (and the sim, if that died).
+    pair = ["dex_trial", "dex_policy"]
+    assert [s.name for s in rp.plan(nodes["dex_sim"], -9, specs)] == [*pair, "dex_sim"]
+    assert [s.name for s in rp.plan(nodes["dex_policy"], 1, specs)] == pair
+    assert [s.name for s in rp.plan(nodes["dex_trial"], 1, specs)] == pair
     assert rp.plan(nodes["dex_policy"], 0, specs) == []  # a clean exit is a choice
-    assert [s.name for s in rp.plan(nodes["dex_policy"], -9, specs)] == ["dex_policy"]
+    assert [s.name for s in rp.plan(nodes["dex_policy"], -9, specs)] == pair
     assert rp.plan(nodes["dex_policy"], -9, specs) == []  # the third death: give up
-    assert rp.counts == {"dex_sim": 1, "dex_policy": 2}
+    assert rp.counts == {"dex_sim": 1, "dex_policy": 2, "dex_trial": 1}
     # Specs are never changed in place.
-    spec = nodes["dex_policy"]
+    spec = nodes["dex_trial"]
     new = spec.with_parameters(first_trial=3)
     assert new.parameters["first_trial"] == 3 and "first_trial" not in spec.parameters
 
@@ -49,7 +52,7 @@ def test_killed_nodes_are_restarted_and_the_trials_resume(dds_env: dict[str, str
 
     from dex_bringup.ros_monitor import MonitorNode
 
-    seed, trials = 4, 3
+    seed, trials = 4, 4
     rclpy.init()
     mon = MonitorNode(hand="shadow", vision=False, name="dex_supervise_test")
     from diagnostic_msgs.msg import DiagnosticArray
@@ -75,9 +78,10 @@ def test_killed_nodes_are_restarted_and_the_trials_resume(dds_env: dict[str, str
                          echo=False)
 
     def tick() -> None:
-        # Kill the policy once trial 1 runs, the sim once trial 2 runs (each mid-trial).
+        # Kill the controller once trial 1 runs, the sim once trial 2 runs, the trial node once
+        # trial 3 runs (each mid-trial).
         rows, now = mon.core.rows, time.monotonic()
-        for trial, victim in ((1, "dex_policy"), (2, "dex_sim")):
+        for trial, victim in ((1, "dex_policy"), (2, "dex_sim"), (3, "dex_trial")):
             if (trial in rows and not rows[trial].ended and int(rows[trial].steps) >= 10
                     and all(v != victim for v, _ in kills)):
                 os.kill(next(c.proc.pid for c in group.children if c.name == victim),
@@ -95,17 +99,19 @@ def test_killed_nodes_are_restarted_and_the_trials_resume(dds_env: dict[str, str
         rclpy.shutdown()
     assert not out.problems and out.finished, (out.problems, out.restarts, mon.core.table(),
                                                _tails(group))
-    assert kills == [("dex_policy", 1), ("dex_sim", 2)]
+    assert kills == [("dex_policy", 1), ("dex_sim", 2), ("dex_trial", 3)]
+    pair = ["dex_policy", "dex_trial"]  # in start order: consumers first
     assert [(r.died, r.started, r.first_trial) for r in out.restarts] == [
-        ("dex_policy", ["dex_policy"], 1), ("dex_sim", ["dex_policy", "dex_sim"], 2)]
+        ("dex_policy", pair, 1), ("dex_sim", [*pair, "dex_sim"], 2), ("dex_trial", pair, 3)]
     assert all("SIGKILL" in r.how for r in out.restarts)
     rows = mon.core.rows
-    assert sorted(rows) == [0, 1, 2] and all(r.ended for r in rows.values()), mon.core.table()
+    assert sorted(rows) == [0, 1, 2, 3] and all(r.ended for r in rows.values()), mon.core.table()
     assert [rows[i].seed for i in range(trials)] == [str(seed + i) for i in range(trials)]
-    assert out.codes == {"dex_policy": 0, "dex_sim": 0}, out.codes
+    assert out.codes == {"dex_trial": 0, "dex_policy": 0, "dex_sim": 0}, out.codes
     # Bounded recovery: from the kill to the first status of the trial's new run.
-    print(f"recovery after SIGKILL: policy {recovery_s[1]:.1f} s, sim {recovery_s[2]:.1f} s")
-    assert set(recovery_s) == {1, 2} and max(recovery_s.values()) < 30.0, recovery_s
+    print(f"recovery after SIGKILL: controller {recovery_s[1]:.1f} s, sim {recovery_s[2]:.1f} s, "
+          f"trial node {recovery_s[3]:.1f} s")
+    assert set(recovery_s) == {1, 2, 3} and max(recovery_s.values()) < 30.0, recovery_s
 
 
 def test_without_respawn_a_killed_node_ends_the_run_naming_it(dds_env: dict[str, str]) -> None:
@@ -201,4 +207,4 @@ def test_stopped_nodes_are_reported_stale_and_the_trial_goes_on(dds_env: dict[st
     assert sim_saw and sim_saw[0] < 3.0 + 2.0, (sim_saw, stale)
     rows = mon.core.rows
     assert sorted(rows) == [0, 1] and all(r.ended for r in rows.values()), mon.core.table()
-    assert out.codes == {"dex_policy": 0, "dex_sim": 0}, out.codes
+    assert out.codes == {"dex_trial": 0, "dex_policy": 0, "dex_sim": 0}, out.codes

@@ -29,6 +29,7 @@ setup(
     entry_points={
         "console_scripts": [
             "recorder_node = dex_bringup.recorder:main",
+            "trial_node = dex_bringup.trial_node:main",
             "view_node = dex_bringup.view_node:main",
             "dex = dex_bringup.cli:main",
             "dex_bench = dex_bringup.bench:main",

@@ -44,6 +44,7 @@ OUTCOME_KEYS = (
     "policy_model_sha256",
     "pose_model_sha256",
     "mode",
+    "goal_rule",
 )
 
 

@@ -124,11 +124,12 @@ def _add_graph_args(p: argparse.ArgumentParser, trials: int = 3, mode: bool = Tr
                         "layout: dex_bringup/foxglove/dex_layout.json)")
     p.add_argument("--view-port", type=int, default=8765, help="port of --view (default 8765)")
     p.add_argument("--respawn", action="store_true",
-                   help="restart a node that dies (up to 3 times each); the controller resumes "
-                        "at the first trial that did not end")
+                   help="restart a node that dies (up to 3 times each); the trials resume at "
+                        "the first one that did not end")
     p.add_argument(
         "--param", action="append", default=[], metavar="NODE.KEY=VALUE",
-        help="extra node parameter, e.g. dex_policy.goal_timeout_s=4.0 (repeatable)",
+        help="extra node parameter, e.g. dex_trial.goal_timeout_s=4.0 or "
+             "dex_trial.goal_rule=far90 (repeatable)",
     )
 
 
@@ -142,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=math.inf, metavar="S",
                      help="stop the graph after S wall-clock seconds (default: no limit)")
     run.add_argument("--keep-running", action="store_true",
-                     help="keep the graph up after the policy reports 'finished' (until Ctrl-C)")
+                     help="keep the graph up after the trial node reports 'finished' (until "
+                     "Ctrl-C)")
     demo = sub.add_parser("demo", help="run trials in lockstep and print the results")
     _add_graph_args(demo, mode=False)
     demo.add_argument("--out", default="runs/demo", help="bags go to OUT/<timestamp>/trial_NNN")
@@ -193,7 +195,7 @@ def run_graph_with_monitor(
     keep_running: bool = False,
     respawn: bool = False,
 ) -> tuple[object, RunOutcome]:
-    """Start ``nodes`` and watch them with a monitor node until the controller reports
+    """Start ``nodes`` and watch them with a monitor node until the trial node reports
     ``finished`` (the one run loop of every ``dex`` command: ``supervise.run_graph``). Returns
     the monitor node (its ``core`` holds the trial rows) and the outcome; the recorder must
     have closed its bags cleanly, and at least one trial must have been reported."""
@@ -262,7 +264,7 @@ def _print_restarts(out: RunOutcome) -> None:
     for r in out.restarts:
         print(f"[dex] restart at {r.at_s:.1f} s: {r.died} died ({r.how}); restarted "
               f"{', '.join(r.started)}"
-              + (f", controller resumed at trial {r.first_trial}" if r.first_trial is not None
+              + (f", trials resumed at trial {r.first_trial}" if r.first_trial is not None
                  else ""))
 
 

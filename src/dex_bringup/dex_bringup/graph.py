@@ -16,9 +16,9 @@ from dex_perception.runtime import default_model_path as default_pose_model
 from dex_policy import NODE_CONTROLLERS
 
 MODES = ("lockstep", "realtime")
-# What turns synced inputs into commands in the policy node (the node's own list).
+# What turns synced inputs into commands in the controller node (the node's own list).
 CONTROLLERS = NODE_CONTROLLERS
-# CLI/launch "source" names -> the policy's pose_source parameter values.
+# CLI/launch "source" names -> the controller's pose_source parameter values.
 POSE_SOURCES = {"vision": "vision", "state": "gt", "gt": "gt"}
 
 ParamValue = bool | int | float | str | list
@@ -164,6 +164,7 @@ def topic_types(hand: str = "shadow") -> dict[str, str]:
         "/trial/status": "diagnostic_msgs/msg/DiagnosticArray",
         "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
         "/sim/reset": "std_msgs/msg/UInt32",
+        "/policy/info": "diagnostic_msgs/msg/DiagnosticStatus",
         "/goal/marker": "visualization_msgs/msg/Marker",
     }
     for topic in camera_topics(hand):
@@ -278,8 +279,8 @@ def sim_graph(
     controller: str = "onnx",
     view_port: int | None = None,
 ) -> list[NodeSpec]:
-    """The simulated graph: sim, perception (vision only), policy, recorder (if record_dir),
-    the Foxglove live view (if view_port)."""
+    """The simulated graph: sim, perception (vision only), trial node, controller, recorder (if
+    record_dir), the Foxglove live view (if view_port)."""
     _check_hand(hand)
     _check_mode(mode)
     _check_controller(controller)
@@ -298,7 +299,7 @@ def sim_graph(
             {"hand": hand, "mode": mode, "seed": int(seed), "publish_images": vision},
         )
     ]
-    # The policy records the pose model's hash in every trial; both nodes get the same path.
+    # The trial node records the pose model's hash in every trial; both get the same path.
     pose_path = (pose_model or str(default_pose_model(hand))) if vision else ""
     if vision:
         p: dict[str, ParamValue] = {
@@ -307,19 +308,9 @@ def sim_graph(
         nodes.append(
             NodeSpec("dex_perception", "perception_node", "dex_perception.node", "dex_perception", p)
         )
-    pp: dict[str, ParamValue] = {
-        "hand": hand,
-        "pose_source": source,
-        "num_trials": int(num_trials),
-        "seed": int(seed),
-        "use_sim_time": use_sim_time,
-        "pose_model_path": pose_path,
-        "controller": controller,
-        "realtime": mode == "realtime",
-    }
-    if policy_model:
-        pp["model_path"] = policy_model
-    nodes.append(NodeSpec("dex_policy", "policy_node", "dex_policy.node", "dex_policy", pp))
+    nodes.append(_trial(hand, num_trials, seed, use_sim_time, pose_path, judge_source="gt"))
+    nodes.append(_controller(hand, controller, source, use_sim_time, mode == "realtime",
+                             policy_model))
     if record_dir:
         nodes.append(_recorder(record_dir, record_topics(hand, pose_source), use_sim_time, hand))
     # Lockstep's first set waits until the sim has discovered every other node of the graph
@@ -328,6 +319,26 @@ def sim_graph(
     if view_port is not None:
         nodes.append(_view(hand, view_port, use_sim_time))
     return _apply_extra(nodes, extra)
+
+
+def _trial(hand: str, num_trials: int, seed: int, use_sim_time: bool, pose_path: str,
+           judge_source: str) -> NodeSpec:
+    """The trial node: goals, success/drop/timeout, resets, /trial/status. It records the pose
+    model's hash (the file perception runs) in every trial."""
+    return NodeSpec("dex_bringup", "trial_node", "dex_bringup.trial_node", "dex_trial", {
+        "hand": hand, "judge_source": judge_source, "num_trials": int(num_trials),
+        "seed": int(seed), "use_sim_time": use_sim_time, "pose_model_path": pose_path})
+
+
+def _controller(hand: str, controller: str, pose_source: str, use_sim_time: bool,
+                realtime: bool, policy_model: str | None) -> NodeSpec:
+    """The controller node: synced inputs + goal → command (the LSTM policy or the MPC)."""
+    params: dict[str, ParamValue] = {"hand": hand, "pose_source": pose_source,
+                                     "use_sim_time": use_sim_time, "controller": controller,
+                                     "realtime": realtime}
+    if policy_model:
+        params["model_path"] = policy_model
+    return NodeSpec("dex_policy", "policy_node", "dex_policy.node", "dex_policy", params)
 
 
 def _view(hand: str, port: int, use_sim_time: bool) -> NodeSpec:
@@ -351,7 +362,8 @@ def hardware_graph(
     camera_sources: Mapping[str, str] | None = None,
     calibration_dir: str | None = None,
 ) -> list[NodeSpec]:
-    """The real-hand graph: perception, policy (vision-judged), recorder. Wall time.
+    """The real-hand graph: perception, trial node (judging the estimate), controller,
+    recorder. Wall time.
 
     With ``hand_port`` (a serial device) the graph drives the hand itself: dex_hardware's
     driver node for the hand (LEAP: ``leap_node``) publishes /joint_states and consumes
@@ -397,19 +409,6 @@ def hardware_graph(
     perception_remaps = [(dst, src) for src, dst in remaps]
     pose_path = pose_model or str(default_pose_model(hand))
     pp: dict[str, ParamValue] = {"hand": hand, "use_sim_time": False, "model_path": pose_path}
-    policy: dict[str, ParamValue] = {
-        "hand": hand,
-        "pose_source": "vision",
-        "judge_source": "vision",
-        "num_trials": int(num_trials),
-        "seed": int(seed),
-        "use_sim_time": False,
-        "pose_model_path": pose_path,
-        "controller": controller,
-        "realtime": True,
-    }
-    if policy_model:
-        policy["model_path"] = policy_model
     nodes = [
         NodeSpec(
             "dex_perception",
@@ -419,7 +418,8 @@ def hardware_graph(
             pp,
             perception_remaps,
         ),
-        NodeSpec("dex_policy", "policy_node", "dex_policy.node", "dex_policy", policy),
+        _trial(hand, num_trials, seed, False, pose_path, judge_source="vision"),
+        _controller(hand, controller, "vision", False, True, policy_model),
     ]
     nodes[:0] = ([driver] if driver is not None else []) + cameras
     if record_dir:
@@ -432,10 +432,13 @@ def hardware_graph(
 # may be up to 1/r away, plus timer jitter. Sim stamps coincide (lockstep), so slop 5 ms is
 # plenty there; on a robot the synchronizers' slop must cover a period or sets never form.
 SLOP_PERIODS = 1.5
+# The nodes that join /joint_states with the cube pose (their slop follows the joint rate).
+SYNCS_JOINT_STATES = ("dex_trial", "dex_policy")
 
 
 def _free_running_slops(nodes: list[NodeSpec], extra: Mapping[str, Mapping[str, Any]]) -> list[NodeSpec]:
-    """Set perception's slop from the camera nodes' rate and the controller's from the
+    """Set perception's slop from the camera nodes' rate and the trial node's and the
+    controller's from the
     /joint_states rate (LEAP driver or ros2_control, both LeapConfig.rate_hz), unless ``extra``
     sets them. External camera drivers (no camera nodes): perception's slop stays as given."""
     from dex_hardware.leap import LeapConfig
@@ -448,7 +451,7 @@ def _free_running_slops(nodes: list[NodeSpec], extra: Mapping[str, Mapping[str, 
     for n in nodes:
         if n.name == "dex_perception" and camera_rates and "slop" not in extra.get(n.name, {}):
             n = n.with_parameters(slop=SLOP_PERIODS / min(camera_rates))
-        elif n.name == "dex_policy" and "slop" not in extra.get(n.name, {}):
+        elif n.name in SYNCS_JOINT_STATES and "slop" not in extra.get(n.name, {}):
             n = n.with_parameters(slop=SLOP_PERIODS / joint_rate)
         out.append(n)
     return out

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dex_bringup.graph import NodeSpec
+from dex_bringup.supervise import is_controller, runs_trials
 from dex_description import paths
 
 
@@ -69,10 +70,11 @@ def launch_actions(
     """launch_ros actions for the graph's nodes, plus optional robot_state_publisher (TF from
     the URDF and /joint_states) and RViz with dex_description's config.
 
-    Unless ``keep_running``, the controller exits after its last trial (``exit_when_finished``)
+    Unless ``keep_running``, the trial node exits after its last trial (``exit_when_finished``)
     and its exit shuts the launch down, so the graph ends like ``dex run``. ``respawn`` restarts
-    every other node that dies (launch_ros respawn; a restarted controller would begin again at
-    trial 0, so the controller is supervised only by ``dex run --respawn``). Optional packages
+    every other node that dies (launch_ros respawn; a restarted trial node would begin again at
+    trial 0 and a restarted controller would join a trial in flight with no memory, so those two
+    are supervised only by ``dex run --respawn``). Optional packages
     are checked first: a launch that cannot start them starts nothing."""
     from launch.actions import EmitEvent, RegisterEventHandler
     from launch.event_handlers import OnProcessExit
@@ -90,17 +92,17 @@ def launch_actions(
     actions: list[Any] = []
     for s in specs:
         params = dict(s.parameters)
-        controller = s.package == "dex_policy"
-        if controller:
+        trials = runs_trials(s)
+        if trials:
             params["exit_when_finished"] = not keep_running
         node = Node(package=s.package, executable=s.executable, name=s.name,
                     parameters=[params], remappings=s.remappings, output="screen",
-                    respawn=respawn and not controller, respawn_delay=1.0)
+                    respawn=respawn and not (trials or is_controller(s)), respawn_delay=1.0)
         actions.append(node)
-        if controller and not keep_running:
+        if trials and not keep_running:
             actions.append(RegisterEventHandler(OnProcessExit(
                 target_action=node,
-                on_exit=[EmitEvent(event=Shutdown(reason="the controller finished its trials"))])))
+                on_exit=[EmitEvent(event=Shutdown(reason="the trial node finished its trials"))])))
     if robot_state_publisher:
         actions.append(
             Node(

@@ -11,8 +11,9 @@ the packaged model) and the replay goes in lockstep by default: each step whose 
 an output waits for the consumer's answer with the same stamp (or ``--timeout``). Per trial it
 writes ``replay/<consumer>_trial_NNN.csv`` (one row per recorded output) and ``.json`` (the
 summary), and prints one line: outputs matched, differences to the recorded outputs and, for
-poses, both estimates' errors against the truth. The policy consumer runs one trial with the
-bag's seed, so with the recorded model its commands are the recorded ones, step for step.
+poses, both estimates' errors against the truth. The policy consumer (the controller node) gets
+the recorded goals and trial status with the states (the trial's seed with them), so with the
+recorded model its commands are the recorded ones, step for step.
 Works on bags of this stack and, for standard message types, on any rosbag2 MCAP/sqlite3 bag
 (``--consumer none``).
 """
@@ -139,9 +140,7 @@ def consumer_node(consumer: str, hand: str, custom: dict[str, str], model: str |
                       pose_model=model if consumer == "perception" else None,
                       controller=custom.get("controller") or "onnx")
     name = {"perception": "dex_perception", "policy": "dex_policy"}[consumer]
-    spec = next(n for n in nodes if n.name == name)
-    # The bag starts at the trial's first set: no reset to ask for.
-    return spec.with_parameters(reset_first_trial=False) if consumer == "policy" else spec
+    return next(n for n in nodes if n.name == name)
 
 
 def replay_bag(bag: Path, args: argparse.Namespace, node: object,

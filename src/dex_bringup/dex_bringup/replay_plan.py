@@ -28,10 +28,13 @@ JOINT_STATES = "/joint_states"
 POSE_GT = "/object/pose_gt"
 POSE_EST = "/object/pose"
 ACTION = "/policy/action"
+GOAL = "/goal/pose"
+TRIAL_STATUS = "/trial/status"
 # Recorded outputs of the stack's nodes and what the recorder derives: never republished as
-# inputs (a consumer makes its own; /tf comes from the inputs).
-DERIVED = frozenset({"/tf", "/tf_static", "/robot_description", "/diagnostics", "/trial/status",
-                     "/goal/pose", "/goal/marker", ACTION, "/hand_position_controller/commands"})
+# inputs of ``--consumer none`` (/tf comes from the inputs). The policy consumer reads the trial
+# node's two as its inputs.
+DERIVED = frozenset({"/tf", "/tf_static", "/robot_description", "/diagnostics", TRIAL_STATUS,
+                     GOAL, "/goal/marker", ACTION, "/hand_position_controller/commands"})
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,9 @@ class Consumer:
 
 
 def consumer_for(name: str, topics: Iterable[str], pose_source: str = "vision") -> Consumer:
-    """``perception``: the cameras' images in, the cube pose out. ``policy``: the joint states
-    and cube pose(s) in (and /clock), the controller's action out. ``none``: every recorded
+    """``perception``: the cameras' images in, the cube pose out. ``policy``: the joint states,
+    the observed cube pose and the recorded goal and trial status in (and /clock), the
+    controller's action out. ``none``: every recorded
     sensor topic in, nothing awaited."""
     topics = set(topics)
     if name == "perception":
@@ -73,11 +77,14 @@ def consumer_for(name: str, topics: Iterable[str], pose_source: str = "vision") 
                              "it was recorded in state mode")
         return Consumer(name, (CLOCK, *images), POSE_EST)
     if name == "policy":
-        poses = (POSE_GT, POSE_EST) if pose_source == "vision" else (POSE_GT,)
-        missing = [t for t in (JOINT_STATES, *poses) if t not in topics]
+        # The controller's inputs: the state, the pose it observes, and the trial node's goal
+        # and status as recorded (the same judge poses give the same goals and trial ends).
+        pose = POSE_EST if pose_source == "vision" else POSE_GT
+        wanted = (JOINT_STATES, pose, GOAL, TRIAL_STATUS)
+        missing = [t for t in wanted if t not in topics]
         if missing:
             raise ValueError(f"the bag lacks the policy's inputs {missing}")
-        return Consumer(name, (CLOCK, JOINT_STATES, *poses), ACTION)
+        return Consumer(name, (CLOCK, *wanted), ACTION)
     if name == "none":
         return Consumer(name, tuple(sorted(topics - DERIVED)), "")
     raise ValueError(f"unknown consumer {name!r}; use perception, policy or none")

@@ -230,9 +230,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, actuator: s
             "mode": first.get("mode", ""), "controller": first.get("controller", ""),
             "policy model sha256": first.get("policy_model_sha256", "")[:16],
             "pose model sha256": first.get("pose_model_sha256", "")[:16],
-            "success threshold": f"{threshold:.2f} rad" if threshold else "?"}
+            "success threshold": f"{threshold:.2f} rad" if threshold else "?",
+            # bags from before the trial node recorded it were all judged with uniform goals
+            "goal rule": first.get("goal_rule") or "uniform"}
     plot_outcomes({"rows": rows, "hand": meta["hand"], "controller": meta["controller"],
-                   "rules": {"success_threshold_rad": threshold, "goal_rule": "as recorded"}},
+                   "rules": {"success_threshold_rad": threshold, "goal_rule": meta["goal rule"]}},
                   out / "outcomes.png")
     timing = timing_rows(records)
     plot_timing(timing, out / "timing.png")

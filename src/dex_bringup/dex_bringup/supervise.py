@@ -2,13 +2,14 @@
 graph tests, with optional supervision (no rclpy here: the caller passes its spin function).
 
 ``run_graph`` starts the nodes staged (consumers first, the sim last: in lockstep the first trial
-starts as soon as the sim sees the controller), spins the watcher until the controller reports
-``finished`` (or for ever with ``keep_running``), settles so in-flight messages land, and stops
+starts as soon as the sim sees the trial node and the controller), spins the watcher until the
+trial node reports ``finished`` (or for ever with ``keep_running``), settles so in-flight messages land, and stops
 every process. A node that dies ends the run with its exit code and last output, unless
 ``respawn`` is given: then it is restarted (``RespawnPolicy``), and the graph resumes the trial
-protocol. A dead sim takes the controller with it (the trial in flight lost its physics); a
-restarted controller starts again at the first trial that did not end (``first_trial``), with
-that trial's own seed, so a respawned run judges the same trials as an undisturbed one.
+protocol. A dead sim, trial node or controller takes the trial in flight with it: the trial
+node and the controller are restarted (and the dead sim), and the trial node starts again at
+the first trial that did not end (``first_trial``), with that trial's own seed, so a respawned
+run judges the same trials as an undisturbed one.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ HAND_DRIVERS = frozenset({"leap_node"})  # executables that publish a real hand'
 
 
 def start_order(nodes: list[NodeSpec]) -> list[NodeSpec]:
-    """Consumers before producers (recorder, policy, perception, then the sim)."""
+    """Consumers before producers (recorder, controller, trial node, perception, then the
+    sim)."""
     return list(reversed(nodes))
 
 
@@ -37,12 +39,15 @@ def readiness_checks(nodes: list[NodeSpec]) -> list[tuple[str, str, int]]:
     """
     names = {n.name for n in nodes}
     checks: list[tuple[str, str, int]] = []
+    if "dex_trial" in names:
+        checks += [("pub", "/trial/status", 1), ("sub", "/joint_states", 1)]
     if "dex_policy" in names:
-        checks += [("pub", "/trial/status", 1), ("pub", "/policy/action", 1), ("sub", "/joint_states", 1)]
+        checks += [("pub", "/policy/action", 1), ("sub", "/goal/pose", 1)]
     if "dex_perception" in names:
         checks.append(("pub", "/object/pose", 1))
     if "dex_recorder" in names:
-        checks.append(("sub", "/trial/status", 2))
+        # The recorder, the watcher, and the controller (which syncs on the status).
+        checks.append(("sub", "/trial/status", 2 + ("dex_policy" in names)))
     return checks
 
 
@@ -50,7 +55,7 @@ def start_staged(group: ProcessGroup, watcher: object, spin: Callable[[], None],
                  timeout: float = 60.0) -> list[str]:
     """Start every node but the state source (the sim, or the hand's driver), wait until
     ``watcher`` (an rclpy node) sees them on the graph, then start it: the first trial starts
-    as soon as the policy gets joint states, so the monitor and the recorder must already be
+    as soon as the trial node gets joint states, so the monitor and the recorder must already be
     matched or trial 0 goes unseen. Returns problems (empty when ready)."""
     sim_names = [s.name for s in group.specs if s.package == "dex_sim"]
     # A hand driver publishes joint states from its first cycle: it waits like the sim.
@@ -105,7 +110,7 @@ class Restart:
     died: str
     how: str
     started: list[str]
-    first_trial: int | None  # the controller's first trial after the restart
+    first_trial: int | None  # the trial node's first trial after the restart
     at_s: float  # since the run began (wall)
 
 
@@ -124,8 +129,12 @@ class RespawnPolicy:
         if code == 0 or self.counts.get(dead.name, 0) >= self.max_restarts:
             return []
         self.counts[dead.name] = self.counts.get(dead.name, 0) + 1
-        if dead.package == "dex_sim":  # the controller's trial in flight lost its physics
-            return [*(s for s in specs if is_controller(s)), dead]
+        # The trial in flight is lost with its physics (a dead sim), its judge (a dead trial
+        # node) or its controller's memory: the trial node starts it again, the controller
+        # with it (a fresh memory and synchronizer), the sim last.
+        if dead.package == "dex_sim" or runs_trials(dead) or is_controller(dead):
+            return [*(s for s in specs if runs_trials(s) or is_controller(s)),
+                    *([dead] if dead.package == "dex_sim" else [])]
         return [dead]
 
 
@@ -133,12 +142,17 @@ def is_controller(spec: NodeSpec) -> bool:
     return spec.package == "dex_policy"
 
 
+def runs_trials(spec: NodeSpec) -> bool:
+    """The trial node: it numbers the trials (``first_trial`` resumes them)."""
+    return spec.executable == "trial_node"
+
+
 @dataclass
 class RunOutcome:
     problems: list[str]  # empty: the graph ran to its end (or was asked to stop)
     codes: dict[str, int | None]  # exit code of each node (its last process)
     restarts: list[Restart]
-    finished: bool  # the controller reported 'finished'
+    finished: bool  # the trial node reported 'finished'
     interrupted: bool  # SIGINT/SIGTERM to this process
     note: str = ""  # why the run ended when no problem did (e.g. "dex_policy exited normally")
 
@@ -173,7 +187,7 @@ def run_graph(
     """Start ``group`` staged, spin until ``finished()`` (unless ``keep_running``), settle (at
     least ``settle_s``, then until ``settled()`` — the recorder closed its bags — or
     ``settle_max_s``), stop every node (see the module docstring). ``trials_done()`` is the
-    index of the first trial not yet ended (where a restarted controller resumes); ``tick``
+    index of the first trial not yet ended (where a restarted trial node resumes); ``tick``
     runs every turn (fault injection); ``progress`` gets one line per event and ``heartbeat()``
     every ``heartbeat_s``. With ``handle_signals`` SIGINT/SIGTERM stop the run cleanly (the
     handlers are restored after)."""
@@ -206,7 +220,7 @@ def run_graph(
                 break
             now = time.monotonic()
             if now - t0 > timeout_s:
-                out.problems.append(f"timeout: the controller did not report 'finished' within "
+                out.problems.append(f"timeout: the trial node did not report 'finished' within "
                                     f"{timeout_s:.0f} s")
             elif now - last_beat > heartbeat_s:
                 last_beat = now
@@ -246,18 +260,18 @@ def _supervise(group: ProcessGroup, dead: list[Child], respawn: RespawnPolicy | 
         how = exit_text(c)
         first = trials_done()
         total = next((s.parameters.get("num_trials", 0) for s in group.specs
-                      if is_controller(s)), 0)
+                      if runs_trials(s)), 0)
         if isinstance(total, int) and 0 < total <= first:
             out.note = (f"{c.name} died ({how}) after the last trial ended; nothing to resume, "
                         f"stopping the graph")
             return False
         # Like the first start: a restarted sim begins the trial protocol as soon as it sees
-        # the controller, so the watcher (monitor, recorder's peer) must see the controller
-        # first, or the rerun trial goes unseen.
+        # the trial node and the controller, so the watcher (monitor, recorder's peer) must
+        # see them first, or the rerun trial goes unseen.
         sims = [s for s in plan if s.package == "dex_sim"]
         others = [s for s in plan if s.package != "dex_sim"]
         for spec in others:
-            group.restart(spec.name, {"first_trial": first} if is_controller(spec) else None)
+            group.restart(spec.name, {"first_trial": first} if runs_trials(spec) else None)
         if sims and others:
             problems = wait_until_seen(group, watcher, spin, readiness_checks(others), 30.0,
                                        frozenset(s.name for s in sims))
@@ -267,9 +281,9 @@ def _supervise(group: ProcessGroup, dead: list[Child], respawn: RespawnPolicy | 
         for spec in sims:
             group.restart(spec.name)
         names = [s.name for s in plan]
-        resumed = first if any(map(is_controller, plan)) else None
+        resumed = first if any(map(runs_trials, plan)) else None
         out.restarts.append(Restart(c.name, how, names, resumed,
                                     round(time.monotonic() - t0, 2)))
         progress(f"{c.name} died ({how}); restarted {', '.join(names)}"
-                 + (f" (controller resumes at trial {resumed})" if resumed is not None else ""))
+                 + (f" (trials resume at trial {resumed})" if resumed is not None else ""))
     return True

@@ -37,6 +37,11 @@ class Verdict:
     angular_velocity: np.ndarray = field(default_factory=lambda: np.full(3, math.nan))
     linear_velocity: np.ndarray = field(default_factory=lambda: np.full(3, math.nan))
 
+    def describe(self) -> str:
+        """What an implausible verdict means, for a node's warning."""
+        return (f"implausible cube pose estimate: it jumped as if the cube turned at "
+                f"{self.angular_speed:.0f} rad/s / moved at {self.linear_speed:.2f} m/s")
+
 
 def implied_velocity(stamp0: float, pos0: np.ndarray, quat0: np.ndarray, stamp1: float,
                      pos1: np.ndarray, quat1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,3 +102,13 @@ class PoseJumpGate:
             return Verdict(True, *speeds)
         self.rejected += 1
         return Verdict(False, *speeds)
+
+
+def gate_from_parameters(max_angular_speed: object, max_linear_speed: object
+                         ) -> tuple[PoseJumpGate, str]:
+    """A node's gate from its two parameters: (the gate, "") or, for bad values, (a gate with
+    the defaults, the problem naming both parameters)."""
+    try:
+        return PoseJumpGate(float(max_angular_speed), float(max_linear_speed)), ""
+    except (ValueError, TypeError) as e:
+        return PoseJumpGate(), f"max_cube_angular_speed / max_cube_linear_speed: {e}"

@@ -47,6 +47,16 @@ DIAGNOSTICS_QOS = STATE_QOS
 # The actuator targets topic every hand takes (sim, real-hand drivers, ros2_control's
 # forward_command_controller of that name); registry actuator order, rad.
 COMMAND_TOPIC = "/hand_position_controller/commands"
+# What the controller node runs (controller kind, model hash, pose source, hand, fault), as one
+# diagnostic_msgs/DiagnosticStatus, latched (transient local): the trial node records it in
+# every trial and starts no trial before a healthy controller is on the graph.
+POLICY_INFO_TOPIC = "/policy/info"
+LATCHED_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 localhost_qos = STATE_QOS  # name used in the brief; state QoS is the default for topics here
 
 OK = DiagnosticStatus.OK
@@ -182,6 +192,42 @@ class DiagnosticsPublisher:
     def destroy(self) -> None:
         self.node.destroy_timer(self._timer)
         self.node.destroy_publisher(self._pub)
+
+
+try:
+    from rclpy._rclpy_pybind11 import RCLError
+except ImportError:  # pragma: no cover - other rclpy layouts
+    RCLError = RuntimeError
+
+
+def publish_or_warn(node: Node, pub: object, msg: object) -> None:
+    """Publish; a failure (RCLError: the context shutting down, a transient DDS failure) is a
+    throttled warning, never a crash."""
+    try:
+        pub.publish(msg)
+    except RCLError as e:
+        node.get_logger().warning(f"publish on {pub.topic_name} failed: {e}",
+                                  throttle_duration_sec=1.0)
+
+
+def offer_to_sync(node: Node, sync: object, stream: int, msg: object
+                  ) -> tuple[bool, tuple[float, float] | None, list]:
+    """Give a stamped message to ``sync`` (an ``ApproxTimeSynchronizer``) judged by ``node``'s
+    clock: (accepted, the time jump it confirmed as (old, new) or None, the sets it completed)."""
+    jumps = sync.total("clock_jumps")
+    sets = sync.add(stream, stamp_to_float(msg.header.stamp), msg, now=clock_now(node))
+    jump = sync.last_jump if sync.total("clock_jumps") != jumps else None
+    return sync.accepted, jump, sets
+
+
+def declare_dynamic(node: Node, name: str, default: object) -> object:
+    """Declare a parameter with dynamic typing and return its value: a wrongly typed override
+    (slop:=abc) is then reported by the node's own validation instead of crashing the node
+    inside declare_parameter."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    return node.declare_parameter(name, default,
+                                  ParameterDescriptor(dynamic_typing=True)).value
 
 
 def clock_now(node: Node) -> float | None:

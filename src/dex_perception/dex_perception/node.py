@@ -31,7 +31,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from dex_common.pose_gate import MAX_ANGULAR_SPEED, MAX_LINEAR_SPEED, PoseJumpGate
+from dex_common.pose_gate import MAX_ANGULAR_SPEED, MAX_LINEAR_SPEED, gate_from_parameters
 from dex_common.ros_util import (
     ERROR,
     IMAGE_QOS,
@@ -106,14 +106,13 @@ class PerceptionNode(Node):
             self.model_error = f"pose model unusable: {type(e).__name__}: {e}"
             self.get_logger().error(self.model_error)
 
-        try:
-            self.gate = PoseJumpGate(float(self.get_parameter("max_cube_angular_speed").value),
-                                     float(self.get_parameter("max_cube_linear_speed").value))
-        except ValueError as e:  # bad limits: ERROR on /diagnostics, judge with the defaults
-            self.config_error = (f"max_cube_angular_speed / max_cube_linear_speed: {e}; using "
-                                 f"{MAX_ANGULAR_SPEED} rad/s / {MAX_LINEAR_SPEED} m/s")
+        self.gate, problem = gate_from_parameters(
+            self.get_parameter("max_cube_angular_speed").value,
+            self.get_parameter("max_cube_linear_speed").value)
+        if problem:  # bad limits: ERROR on /diagnostics, judge with the defaults
+            self.config_error = (f"{problem}; using {MAX_ANGULAR_SPEED} rad/s / "
+                                 f"{MAX_LINEAR_SPEED} m/s")
             self.get_logger().error(self.config_error)
-            self.gate = PoseJumpGate()
         self.sync = ApproxTimeSynchronizer(
             len(self.cameras), slop=float(self.get_parameter("slop").value), queue_size=8
         )

@@ -1,6 +1,7 @@
-"""The policy node as a real process over real DDS; this test plays the sim (lockstep) with the
-real physics core: /sim/reset is answered, every set gets one command stamped like its input,
-/trial/status is coherent, bad inputs are ERRORs and the hand holds its last command."""
+"""The trial node and the controller node as real processes over real DDS; this test plays the
+sim (lockstep) with the real physics core: /sim/reset is answered, every set gets one judgement
+and one command stamped like its input, /trial/status is coherent, bad inputs are ERRORs and the
+hand holds its last command."""
 
 import math
 import time
@@ -96,13 +97,16 @@ class FakeSimSide:
     def status_at(self, stamp: float) -> list[DiagnosticStatus]:
         return [s for ts, s in self.status if math.isclose(ts, stamp, abs_tol=1e-9)]
 
-    def policy_values(self) -> dict[str, str]:
-        """The latest dex_policy status values on /diagnostics."""
-        mine = [s for s in self.diag if s.name == "dex_policy"]
+    def policy_values(self, name: str = "dex_policy") -> dict[str, str]:
+        """The latest status values of node ``name`` on /diagnostics."""
+        mine = [s for s in self.diag if s.name == name]
         return {kv.key: kv.value for kv in mine[-1].values} if mine else {}
 
-    def errors(self) -> list[DiagnosticStatus]:
-        return [s for s in self.diag if s.name == "dex_policy" and s.level == DiagnosticStatus.ERROR]
+    def errors(self, name: str = "dex_policy") -> list[DiagnosticStatus]:
+        return [s for s in self.diag if s.name == name and s.level == DiagnosticStatus.ERROR]
+
+    def steps_at(self, stamp: float) -> int:
+        return int({kv.key: kv.value for kv in self.status_at(stamp)[-1].values}["steps"])
 
 
 @pytest.fixture
@@ -115,22 +119,33 @@ def side(dds_env):
     rclpy.try_shutdown()
 
 
-def start_policy(node_procs, **params):
-    args = ["-m", "dex_policy.node", "--ros-args"]
-    for k, v in {"pose_source": "gt", "seed": SEED, "input_timeout_s": 0.5, "use_sim_time": True,
-                 **params}.items():
-        args += ["-p", f"{k}:={v}"]
-    return node_procs.start("policy", args)
+def start_nodes(node_procs, trial: dict | None = None, **policy):
+    """The trial node (``trial``: its parameter overrides) and the controller (``policy``)."""
+    procs = []
+    for name, module, params in (
+            ("trial", "dex_bringup.trial_node", {"seed": SEED, "use_sim_time": True,
+                                                 **(trial or {})}),
+            ("policy", "dex_policy.node", {"pose_source": "gt", "input_timeout_s": 0.5,
+                                           "use_sim_time": True, **policy})):
+        args = ["-m", module, "--ros-args"]
+        for k, v in params.items():
+            args += ["-p", f"{k}:={v}"]
+        procs.append(node_procs.start(name, args))
+    return procs
 
 
-def test_policy_node_lockstep_and_faults(node_procs, side):
-    proc = start_policy(node_procs)
-    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 0
-                           and side.pose_pub.get_subscription_count() > 0, timeout=30)
-    # Like the lockstep sim: publish the first set and wait; the policy answers with a reset
-    # (not a command), then ignores that pre-reset set even when it is re-sent.
+def logs(node_procs) -> str:
+    return node_procs.log("trial") + logs(node_procs)
+
+
+def test_lockstep_trial_and_faults(node_procs, side):
+    procs = start_nodes(node_procs)
+    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 1
+                           and side.pose_pub.get_subscription_count() > 1, timeout=30)
+    # Like the lockstep sim: publish the first set and wait; the trial node answers with a reset
+    # (no command comes), then that pre-reset set is ignored even when it is re-sent.
     t_pre = side.publish_set()
-    assert side.spin_until(lambda: side.resets, timeout=30), node_procs.log("policy")
+    assert side.spin_until(lambda: side.resets, timeout=30), logs(node_procs)
     assert side.resets[0] == SEED  # seed + trial index 0
     side.publish_set()  # a re-send of the pre-reset set
     assert not side.spin_until(lambda: side.cmds, timeout=0.3)
@@ -189,7 +204,7 @@ def test_policy_node_lockstep_and_faults(node_procs, side):
     side.expect_command(n, t)
     assert side.spin_until(lambda: side.status_at(t), timeout=5)
     v = {kv.key: kv.value for kv in side.status_at(t)[-1].values}
-    assert v["steps"] == "6"  # the faulty sets were not judged
+    assert v["steps"] == "8"  # the trial node judged the sets the controller could not use
 
     # joint_states without a pose: after input_timeout_s the hold command keeps lockstep going.
     side.step_with_last_command()
@@ -218,10 +233,12 @@ def test_policy_node_lockstep_and_faults(node_procs, side):
     t = side.publish_set()
     side.expect_command(n, t)
     assert side.spin_until(lambda t=t: side.status_at(t), timeout=5)
-    steps = int({kv.key: kv.value for kv in side.status_at(t)[-1].values}["steps"])
-    assert side.spin_until(lambda: side.policy_values().get("sync_dropped_implausible") == "2",
-                           timeout=5), side.policy_values()
-    assert side.policy_values()["time_jumps"] == "0"
+    steps = side.steps_at(t)
+    for name in ("dex_policy", "dex_trial"):
+        assert side.spin_until(
+            lambda n=name: side.policy_values(n).get("sync_dropped_implausible") == "2",
+            timeout=5), side.policy_values(name)
+        assert side.policy_values(name)["time_jumps"] == "0"
 
     # The clock and every input jump back 1.5 s together (a sim restarted under us, a bag loop):
     # the trial continues on the new time, with no step lost and a WARN saying so.
@@ -233,33 +250,68 @@ def test_policy_node_lockstep_and_faults(node_procs, side):
         assert side.spin_until(lambda t=t: side.status_at(t), timeout=5)
         v = {kv.key: kv.value for kv in side.status_at(t)[-1].values}
         assert v["steps"] == str(steps + 1 + k) and v["ended"] == "false"
-    assert side.spin_until(lambda: side.policy_values().get("time_jumps") == "1", timeout=5)
-    assert any(s.name == "dex_policy"  # (STALE instead of WARN if this test was slow)
-               and s.level in (DiagnosticStatus.WARN, DiagnosticStatus.STALE)
-               and "input time jumped by -1.4" in s.message for s in side.diag)
-    assert proc.poll() is None, node_procs.log("policy")
+    for name in ("dex_policy", "dex_trial"):
+        assert side.spin_until(lambda n=name: side.policy_values(n).get("time_jumps") == "1",
+                               timeout=5)
+        assert any(s.name == name  # (STALE instead of WARN if this test was slow)
+                   and s.level in (DiagnosticStatus.WARN, DiagnosticStatus.STALE)
+                   and "input time jumped by -1.4" in s.message for s in side.diag)
+    assert all(p.poll() is None for p in procs), logs(node_procs)
 
 
-def test_policy_node_bad_params_do_not_crash(node_procs, side):
-    proc = start_policy(node_procs, pose_source="bogus", model_path="/nonexistent.onnx",
-                        slop="abc", num_trials=-1, first_trial=-2)
+def test_bad_parameters_do_not_crash_either_node(node_procs, side):
+    """Each node names every bad parameter at once (ERROR on /diagnostics) and stays up; the
+    faulted controller says so on /policy/info, so the trial node starts no trial."""
+    procs = start_nodes(node_procs, pose_source="bogus", model_path="/nonexistent.onnx",
+                        slop="abc")
     assert side.spin_until(lambda: any("pose_source" in s.message for s in side.errors()),
-                           timeout=30), node_procs.log("policy")
+                           timeout=30), logs(node_procs)
     msg = next(s.message for s in side.errors() if "pose_source" in s.message)
-    assert "slop" in msg and "num_trials" in msg and "first_trial" in msg  # all named at once
-    assert not side.resets  # no trial starts in a fault state
-    assert proc.poll() is None
+    assert "slop" in msg  # all named at once
+    side.publish_set()  # the hand speaks, but no healthy controller: no trial
+    assert side.spin_until(lambda: any("controller reports a fault" in s.message
+                                       for s in side.errors("dex_trial")), timeout=10)
+    assert not side.spin_until(lambda: side.resets, timeout=1.0)
+    assert all(p.poll() is None for p in procs)
 
 
-def test_policy_node_exits_after_finished_when_asked(node_procs, side):
-    """exit_when_finished:=true (what the launch files set): after its last trial the policy
-    publishes 'finished', then exits with code 0 about a second later (the launch file's
-    OnProcessExit then ends the graph)."""
-    proc = start_policy(node_procs, num_trials=1, goal_timeout_s=0.4, exit_when_finished=True)
-    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 0
-                           and side.pose_pub.get_subscription_count() > 0, timeout=30)
+def test_a_trial_node_with_bad_parameters_starts_no_trial(node_procs, side):
+    procs = start_nodes(node_procs, trial={"num_trials": -1, "first_trial": -2, "slop": "abc",
+                                           "goal_rule": "sideways"})
+    assert side.spin_until(lambda: side.errors("dex_trial"), timeout=30), logs(node_procs)
+    msg = side.errors("dex_trial")[-1].message
+    assert all(k in msg for k in ("num_trials", "first_trial", "slop", "goal_rule")), msg
     side.publish_set()
-    assert side.spin_until(lambda: side.resets, timeout=30), node_procs.log("policy")
+    assert not side.spin_until(lambda: side.resets, timeout=1.0)
+    assert all(p.poll() is None for p in procs)
+
+
+def test_trials_start_without_a_controller_that_never_announces_itself(node_procs, side):
+    """A controller that does not speak /policy/info (one of the user's own): the trial node
+    WARNs that it waits, then after controller_wait_s runs the trials anyway."""
+    args = ["-m", "dex_bringup.trial_node", "--ros-args", "-p", f"seed:={SEED}",
+            "-p", "use_sim_time:=true", "-p", "controller_wait_s:=1.5"]
+    node_procs.start("trial", args)
+    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 0, timeout=30)
+    side.publish_set()
+    assert side.spin_until(lambda: any(
+        s.name == "dex_trial" and "waiting for a healthy controller" in s.message
+        for s in side.diag), timeout=10), node_procs.log("trial")
+    assert not side.resets
+    assert side.spin_until(lambda: side.resets, timeout=10), node_procs.log("trial")
+    assert side.resets[0] == SEED
+
+
+def test_the_trial_node_exits_after_finished_when_asked(node_procs, side):
+    """exit_when_finished:=true (what the launch files set): after its last trial the trial
+    node publishes 'finished', then exits with code 0 about a second later (the launch file's
+    OnProcessExit then ends the graph)."""
+    proc, _ = start_nodes(node_procs, trial={"num_trials": 1, "goal_timeout_s": 0.4,
+                                             "exit_when_finished": True})
+    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 1
+                           and side.pose_pub.get_subscription_count() > 1, timeout=30)
+    side.publish_set()
+    assert side.spin_until(lambda: side.resets, timeout=30), logs(node_procs)
     side.sim.reset(side.resets[0])
     finished = lambda: any(s.message == "finished" for _, s in side.status)  # noqa: E731
     for _ in range(40):  # 0.4 s of sim time = 5 control steps, then a timeout
@@ -269,36 +321,41 @@ def test_policy_node_exits_after_finished_when_asked(node_procs, side):
         if finished():
             break
         side.step_with_last_command()
-    assert finished(), node_procs.log("policy")
+    assert finished(), logs(node_procs)
     t_finished = time.monotonic()
-    assert proc.wait(timeout=10) == 0, node_procs.log("policy")
+    assert proc.wait(timeout=10) == 0, logs(node_procs)
     assert 0.5 < time.monotonic() - t_finished < 5.0
 
 
-def test_policy_node_says_it_waits_for_the_hand(node_procs, side):
+def test_both_nodes_say_they_wait_for_the_hand(node_procs, side):
     """No /joint_states at all (a hand whose driver is not running): WARN on /diagnostics
     naming the topic, instead of a silent wait; it clears once the hand speaks."""
-    start_policy(node_procs)
-    waiting = lambda: [s for s in side.diag if s.name == "dex_policy"  # noqa: E731
-                       and s.level == DiagnosticStatus.WARN
-                       and "waiting for /joint_states" in s.message]
-    assert side.spin_until(lambda: waiting(), timeout=15), node_procs.log("policy")
+    start_nodes(node_procs)
+    for name in ("dex_policy", "dex_trial"):
+        assert side.spin_until(lambda n=name: [
+            s for s in side.diag if s.name == n and s.level == DiagnosticStatus.WARN
+            and "waiting for /joint_states" in s.message], timeout=15), logs(node_procs)
     side.publish_set()
-    assert side.spin_until(lambda: side.resets, timeout=10), node_procs.log("policy")
+    assert side.spin_until(lambda: side.resets, timeout=10), logs(node_procs)
     n = len(side.diag)
-    assert side.spin_until(lambda: any(s.name == "dex_policy" for s in side.diag[n:]), 5)
+    assert side.spin_until(lambda: {s.name for s in side.diag[n:]}
+                           >= {"dex_policy", "dex_trial"}, 5)
     assert not any("waiting for /joint_states" in s.message for s in side.diag[n:])
 
 
-def test_an_implausible_vision_estimate_is_neither_acted_on_nor_judged(node_procs, side):
+@pytest.mark.parametrize("judge_source", ["gt", "vision"])
+def test_an_implausible_vision_estimate_is_not_acted_on_nor_judged(node_procs, side,
+                                                                    judge_source):
     """A pose estimate that flips the cube 180° in one control period (a face taken for its
-    opposite) is held through: the hand keeps its last command, the set is not judged, and
-    /diagnostics says so (WARN, ``implausible_poses``). The next good estimate goes on."""
+    opposite) is held through: the hand keeps its last command and /diagnostics says so (WARN,
+    ``implausible_poses``); the next good estimate goes on. Judged on the truth (sim), the step
+    still counts; judged on the estimate (a real hand), the step is not judged: its status
+    repeats the last judgement, so the controller still gets its set."""
     from dex_common.rotations import axis_angle_to_quat, quat_mul
 
     vision_pub = side.node.create_publisher(PoseStamped, "/object/pose", QOS)
-    start_policy(node_procs, pose_source="vision", judge_source="gt")
-    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 0
+    start_nodes(node_procs, trial={"judge_source": judge_source}, pose_source="vision")
+    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 1
                            and vision_pub.get_subscription_count() > 0, timeout=30)
 
     def publish(flip: bool = False) -> float:
@@ -314,7 +371,7 @@ def test_an_implausible_vision_estimate_is_neither_acted_on_nor_judged(node_proc
         return side.publish_set()
 
     publish()
-    assert side.spin_until(lambda: side.resets, timeout=30), node_procs.log("policy")
+    assert side.spin_until(lambda: side.resets, timeout=30), logs(node_procs)
     side.sim.reset(side.resets[0])
     stamps = []
     for k in range(5):
@@ -325,12 +382,15 @@ def test_an_implausible_vision_estimate_is_neither_acted_on_nor_judged(node_proc
             np.testing.assert_array_equal(side.cmds[-1], side.cmds[-2])  # held
         side.step_with_last_command()
     assert side.spin_until(lambda: side.policy_values().get("implausible_poses") == "1", 10)
-    assert not side.status_at(stamps[2])  # not judged
-    assert all(side.status_at(t) for t in (stamps[0], stamps[1], stamps[3], stamps[4]))
-    # WARN (or STALE once the inputs stop, the warning carried along), never ERROR
-    assert any(s.level in (DiagnosticStatus.WARN, DiagnosticStatus.STALE)
-               and "implausible cube pose" in s.message for s in side.diag
-               if s.name == "dex_policy")
+    assert all(side.status_at(t) for t in stamps)
+    steps = [side.steps_at(t) for t in stamps]
+    assert steps == ([1, 2, 3, 4, 5] if judge_source == "gt" else [1, 2, 2, 3, 4]), steps
+    judges = ["dex_policy"] + (["dex_trial"] if judge_source == "vision" else [])
+    for name in judges:  # WARN (or STALE once the inputs stop, the warning carried along)
+        assert side.spin_until(lambda n=name: any(
+            s.level in (DiagnosticStatus.WARN, DiagnosticStatus.STALE)
+            and "implausible cube pose" in s.message for s in side.diag if s.name == n), 5)
+    assert side.policy_values("dex_trial")["implausible_poses"] == str(len(judges) - 1)
 
 
 def test_a_controller_slower_than_the_input_timeout_is_not_a_stopped_input(node_procs, side):
@@ -338,11 +398,11 @@ def test_a_controller_slower_than_the_input_timeout_is_not_a_stopped_input(node_
     cameras and perception wait for the command, so no input is reported stopped (before, the
     pose was STALE after every slow plan); the commands keep coming."""
     timeout = 0.15
-    start_policy(node_procs, controller="mpc", mpc_horizon=16, input_timeout_s=timeout)
-    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 0
-                           and side.pose_pub.get_subscription_count() > 0, timeout=30)
+    start_nodes(node_procs, controller="mpc", mpc_horizon=16, input_timeout_s=timeout)
+    assert side.spin_until(lambda: side.js_pub.get_subscription_count() > 1
+                           and side.pose_pub.get_subscription_count() > 1, timeout=30)
     side.publish_set()
-    assert side.spin_until(lambda: side.resets, timeout=30), node_procs.log("policy")
+    assert side.spin_until(lambda: side.resets, timeout=30), logs(node_procs)
     side.sim.reset(side.resets[0])
     slow = 0
     for _ in range(4):
