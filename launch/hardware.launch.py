@@ -15,6 +15,7 @@ from __future__ import annotations
 ARGS = {
     "trials": ("3", "number of trials the trial node runs"),
     "seed": ("0", "seed of the first trial (goal sequence)"),
+    "goal_rule": ("uniform", "uniform (Dactyl's goals) | far90 (each goal >= 90 deg from the last)"),
     "hand": ("shadow", "hand profile in dex_description.registry"),
     "controller": ("onnx", "onnx (the LSTM policy model) | mpc (the sampling-MPC planner)"),
     "record": ("", "directory for one bag per trial ('' = no recording)"),
@@ -50,6 +51,7 @@ def _nodes(context):  # noqa: ANN001 - launch context
         record_dir=arg("record") or None,
         camera_remaps=camera_remaps_from_text(arg("cameras"), arg("hand")),
         controller=arg("controller"),
+        goal_rule=arg("goal_rule"),
         hand_port=arg("hand_port") or None,
         camera_sources=camera_sources_from_text(arg("camera_sources"), arg("hand")),
         calibration_dir=arg("calibration_dir") or None,

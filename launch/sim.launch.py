@@ -15,6 +15,7 @@ ARGS = {
     "source": ("vision", "vision (CNN pose from the cameras) | state (ground-truth pose)"),
     "trials": ("3", "number of trials the trial node runs"),
     "seed": ("0", "seed of the first trial"),
+    "goal_rule": ("uniform", "uniform (Dactyl's goals) | far90 (each goal >= 90 deg from the last)"),
     "hand": ("shadow", "hand profile in dex_description.registry"),
     "controller": ("onnx", "onnx (the LSTM policy model) | mpc (the sampling-MPC planner)"),
     "record": ("", "directory for one bag per trial ('' = no recording)"),
@@ -43,6 +44,7 @@ def _nodes(context):  # noqa: ANN001 - launch context
         record_dir=arg("record") or None,
         use_sim_time=use_sim_time,
         controller=arg("controller"),
+        goal_rule=arg("goal_rule"),
     )
     return launch_actions(
         specs, arg("hand"), use_sim_time, truthy(arg("robot_state_publisher"), "robot_state_publisher"),

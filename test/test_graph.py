@@ -66,6 +66,7 @@ def test_state_source_drops_perception_and_images() -> None:
         ({"hand": "leap9"}, "unknown hand 'leap9'"),
         ({"num_trials": 0}, "num_trials must be >= 1"),
         ({"seed": -1}, "seed must be >= 0"),
+        ({"goal_rule": "sideways"}, "unknown goal rule 'sideways'"),
         ({"extra": {"dex_nope": {"a": 1}}}, r"unknown node\(s\) \['dex_nope'\]"),
         ({"extra": {"dex_policy": {"a": object()}}}, "unsupported parameter value"),
     ],
@@ -164,13 +165,15 @@ def test_argv_round_trips_every_param_and_remap() -> None:
 
 def test_cli_builds_the_same_graph() -> None:
     args = build_parser().parse_args(
-        ["run", "--source", "state", "--trials", "4", "--seed", "3", "--param", "dex_trial.goal_timeout_s=2.5"]
+        ["run", "--source", "state", "--trials", "4", "--seed", "3", "--goal-rule", "far90",
+         "--param", "dex_trial.goal_timeout_s=2.5"]
     )
     nodes = graph_from_args(args, "out")
     assert nodes == sim_graph(
         pose_source="state", num_trials=4, seed=3, record_dir="out",
-        extra={"dex_trial": {"goal_timeout_s": 2.5}},
+        extra={"dex_trial": {"goal_timeout_s": 2.5}}, goal_rule="far90",
     )
+    assert {n.name: n for n in nodes}["dex_trial"].parameters["goal_rule"] == "far90"
     # consumers start before the sim
     assert [n.name for n in start_order(nodes)] == ["dex_recorder", "dex_policy", "dex_trial",
                                                     "dex_sim"]

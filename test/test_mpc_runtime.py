@@ -104,6 +104,7 @@ def test_dex_run_with_the_mpc_controller(tmp_path: Path) -> None:
     p = subprocess.run(
         [sys.executable, "-m", "dex_bringup.cli", "run", "--hand", "leap", "--source", "state",
          "--controller", "mpc", "--trials", "1", "--seed", "3", "--record", str(out),
+         "--goal-rule", "far90",
          "--param", "dex_trial.goal_timeout_s=0.8", "--param", "dex_policy.mpc_samples=8",
          "--param", "dex_policy.mpc_horizon=4"],
         cwd=REPO, env=ros_env(), capture_output=True, text=True, timeout=180,
@@ -115,6 +116,7 @@ def test_dex_run_with_the_mpc_controller(tmp_path: Path) -> None:
 
     counts, outcome = read_bag(out / "trial_000")
     assert outcome["controller"] == "mpc" and outcome["seed"] == "3"
+    assert outcome["goal_rule"] == "far90" and outcome["mode"] == "state"  # the trial node's
     assert len(outcome["policy_model_sha256"]) == 64
     assert counts["/policy/action"] >= 5  # it planned and commanded every step of the trial
 

@@ -31,6 +31,7 @@ from dex_bringup.graph import (
 )
 from dex_bringup.procs import DEFAULT_ENV, ProcessGroup
 from dex_bringup.supervise import RespawnPolicy, RunOutcome, run_graph, start_order
+from dex_common.trial import GOAL_RULES
 
 
 def _apply_env_defaults() -> None:
@@ -66,6 +67,7 @@ def graph_from_args(args: argparse.Namespace, record_dir: str | None) -> list[No
         extra=_extra(args.param),
         controller=args.controller,
         view_port=args.view_port if getattr(args, "view", False) else None,
+        goal_rule=args.goal_rule,
     )
 
 
@@ -90,6 +92,7 @@ def _hardware_graph_from_args(args: argparse.Namespace, record_dir: str | None) 
         hand_port=args.hand_port or None,
         camera_sources=camera_sources_from_text(args.camera_sources, args.hand),
         calibration_dir=args.calibration_dir or None,
+        goal_rule=args.goal_rule,
     )
 
 
@@ -114,6 +117,9 @@ def _add_graph_args(p: argparse.ArgumentParser, trials: int = 3, mode: bool = Tr
     p.add_argument("--source", default="vision", help="vision (CNN pose) | state (ground truth)")
     p.add_argument("--trials", type=int, default=trials)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--goal-rule", default="uniform", choices=GOAL_RULES,
+                   help="uniform: each goal uniform over SO(3) (Dactyl); far90: each new goal at "
+                        "least 90 deg from the last (DROP)")
     p.add_argument("--controller", default="onnx", choices=CONTROLLERS,
                    help="onnx: the LSTM policy model; mpc: the sampling-MPC planner (slower "
                         "than real time on 2 cores: use lockstep)")

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dex_common.trial import GOAL_RULES
 from dex_description.registry import get_hand
 from dex_perception.runtime import default_model_path as default_pose_model
 from dex_policy import NODE_CONTROLLERS
@@ -278,6 +279,7 @@ def sim_graph(
     extra: Mapping[str, Mapping[str, Any]] | None = None,
     controller: str = "onnx",
     view_port: int | None = None,
+    goal_rule: str = "uniform",
 ) -> list[NodeSpec]:
     """The simulated graph: sim, perception (vision only), trial node, controller, recorder (if
     record_dir), the Foxglove live view (if view_port)."""
@@ -308,7 +310,7 @@ def sim_graph(
         nodes.append(
             NodeSpec("dex_perception", "perception_node", "dex_perception.node", "dex_perception", p)
         )
-    nodes.append(_trial(hand, num_trials, seed, use_sim_time, pose_path, judge_source="gt"))
+    nodes.append(_trial(hand, num_trials, seed, use_sim_time, pose_path, "gt", goal_rule))
     nodes.append(_controller(hand, controller, source, use_sim_time, mode == "realtime",
                              policy_model))
     if record_dir:
@@ -322,12 +324,16 @@ def sim_graph(
 
 
 def _trial(hand: str, num_trials: int, seed: int, use_sim_time: bool, pose_path: str,
-           judge_source: str) -> NodeSpec:
+           judge_source: str, goal_rule: str) -> NodeSpec:
     """The trial node: goals, success/drop/timeout, resets, /trial/status. It records the pose
     model's hash (the file perception runs) in every trial."""
+    if goal_rule not in GOAL_RULES:
+        raise GraphError(f"unknown goal rule {goal_rule!r}; use one of {list(GOAL_RULES)} "
+                         "(uniform: Dactyl's; far90: each goal >= 90 deg from the last, DROP's)")
     return NodeSpec("dex_bringup", "trial_node", "dex_bringup.trial_node", "dex_trial", {
         "hand": hand, "judge_source": judge_source, "num_trials": int(num_trials),
-        "seed": int(seed), "use_sim_time": use_sim_time, "pose_model_path": pose_path})
+        "seed": int(seed), "use_sim_time": use_sim_time, "pose_model_path": pose_path,
+        "goal_rule": goal_rule})
 
 
 def _controller(hand: str, controller: str, pose_source: str, use_sim_time: bool,
@@ -361,6 +367,7 @@ def hardware_graph(
     hand_port: str | None = None,
     camera_sources: Mapping[str, str] | None = None,
     calibration_dir: str | None = None,
+    goal_rule: str = "uniform",
 ) -> list[NodeSpec]:
     """The real-hand graph: perception, trial node (judging the estimate), controller,
     recorder. Wall time.
@@ -418,7 +425,7 @@ def hardware_graph(
             pp,
             perception_remaps,
         ),
-        _trial(hand, num_trials, seed, False, pose_path, judge_source="vision"),
+        _trial(hand, num_trials, seed, False, pose_path, "vision", goal_rule),
         _controller(hand, controller, "vision", False, True, policy_model),
     ]
     nodes[:0] = ([driver] if driver is not None else []) + cameras

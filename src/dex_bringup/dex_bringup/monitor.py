@@ -77,7 +77,7 @@ class DemoMonitor:
         """Update the table; returns a progress line worth printing (trial start/end/finish)."""
         if state == "finished":
             self.finished = True
-            return f"policy finished: {len(self.rows)} trial(s)"
+            return f"trials finished: {len(self.rows)} trial(s)"
         try:
             idx = int(values.get("trial", ""))
         except ValueError:

@@ -424,7 +424,7 @@ class SimNode(Node):
                 and not self._controller_finished:
             self._controller_finished = True
             self._controller_missing = ""
-            self.get_logger().info("the controller finished its trials; idle until a reset")
+            self.get_logger().info("the trial node finished its trials; idle until a reset")
 
     def _on_reset(self, msg: UInt32) -> None:
         self._controller_finished = False
@@ -498,7 +498,7 @@ class SimNode(Node):
         if self._controller_missing:
             level, msg = DiagnosticStatus.STALE, self._controller_missing
         elif self._controller_finished and self.mode == "lockstep":
-            msg = f"lockstep: idle, the controller finished its trials ({self.steps} steps)"
+            msg = f"lockstep: idle, the trials are finished ({self.steps} steps)"
         elif self._overruns_since:
             level, msg = DiagnosticStatus.WARN, f"{self._overruns_since} realtime overrun(s)"
         elif self._clamped_since:
