@@ -3,8 +3,8 @@ graph tests, with optional supervision (no rclpy here: the caller passes its spi
 
 ``run_graph`` starts the nodes staged (consumers first, the sim last: in lockstep the first trial
 starts as soon as the sim sees the trial node and the controller), spins the watcher until the
-trial node reports ``finished`` (or for ever with ``keep_running``), settles so in-flight messages land, and stops
-every process. A node that dies ends the run with its exit code and last output, unless
+trial node reports ``finished`` (or for ever with ``keep_running``), settles so in-flight
+messages land, and stops every process. A node that dies ends the run with its exit code and last output, unless
 ``respawn`` is given: then it is restarted (``RespawnPolicy``), and the graph resumes the trial
 protocol. A dead sim, trial node or controller takes the trial in flight with it: the trial
 node and the controller are restarted (and the dead sim), and the trial node starts again at
