@@ -198,6 +198,16 @@ def test_sparse_noise_effort_and_mppi() -> None:
     np.testing.assert_allclose(with_effort - base, 10.0 * np.mean(moves ** 2, axis=(1, 2)),
                                atol=1e-12)
     assert with_effort[1] == base[1]  # sample 1 holds the targets: no effort
+    # nominal: the mean squared distance of the planned targets from the relaxed pose.
+    from dex_description.pose import default_actuator_targets
+
+    pl.cfg.cost.effort, pl.cfg.cost.nominal = 0.0, 2.0
+    with_nominal = pl._evaluate(state, knots[:3], targets, smoothed, env.tracker.goal,
+                                env.sim.data)
+    relaxed = default_actuator_targets(env.hand_spec)
+    np.testing.assert_allclose(with_nominal - base,
+                               2.0 * np.mean((tg - relaxed) ** 2, axis=(1, 2)), atol=1e-12)
+    pl.cfg.cost.nominal = 0.0
     # MPPI: the plan is the cost-weighted mean of the samples, weights from elite_weights.
     from dex_policy.mpc import elite_weights
 

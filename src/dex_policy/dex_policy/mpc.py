@@ -38,6 +38,7 @@ import mujoco.rollout
 import numpy as np
 
 from dex_common.actions import EMA, MAX_DELTA
+from dex_description.pose import default_actuator_targets
 from dex_description.registry import HandSpec
 
 ACTION_SPACES = ("targets", "relative", "absolute")
@@ -61,6 +62,10 @@ class CostWeights:
     # ("relative": of the delta knots). Joints that do not matter then hold still, instead of
     # each plan picking them a random direction: the teacher's actions become far less random.
     effort: float = 0.0
+    # per rad² of the mean squared distance of the planned targets from the hand's relaxed pose
+    # (dex_description.pose), as DROP's "distance from a nominal hand pose": fingers that
+    # wander off to the range limits cannot push the cube the other way.
+    nominal: float = 0.0
     terminal: float = 4.0  # weight of the last control step on top of the average
     # per unit of mean |first-step delta − the student's delta| / max_delta over the actuators
     # (only when ``plan`` is given the student's action). Many plans are
@@ -148,6 +153,11 @@ def add_mpc_options(p: argparse.ArgumentParser) -> None:
                    help=f"fraction of actuators each sample perturbs (default: {d.noise_fraction})")
     p.add_argument("--mpc-effort", type=float, default=c.effort,
                    help=f"cost per rad² of mean squared target change (default: {c.effort})")
+    p.add_argument("--mpc-nominal", type=float, default=c.nominal,
+                   help="cost per rad² of mean squared distance of the planned targets from "
+                        f"the relaxed hand pose (default: {c.nominal})")
+    p.add_argument("--mpc-tilt", type=float, default=c.tilt,
+                   help=f"cost per rad of the goal's up face off vertical (default: {c.tilt})")
     p.add_argument("--mpc-plan-timestep", type=float, default=d.plan_timestep,
                    help="the planning model's timestep, s (0 = the sim's; default: "
                         f"{d.plan_timestep})")
@@ -168,7 +178,9 @@ def mpc_config_of(a: argparse.Namespace) -> MPCConfig:
     cfg = MPCConfig(n_samples=a.mpc_samples, horizon=a.mpc_horizon, planner=a.mpc_planner,
                     sigmas=a.mpc_sigmas, noise_fraction=a.mpc_noise_fraction,
                     plan_timestep=a.mpc_plan_timestep, plan_iterations=a.mpc_plan_iterations,
-                    plan_cone=a.mpc_plan_cone, cost=CostWeights(effort=a.mpc_effort, student=a.mpc_student))
+                    plan_cone=a.mpc_plan_cone,
+                    cost=CostWeights(effort=a.mpc_effort, student=a.mpc_student,
+                                     nominal=a.mpc_nominal, tilt=a.mpc_tilt))
     cfg.validate()
     return cfg
 
@@ -215,6 +227,7 @@ class SamplingPlanner:
         self.max_delta, self.ema = float(max_delta), float(ema)
         self.lower, self.upper = spec.actuator_limits()
         self.rest = np.asarray(spec.cube.rest_pos, float)
+        self.nominal = default_actuator_targets(spec)
         self.absolute = self.cfg.action_space == "absolute"
         self.destinations = self.cfg.action_space in ("targets", "absolute")  # knots = targets
         # Noise unit per actuator: max_delta (relative) or the actuator's range (targets).
@@ -412,9 +425,11 @@ class SamplingPlanner:
         return ends[..., a : a + 3], ends[..., a + 3 : a + 7], ends[..., v : v + 3]
 
     def costs(self, ends: np.ndarray, knots: np.ndarray, goal: np.ndarray,
-              moves: np.ndarray | None = None) -> np.ndarray:
+              moves: np.ndarray | None = None, targets: np.ndarray | None = None
+              ) -> np.ndarray:
         """Cost [N] of each rollout (``CostWeights``; ``moves`` [N, H, n]: the per-step
-        changes of the targets, for the effort term); NaN rollouts cost inf."""
+        changes of the targets, for the effort term; ``targets`` [N, H, n]: the planned
+        targets, for the nominal-pose term); NaN rollouts cost inf."""
         c = self.cfg.cost
         pos, quat, lin = self.cube_of(ends)
         rot = rotation_angles(quat, goal)
@@ -432,6 +447,8 @@ class SamplingPlanner:
         if c.effort:
             steps = knots if moves is None or not self.destinations else moves
             total += c.effort * np.mean(steps ** 2, axis=(1, 2))
+        if c.nominal and targets is not None:
+            total += c.nominal * np.mean((targets - self.nominal) ** 2, axis=(1, 2))
         # A rollout that went unstable (NaN) is never chosen.
         return np.where(np.isfinite(total), total, np.inf)
 
@@ -440,7 +457,7 @@ class SamplingPlanner:
         tg = self.targets_of(knots, targets, smoothed)  # [N, H, n]
         ends = self.rollout_ends(state, tg, data.ctrl, data.qacc_warmstart)
         start = np.broadcast_to(np.asarray(targets, float), tg[:, :1].shape)
-        return self.costs(ends, knots, goal, np.diff(tg, axis=1, prepend=start))
+        return self.costs(ends, knots, goal, np.diff(tg, axis=1, prepend=start), tg)
 
     def close(self) -> None:
         self._rollout.close()
