@@ -208,3 +208,29 @@ def test_stopped_nodes_are_reported_stale_and_the_trial_goes_on(dds_env: dict[st
     rows = mon.core.rows
     assert sorted(rows) == [0, 1] and all(r.ended for r in rows.values()), mon.core.table()
     assert out.codes == {"dex_trial": 0, "dex_policy": 0, "dex_sim": 0}, out.codes
+
+
+def test_a_second_graph_on_the_same_domain_is_refused_before_anything_starts(
+        dds_env: dict[str, str]) -> None:
+    """Two graphs on one ROS domain answer each other's resets and judge each other's trials
+    (it happened: two `dex run`s on one machine crossed their trials). A graph that finds
+    another one's trial status on its domain starts nothing and says how to separate them."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    rclpy.init()
+    other = rclpy.create_node("other_graph_trial_node")
+    other.create_publisher(DiagnosticArray, "/trial/status", 10)
+    watcher = rclpy.create_node("dex_second_graph_watch")
+    group = ProcessGroup(start_order(_graph(1, 0)), env=dds_env, echo=False)
+    try:
+        out = run_graph(group, watcher, lambda: rclpy.spin_once(watcher, timeout_sec=0.05),
+                        lambda: False, timeout_s=30.0, handle_signals=False)
+    finally:
+        other.destroy_node()
+        watcher.destroy_node()
+        rclpy.shutdown()
+    assert len(out.problems) == 1 and not group.children, out.problems
+    domain = dds_env["ROS_DOMAIN_ID"]
+    assert f"another dex graph is already running on ROS domain {domain}" in out.problems[0]
+    assert "/trial/status" in out.problems[0] and "ROS_DOMAIN_ID=" in out.problems[0]

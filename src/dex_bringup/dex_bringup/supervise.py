@@ -15,6 +15,7 @@ run judges the same trials as an undisturbed one.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -51,12 +52,39 @@ def readiness_checks(nodes: list[NodeSpec]) -> list[tuple[str, str, int]]:
     return checks
 
 
+# Topics only a dex graph publishes: someone on them before ours starts is another graph.
+OWN_TOPICS = ("/trial/status", "/policy/action", "/sim/reset")
+# How long the watcher listens for another graph before starting ours (DDS discovery of
+# participants on this machine takes well under this).
+DISCOVERY_S = 1.0
+
+
+def other_graph(watcher: object, spin: Callable[[], None], wait_s: float = DISCOVERY_S) -> str:
+    """A problem sentence when another dex graph already runs on this ROS domain ("" if none):
+    two graphs on one domain answer each other's resets and judge each other's trials."""
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end:
+        spin()
+        busy = [t for t in OWN_TOPICS if watcher.count_publishers(t) > 0]
+        if busy:
+            domain = os.environ.get("ROS_DOMAIN_ID", "") or "0"
+            other = int(domain) + 1 if domain.isdigit() and int(domain) < 100 else 1
+            return (f"another dex graph is already running on ROS domain {domain} (it publishes "
+                    f"{', '.join(busy)}): two graphs on one domain would answer each other's "
+                    f"resets and judge each other's trials. Stop it, or run this one on another "
+                    f"domain (e.g. ROS_DOMAIN_ID={other})")
+    return ""
+
+
 def start_staged(group: ProcessGroup, watcher: object, spin: Callable[[], None],
                  timeout: float = 60.0) -> list[str]:
     """Start every node but the state source (the sim, or the hand's driver), wait until
     ``watcher`` (an rclpy node) sees them on the graph, then start it: the first trial starts
     as soon as the trial node gets joint states, so the monitor and the recorder must already be
-    matched or trial 0 goes unseen. Returns problems (empty when ready)."""
+    matched or trial 0 goes unseen. Nothing starts while another graph runs on the same ROS
+    domain (``other_graph``). Returns problems (empty when ready)."""
+    if hasattr(watcher, "count_publishers") and (clash := other_graph(watcher, spin)):
+        return [clash]
     sim_names = [s.name for s in group.specs if s.package == "dex_sim"]
     # A hand driver publishes joint states from its first cycle: it waits like the sim.
     sources = sim_names + [s.name for s in group.specs if s.executable in HAND_DRIVERS]
