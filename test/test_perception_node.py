@@ -239,6 +239,23 @@ def test_node_publishes_each_estimates_implied_speed_and_flags_a_jump(
                         for d in probe.diags), 20.0), [d.message for d in probe.diags]
         values = {kv.key: kv.value for kv in probe.diags[-1].values}
         assert int(values["implausible_estimates"]) == 1
+        # A trial starts (/sim/reset: the cube was put back): the next estimate, however far
+        # from the last, is a new reference: no implied speed, no jump counted.
+        from std_msgs.msg import UInt32
+
+        reset_pub = probe.node.create_publisher(UInt32, "/sim/reset", STATE_QOS)
+        assert probe.spin_until(lambda: reset_pub.get_subscription_count() >= 1, 20.0)
+        reset_pub.publish(UInt32(data=1))
+        assert probe.spin_until(lambda: any(
+            kv.key == "trial_resets" and kv.value == "1" for d in probe.diags
+            for kv in d.values), 20.0)
+        probe.publish_set(rendered_other, Time(sec=20, nanosec=80_002_000))
+        assert probe.spin_until(lambda: len(probe.poses) >= 4, 20.0)
+        assert not probe.spin_until(lambda: len(probe.speeds) > 2, 1.0)
+        n = len(probe.diags)
+        assert probe.spin_until(lambda: len(probe.diags) > n, 5.0)
+        values = {kv.key: kv.value for kv in probe.diags[-1].values}
+        assert int(values["implausible_estimates"]) == 1
     finally:
         out = _stop(proc)
     assert "Traceback" not in out, out

@@ -11,7 +11,9 @@ frame): the angular (rad/s) and linear (m/s) velocity it implies against the las
 estimate (``dex_common.pose_gate``). It is the node's per-estimate plausibility measure: an
 estimate that implies more than ``max_cube_angular_speed`` / ``max_cube_linear_speed`` (a face
 taken for another: a 90° flip in one period) is one no cube can make; it is still published
-(consumers judge it: the policy holds), counted as ``implausible_estimates`` and WARNed.
+(consumers judge it: the controller holds), counted as ``implausible_estimates`` and WARNed.
+Each /sim/reset (the trial node starting a trial: the cube was put back) makes the next
+estimate a new reference, so a reset is not counted as a jump.
 
 Bad input (encoding other than rgb8, wrong size, short buffer), bad speed limits (the defaults
 are used), a missing model or a model whose contract does not match the registry → ERROR on
@@ -30,6 +32,7 @@ from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import Image
+from std_msgs.msg import UInt32
 
 from dex_common.pose_gate import MAX_ANGULAR_SPEED, MAX_LINEAR_SPEED, gate_from_parameters
 from dex_common.ros_util import (
@@ -89,6 +92,7 @@ class PerceptionNode(Node):
         self.inference_errors = 0
         self.stamp_errors = 0
         self.implausible = 0
+        self.trial_resets = 0
         self.last_error = ""
         self.model_error = ""
         self.config_error = ""
@@ -125,11 +129,20 @@ class PerceptionNode(Node):
             )
             for i, name in enumerate(self.cameras)
         ]
+        # A trial starts with the cube put back (the sim resets it; on a real hand, a person):
+        # the next estimate starts a new reference instead of counting as a jump.
+        self.create_subscription(UInt32, "/sim/reset", self._on_trial_reset, STATE_QOS)
         # Steady clock: keeps reporting while sim time (/clock) is paused.
         self.create_timer(1.0, self._periodic, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._report()
 
     # ---- callbacks ---------------------------------------------------------------------------
+    def _on_trial_reset(self, _msg: UInt32) -> None:
+        with self._lock:
+            self.gate.reset()
+            self.trial_resets += 1
+        self._report()
+
     def _on_image(self, stream: int, msg: Image) -> None:
         with self._lock:
             t = stamp_to_float(msg.header.stamp)
@@ -218,6 +231,7 @@ class PerceptionNode(Node):
             "inference_errors": self.inference_errors,
             "stamp_errors": self.stamp_errors,
             "implausible_estimates": self.implausible,
+            "trial_resets": self.trial_resets,
             "last_error": self.last_error or self.model_error or self.config_error,
         }
         if self.estimator is not None:
