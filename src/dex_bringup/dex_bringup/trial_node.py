@@ -40,6 +40,7 @@ from visualization_msgs.msg import Marker
 from dex_common.contract import file_sha256
 from dex_common.node_inputs import (
     POSE_TOPICS,
+    CheckedParams,
     InputError,
     not_bool,
     not_count,
@@ -111,7 +112,7 @@ class TrialNode(Node):
     # ---- setup ---------------------------------------------------------------------------------
     def _configure(self) -> None:
         """Read and validate parameters; any problem → fault state (no trial starts)."""
-        p = {name: declare_dynamic(self, name, default) for name, default in (
+        p = CheckedParams({name: declare_dynamic(self, name, default) for name, default in (
             ("hand", "shadow"), ("judge_source", "gt"), ("num_trials", 0), ("seed", 0),
             # Where a restarted trial node resumes (dex run --respawn): trials before it ended.
             ("first_trial", 0),
@@ -129,48 +130,36 @@ class TrialNode(Node):
             ("max_cube_angular_speed", MAX_ANGULAR_SPEED),
             ("max_cube_linear_speed", MAX_LINEAR_SPEED),
             ("controller_wait_s", 30.0),
-        )}
+        )})
+        problems = p.problems
         try:
             self.spec = get_hand(str(p["hand"]))
-            problems = []
         except KeyError as e:
             self.spec = get_hand("shadow")
-            problems = [f"bad parameter hand: {e}"]
+            problems.append(f"bad parameter hand: {e}")
         self.diag.hardware_id = self.spec.name
-        problems += [m for m in (
-            not_in("judge_source", p["judge_source"], POSE_TOPICS),
-            not_count("num_trials", p["num_trials"]),
-            not_count("seed", p["seed"]),
-            not_bool("exit_when_finished", p["exit_when_finished"]),
-            not_bool("reset_first_trial", p["reset_first_trial"]),
-            not_seconds("slop", p["slop"], 0.0, 1.0, closed_low=True),
-            not_seconds("controller_wait_s", p["controller_wait_s"], 0.0, 3600.0,
-                        closed_low=True),
-        ) if m]
-        self.judge_source = p["judge_source"] if p["judge_source"] in POSE_TOPICS else "gt"
-        self.num_trials = p["num_trials"] if not not_count("n", p["num_trials"]) else 0
-        self.seed = p["seed"] if not not_count("n", p["seed"]) else 0
+        self.judge_source = p.take("judge_source", not_in, "gt", POSE_TOPICS)
+        self.num_trials = p.take("num_trials", not_count, 0)
+        self.seed = p.take("seed", not_count, 0)
+        self.exit_when_finished = p.take("exit_when_finished", not_bool, False)
+        if p.take("reset_first_trial", not_bool, True) is False:
+            self.reset_wall = time.monotonic()  # as if requested: no set predates the trial
+        slop = p.take("slop", not_seconds, 0.005, 0.0, 1.0, closed_low=True)
+        self.controller_wait = float(p.take("controller_wait_s", not_seconds, 30.0, 0.0, 3600.0,
+                                            closed_low=True))
         first = p["first_trial"]
         if not_count("first_trial", first) or 0 < self.num_trials <= first:
             problems.append(f"first_trial must be an integer in [0, num_trials); got {first!r}")
         else:
             self.trial_index = first
-        self.exit_when_finished = p["exit_when_finished"] is True
-        if p["reset_first_trial"] is False:
-            self.reset_wall = time.monotonic()  # as if requested: no set predates the trial
-        slop = p["slop"] if not not_seconds("s", p["slop"], 0.0, 1.0, True) else 0.005
-        self.controller_wait = (30.0 if not_seconds("s", p["controller_wait_s"], 0.0, 3600.0, True)
-                                else float(p["controller_wait_s"]))
         self.pose_gate, problem = gate_from_parameters(p["max_cube_angular_speed"],
                                                        p["max_cube_linear_speed"])
         problems += [problem] if problem else []
-        if p["goal_rule"] not in GOAL_RULES:
-            problems.append(f"goal_rule must be one of {list(GOAL_RULES)}; got {p['goal_rule']!r}")
+        goal_rule = p.take("goal_rule", not_in, "uniform", GOAL_RULES)
         try:
             self.trial_config = TrialConfig.for_hand(
                 self.spec, goal_timeout_s=p["goal_timeout_s"],
-                success_threshold=p["success_threshold"],
-                goal_rule=p["goal_rule"] if p["goal_rule"] in GOAL_RULES else "uniform")
+                success_threshold=p["success_threshold"], goal_rule=goal_rule)
         except (ValueError, TypeError) as e:
             self.trial_config = TrialConfig.for_hand(self.spec)
             problems.append(str(e))

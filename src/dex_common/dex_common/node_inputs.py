@@ -66,6 +66,26 @@ def pose_arrays(msg: object, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- parameter checks: each returns a problem sentence, or "" ------------------------------------
+class CheckedParams:
+    """A node's parameter values checked one at a time: ``take(name, check, default, ...)``
+    records ``check``'s problem and gives the default for a bad value, else the value."""
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.values = values
+        self.problems: list[str] = []
+
+    def __getitem__(self, name: str) -> object:
+        return self.values[name]
+
+    def take(self, name: str, check: object, default: object, *args: object,
+             **kwargs: object) -> object:
+        problem = check(name, self.values[name], *args, **kwargs)
+        if problem:
+            self.problems.append(problem)
+            return default
+        return self.values[name]
+
+
 def not_bool(name: str, value: object) -> str:
     return "" if isinstance(value, bool) else f"{name} must be true or false; got {value!r}"
 

@@ -52,6 +52,7 @@ from std_msgs.msg import Float64MultiArray
 from dex_common.contract import ModelContractError
 from dex_common.node_inputs import (
     POSE_TOPICS,
+    CheckedParams,
     InputError,
     joint_positions_in_order,
     joint_velocities_or_none,
@@ -134,7 +135,7 @@ class PolicyNode(Node):
     # ---- setup ---------------------------------------------------------------------------------
     def _configure(self) -> None:
         """Read and validate parameters, load the model; any problem → fault state."""
-        p = {name: declare_dynamic(self, name, default) for name, default in (
+        p = CheckedParams({name: declare_dynamic(self, name, default) for name, default in (
             ("hand", "shadow"), ("controller", "onnx"),
             # Real time: a step slower than the control period is an overrun (WARN on
             # /diagnostics). Lockstep (the sim waits for each command): slow steps are counted.
@@ -146,8 +147,8 @@ class PolicyNode(Node):
             # Estimates implying a faster cube than these are not acted on (dex_common.pose_gate)
             ("max_cube_angular_speed", MAX_ANGULAR_SPEED),
             ("max_cube_linear_speed", MAX_LINEAR_SPEED),
-        )}
-        problems = []
+        )})
+        problems = p.problems
         try:
             self.hand = str(p["hand"])
             self.spec = get_hand(self.hand)
@@ -159,18 +160,11 @@ class PolicyNode(Node):
         self.act_names = self.spec.actuator_names
         self.act_matrix = self.spec.actuation_matrix()
         self.controller = str(p["controller"])
-        problems += [m for m in (
-            not_bool("realtime", p["realtime"]),
-            not_in("controller", self.controller, NODE_CONTROLLERS),
-            not_in("pose_source", p["pose_source"], POSE_TOPICS),
-            not_seconds("slop", p["slop"], 0.0, 1.0, closed_low=True),
-            not_seconds("input_timeout_s", p["input_timeout_s"], 0.0, 60.0),
-        ) if m]
-        self.realtime = p["realtime"] is True
-        self.pose_source = p["pose_source"] if p["pose_source"] in POSE_TOPICS else "gt"
-        slop = 0.005 if not_seconds("s", p["slop"], 0.0, 1.0, True) else p["slop"]
-        self.input_timeout = (0.5 if not_seconds("s", p["input_timeout_s"], 0.0, 60.0)
-                              else p["input_timeout_s"])
+        p.take("controller", not_in, "", NODE_CONTROLLERS)  # a problem: the node faults
+        self.realtime = p.take("realtime", not_bool, False)
+        self.pose_source = p.take("pose_source", not_in, "gt", POSE_TOPICS)
+        slop = p.take("slop", not_seconds, 0.005, 0.0, 1.0, closed_low=True)
+        self.input_timeout = p.take("input_timeout_s", not_seconds, 0.5, 0.0, 60.0)
         self.pose_gate, problem = gate_from_parameters(p["max_cube_angular_speed"],
                                                        p["max_cube_linear_speed"])
         problems += [problem] if problem else []
