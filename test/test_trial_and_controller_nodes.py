@@ -390,6 +390,7 @@ def test_an_implausible_vision_estimate_is_not_acted_on_nor_judged(node_procs, s
         assert side.spin_until(lambda n=name: any(
             s.level in (DiagnosticStatus.WARN, DiagnosticStatus.STALE)
             and "implausible cube pose" in s.message for s in side.diag if s.name == n), 5)
+    assert side.spin_until(lambda: "implausible_poses" in side.policy_values("dex_trial"), 5)
     assert side.policy_values("dex_trial")["implausible_poses"] == str(len(judges) - 1)
 
 
