@@ -270,3 +270,85 @@ def test_the_planning_model_takes_its_own_timestep_solver_and_cone() -> None:
     cfg = mpc_config_of(p.parse_args(["--mpc-plan-timestep", "0.002", "--mpc-plan-iterations",
                                       "8", "--mpc-plan-cone", "elliptic"]))
     assert (cfg.plan_timestep, cfg.plan_iterations, cfg.plan_cone) == (0.002, 8, "elliptic")
+
+
+def test_eval_resumes_a_killed_run_and_refuses_another_setup(tmp_path, monkeypatch,
+                                                             capsys) -> None:
+    out = tmp_path / "r.json"
+    base = ["--controller", "mpc", "--hand", "leap", "--max-steps", "3", "--mpc-samples", "4",
+            "--mpc-horizon", "4", "--goal-timeout", "80", "--json", str(out)]
+    assert ev.main(base + ["--trials", "2"]) == 0
+    first = json.loads(out.read_text())
+    assert first["partial"] is False and first["rules"]["goal_timeout_s"] == 80.0
+    assert "80.0 s per goal" in capsys.readouterr().out
+    ran: list[int] = []
+    real = ev.run_trial
+
+    def counted(env, controller, seed, max_steps=None):
+        ran.append(seed)
+        return real(env, controller, seed, max_steps)
+
+    monkeypatch.setattr(ev, "run_trial", counted)
+    assert ev.main(base + ["--trials", "3", "--resume"]) == 0
+    assert ran == [2]  # trials 0 and 1 were kept, only trial 2 ran
+    res = json.loads(out.read_text())
+    assert res["rows"][:2] == first["rows"] and [r["seed"] for r in res["rows"]] == [0, 1, 2]
+    assert res["summary"]["trials"] == 3 and res["decision_time"]["p50_ms"] > 0
+    assert out.with_suffix(".timing.npz").exists()
+    # another setup in the same file is refused, naming what differs; the file is kept
+    assert ev.main(base + ["--trials", "3", "--resume", "--mpc-samples", "8"]) == 2
+    assert "differs in config" in capsys.readouterr().err
+    assert json.loads(out.read_text())["rows"] == res["rows"]
+
+
+def test_a_rollout_that_reaches_the_goal_on_the_way_is_preferred_with_the_success_term(
+        ) -> None:
+    # Three rollouts of 6 steps at rest position, cube yawed from the goal by a profile:
+    # A touches 0.30 rad at step 2 then drifts back to 0.55; B stays at 0.42 (never a success);
+    # C reaches 0.30 only at the last step.
+    env = DexCubeEnv("leap")
+    env.reset(seed=3)
+    pl = _planner(env, horizon=6, knots=2, threads=1)
+    pl.cfg.cost.tilt, pl.cfg.cost.success = 0.0, 0.0
+    import mujoco
+
+    state = np.empty(pl._nstate)
+    mujoco.mj_getState(pl.model, env.sim.data, state, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+    goal = np.array([1.0, 0.0, 0.0, 0.0])
+    profiles = np.array([[0.8, 0.5, 0.30, 0.4, 0.5, 0.55],
+                         [0.8, 0.6, 0.50, 0.45, 0.42, 0.42],
+                         [0.8, 0.7, 0.60, 0.5, 0.45, 0.30]])
+    ends = np.tile(state, (3, 6, 1))
+    a = pl._qpos0 + pl._cube_qpos
+    ends[..., a : a + 3] = pl.rest
+    ends[..., a + 3 : a + 7] = [[axis_angle_to_quat(np.array([0.0, 0.0, 1.0]), x)
+                                 for x in row] for row in profiles]
+    ends[..., pl._qvel0 : pl._qvel0 + pl.model.nv] = 0.0  # at rest
+    knots = np.zeros((3, 2, pl.n))
+    plain = pl.costs(ends, knots, goal)
+    assert plain[1] < plain[0]  # without it, B (never a success) looks best
+    pl.cfg.cost.success = 2.0
+    bonus = pl.costs(ends, knots, goal)
+    assert bonus[0] < bonus[2] < bonus[1], bonus  # A: earliest success; B: none
+    # A's orientation cost stays at its success step's 0.30 rad: mean 0.5 of the first three,
+    # then 0.30 to the end, plus 4 x 0.30, less the bonus at step 2 of 0..5 (2 x (1 - 0.2))
+    expect = (0.8 + 0.5 + 0.3 * 4) / 6 + 4 * 0.3 - 2.0 * (1 - 0.5 * 2 / 5)
+    assert bonus[0] == pytest.approx(expect, abs=1e-6)
+    # A plan that starts "there" (an estimate the judge disagrees with) keeps the plain cost,
+    # which still pulls it closer.
+    np.testing.assert_allclose(pl.costs(ends, knots, goal, start_angle=0.3), plain)
+    np.testing.assert_allclose(pl.costs(ends, knots, goal, start_angle=0.36), bonus)
+    pl.success_threshold = 0.2  # a stricter trial: nothing reaches it
+    np.testing.assert_allclose(pl.costs(ends, knots, goal), plain)
+
+
+def test_a_trial_that_times_out_says_how_its_last_goal_was_missed(tmp_path, capsys) -> None:
+    out = tmp_path / "z.json"
+    assert ev.main(["--controller", "zero", "--hand", "leap", "--trials", "1", "--seed", "5",
+                    "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    g = row["last_goal"]
+    assert row["end_reason"] == "timeout" and row["steps"] == 100
+    assert 0.4 < g["closest_rad"] <= g["final_rad"] <= math.pi  # holding never got there
+    assert 0.0 <= g["up_face_off_rad"] <= g["final_rad"] + 1e-6  # part of the rotation left
+    assert "last goals missed: closest approach median" in capsys.readouterr().out

@@ -163,6 +163,7 @@ def test_lockstep_trial_and_faults(node_procs, side):
         assert st[-1].name == "trial" and st[-1].message in ("running", "success")
         assert v["trial"] == "0" and v["seed"] == str(SEED) and v["ended"] == "false"
         assert v["steps"] == str(i + 1) and v["mode"] == "state"
+        assert float(v["success_threshold"]) == 0.4  # the rule, for controllers that plan for it
         assert len(v["policy_model_sha256"]) == 64
         side.step_with_last_command()
 

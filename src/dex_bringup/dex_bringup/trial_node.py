@@ -368,6 +368,8 @@ class TrialNode(Node):
             "pose_model_sha256": self.pose_model_sha,
             "mode": self._mode(),
             "goal_rule": self.trial_config.goal_rule,
+            # the controller may plan for the rule it is judged by (the MPC's success term)
+            "success_threshold": repr(float(self.trial_config.success_threshold)),
         }
         return [KeyValue(key=k, value=v) for k, v in vals.items()]
 

@@ -85,6 +85,7 @@ class MPCController:
     def reset(self, env: DexCubeEnv) -> None:
         self.planner.reset(seed=env.episode_seed)
         self.planner.set_model(env.sim.model)  # the episode's randomized model (privileged)
+        self.planner.success_threshold = env.tracker.config.success_threshold
 
     def act(self, env: DexCubeEnv, student_bins: np.ndarray | None = None) -> np.ndarray:
         """The teacher's bins for the env's current state (no step taken); ``student_bins``
@@ -141,6 +142,7 @@ class MeasuredMPCController:
 
     def reset(self, env: DexCubeEnv) -> None:
         self.runtime.reset(env.current_actuator_positions(), seed=env.episode_seed)
+        self.runtime.planner.success_threshold = env.tracker.config.success_threshold
 
     def step(self, env: DexCubeEnv, obs: np.ndarray) -> StepResult:
         from dex_policy.mpc_runtime import Measurement

@@ -38,6 +38,7 @@ import mujoco.rollout
 import numpy as np
 
 from dex_common.actions import EMA, MAX_DELTA
+from dex_common.trial import TrialConfig
 from dex_description.pose import default_actuator_targets
 from dex_description.registry import HandSpec
 
@@ -67,6 +68,17 @@ class CostWeights:
     # wander off to the range limits cannot push the cube the other way.
     nominal: float = 0.0
     terminal: float = 4.0  # weight of the last control step on top of the average
+    # The trial's own rule: a goal counts the moment the cube is within the success threshold,
+    # and then the next goal replaces it. So a rollout that gets there at any step of the
+    # horizon earns ``success`` (less as it gets there later, down to half at the last step),
+    # and its orientation cost stays at that step's value for the rest of the horizon (what it
+    # does to the old goal afterwards no longer matters; its position and drop costs still do).
+    # Without it, only the average and the last step count, and a plan that touches the
+    # threshold on the way is not preferred to one that stays 0.1 rad short of it.
+    success: float = 2.0
+    # success is counted below the trial's threshold less this margin (the planning model's
+    # 4 ms step predicts the sim's cube within ~0.01-0.04 rad over a horizon)
+    success_margin: float = 0.05
     # per unit of mean |first-step delta − the student's delta| / max_delta over the actuators
     # (only when ``plan`` is given the student's action). Many plans are
     # near-equally good: this breaks the tie towards the one the student would take, so the
@@ -158,6 +170,9 @@ def add_mpc_options(p: argparse.ArgumentParser) -> None:
                         f"the relaxed hand pose (default: {c.nominal})")
     p.add_argument("--mpc-tilt", type=float, default=c.tilt,
                    help=f"cost per rad of the goal's up face off vertical (default: {c.tilt})")
+    p.add_argument("--mpc-success", type=float, default=c.success,
+                   help="cost bonus for a rollout that reaches the goal at any step of the "
+                        f"horizon (the trial's success rule; default: {c.success})")
     p.add_argument("--mpc-plan-timestep", type=float, default=d.plan_timestep,
                    help="the planning model's timestep, s (0 = the sim's; default: "
                         f"{d.plan_timestep})")
@@ -180,7 +195,8 @@ def mpc_config_of(a: argparse.Namespace) -> MPCConfig:
                     plan_timestep=a.mpc_plan_timestep, plan_iterations=a.mpc_plan_iterations,
                     plan_cone=a.mpc_plan_cone,
                     cost=CostWeights(effort=a.mpc_effort, student=a.mpc_student,
-                                     nominal=a.mpc_nominal, tilt=a.mpc_tilt))
+                                     nominal=a.mpc_nominal, tilt=a.mpc_tilt,
+                                     success=a.mpc_success))
     cfg.validate()
     return cfg
 
@@ -227,6 +243,9 @@ class SamplingPlanner:
         self.max_delta, self.ema = float(max_delta), float(ema)
         self.lower, self.upper = spec.actuator_limits()
         self.rest = np.asarray(spec.cube.rest_pos, float)
+        # the trial's success threshold (rad), for the ``success`` cost term; controllers set it
+        # from the trial rules they run under
+        self.success_threshold = TrialConfig.success_threshold
         self.nominal = default_actuator_targets(spec)
         self.absolute = self.cfg.action_space == "absolute"
         self.destinations = self.cfg.action_space in ("targets", "absolute")  # knots = targets
@@ -425,11 +444,12 @@ class SamplingPlanner:
         return ends[..., a : a + 3], ends[..., a + 3 : a + 7], ends[..., v : v + 3]
 
     def costs(self, ends: np.ndarray, knots: np.ndarray, goal: np.ndarray,
-              moves: np.ndarray | None = None, targets: np.ndarray | None = None
-              ) -> np.ndarray:
+              moves: np.ndarray | None = None, targets: np.ndarray | None = None,
+              start_angle: float = math.inf) -> np.ndarray:
         """Cost [N] of each rollout (``CostWeights``; ``moves`` [N, H, n]: the per-step
         changes of the targets, for the effort term; ``targets`` [N, H, n]: the planned
-        targets, for the nominal-pose term); NaN rollouts cost inf."""
+        targets, for the nominal-pose term; ``start_angle``: the cube's rotation to the goal
+        where the plans start); NaN rollouts cost inf."""
         c = self.cfg.cost
         pos, quat, lin = self.cube_of(ends)
         rot = rotation_angles(quat, goal)
@@ -437,13 +457,27 @@ class SamplingPlanner:
         pos_cost = np.maximum(dist - c.position_deadzone, 0.0)
         fall = np.maximum((self.rest[2] - c.fall_margin) - pos[..., 2], 0.0)
         speed = np.linalg.norm(lin, axis=-1)
-        per_step = (c.rotation * rot + c.position * pos_cost + c.fall * fall
-                    + c.velocity * speed)
+        orient = c.rotation * rot
         if c.tilt:
             qn = quat / np.linalg.norm(quat, axis=-1, keepdims=True)
             up = rotate(qn, goal_up_axis(goal))[..., 2]
-            per_step = per_step + c.tilt * np.arccos(np.clip(up, -1.0, 1.0))
-        total = per_step.mean(axis=1) + c.terminal * per_step[:, -1]
+            orient = orient + c.tilt * np.arccos(np.clip(up, -1.0, 1.0))
+        bonus = 0.0
+        success_at = self.success_threshold - c.success_margin
+        # Only for plans that start short of the goal: one that starts "there" has a cube the
+        # judge does not see there (an estimate, a model error), so it keeps the plain cost,
+        # which still pulls it closer.
+        if c.success and start_angle >= success_at:
+            hit = rot < success_at  # [N, H]
+            reached = hit.any(axis=1)
+            h = rot.shape[1]
+            first = np.where(reached, hit.argmax(axis=1), h - 1)
+            # after the first success the orientation cost keeps that step's value
+            orient = np.take_along_axis(
+                orient, np.minimum(np.arange(h)[None], first[:, None]), axis=1)
+            bonus = c.success * reached * (1.0 - 0.5 * first / max(h - 1, 1))
+        per_step = orient + c.position * pos_cost + c.fall * fall + c.velocity * speed
+        total = per_step.mean(axis=1) + c.terminal * per_step[:, -1] - bonus
         if c.effort:
             steps = knots if moves is None or not self.destinations else moves
             total += c.effort * np.mean(steps ** 2, axis=(1, 2))
@@ -457,7 +491,8 @@ class SamplingPlanner:
         tg = self.targets_of(knots, targets, smoothed)  # [N, H, n]
         ends = self.rollout_ends(state, tg, data.ctrl, data.qacc_warmstart)
         start = np.broadcast_to(np.asarray(targets, float), tg[:, :1].shape)
-        return self.costs(ends, knots, goal, np.diff(tg, axis=1, prepend=start), tg)
+        angle = float(rotation_angles(self.cube_of(state)[1], goal))
+        return self.costs(ends, knots, goal, np.diff(tg, axis=1, prepend=start), tg, angle)
 
     def close(self) -> None:
         self._rollout.close()

@@ -83,6 +83,7 @@ from dex_common.ros_util import (
 )
 from dex_common.stats import RollingStats
 from dex_common.sync import ApproxTimeSynchronizer
+from dex_common.trial import TrialConfig
 from dex_description.kinematics import HandKinematics
 from dex_description.registry import get_hand
 from dex_policy import NODE_CONTROLLERS
@@ -280,6 +281,10 @@ class PolicyNode(Node):
             _, goal_quat = pose_arrays(goal, TRIAL_TOPICS[0])
             key = (values.get("trial", ""), values.get("seed", ""), values.get("start_stamp", ""))
             seed = int(values.get("seed", "0"))
+            threshold = float(values.get("success_threshold", TrialConfig.success_threshold))
+            if not 0.0 < threshold < math.pi:
+                raise InputError(f"/trial/status success_threshold {threshold!r} is not in "
+                                 "(0, pi) rad")
         except (InputError, ValueError) as e:
             self.counts["input_errors"] += 1
             self._input_error(str(e), js.header.stamp)
@@ -291,6 +296,8 @@ class PolicyNode(Node):
             self.counts["trials"] += 1
             self.pose_gate.reset()
             self.runtime.reset(self.act_matrix @ q, seed=seed)
+            if isinstance(self.runtime, MPCRuntime):
+                self.runtime.planner.success_threshold = threshold
         if self.pose_source == "vision":
             verdict = self.pose_gate.check(stamp, obs_pos, obs_quat)
             if not verdict.plausible:
