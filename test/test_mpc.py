@@ -352,3 +352,18 @@ def test_a_trial_that_times_out_says_how_its_last_goal_was_missed(tmp_path, caps
     assert 0.4 < g["closest_rad"] <= g["final_rad"] <= math.pi  # holding never got there
     assert 0.0 <= g["up_face_off_rad"] <= g["final_rad"] + 1e-6  # part of the rotation left
     assert "last goals missed: closest approach median" in capsys.readouterr().out
+
+
+def test_the_evaluator_run_as_a_script_spreads_over_workers(tmp_path) -> None:
+    # `python -m dex_policy.evaluate` (what the device scripts run): its worker functions
+    # belong to __main__, which Ray would pickle by value, each with its own globals.
+    import subprocess
+    import sys
+
+    out = tmp_path / "w.json"
+    run = subprocess.run([sys.executable, "-m", "dex_policy.evaluate", "--controller", "zero",
+                          "--hand", "leap", "--trials", "2", "--max-steps", "3", "--workers",
+                          "2", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["workers"] == 2 and [r["steps"] for r in res["rows"]] == [3, 3]

@@ -10,7 +10,9 @@ Every node of a cluster needs this project installed (``bash scripts/setup.sh``)
 from __future__ import annotations
 
 import functools
+import importlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -36,6 +38,18 @@ def _actor_class() -> Any:
             return fn(job)
 
     return Worker
+
+
+def importable(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as the workers can import it. A function of a module run as a script
+    (``python -m dex_policy.evaluate``) belongs to ``__main__``, which Ray pickles by value:
+    each function then gets its own copy of the module globals, so what ``init`` sets is not
+    what ``run`` reads. The same function of the module imported by its own name is shared."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if fn.__module__ != "__main__" or not name:
+        return fn
+    return getattr(importlib.import_module(name), fn.__qualname__)
 
 
 def default_workers() -> int:
@@ -78,17 +92,19 @@ class WorkerPool:
         self._ray = ray
         self._owns_runtime = start_runtime(workers, address)
         cls = _actor_class()
+        init = importable(init)
         self.workers = [cls.remote(init, args) for _ in range(max(1, workers))]
 
     def call(self, fn: Callable[[Any], Any], job: Any = None) -> Any:
         """``fn(job)`` on the first worker (e.g. to ask how the workers are configured)."""
-        return self._ray.get(self.workers[0].run.remote(fn, job))
+        return self._ray.get(self.workers[0].run.remote(importable(fn), job))
 
     def imap_unordered(self, fn: Callable[[Any], Any], jobs: Iterable[Any],
                        deadline: float | None = None) -> Iterator[Any]:
         """``fn(job)`` for every job, one job in flight per worker, results as they finish;
         raises ``TimeoutError`` when ``deadline`` (``time.monotonic``) passes first."""
         ray = self._ray
+        fn = importable(fn)
         pending = list(jobs)[::-1]
         running: dict[Any, Any] = {}  # ObjectRef -> worker
 
