@@ -44,13 +44,8 @@ if [ -d .gl ] && command -v nvidia-smi >/dev/null; then for f in .gl/*.deb; do d
 for d in /usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json; do
   [ -f "$d" ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$d
 done
-if ! python3 -c "import mujoco" 2>/dev/null && [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-for p in src/*/; do PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/$p; done
-export PYTHONPATH PYTHONUNBUFFERED=1 MUJOCO_GL=egl OMP_NUM_THREADS=1
+. scripts/device_python.sh || exit 1
+export MUJOCO_GL=egl
 python3 - <<'EOF' || exit 1
 import time, mujoco, torch
 from dex_perception.dataset import PoseSampler

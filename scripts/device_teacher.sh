@@ -19,13 +19,8 @@ EVAL_S=${EVAL_S:-100}
 EVAL_STEPS=${EVAL_STEPS:-200}
 COLLECT_S=${COLLECT_S:-240}
 mkdir -p "$OUT" "$WORK"
-if ! python3 -c "import mujoco" 2>/dev/null && [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-for p in src/*/; do PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/$p; done
-export PYTHONPATH PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-disable} OMP_NUM_THREADS=1
+. scripts/device_python.sh || exit 1
+export MUJOCO_GL=${MUJOCO_GL:-disable}
 python3 -c "import mujoco, dex_policy.dagger, dex_policy.evaluate; print('mujoco', mujoco.__version__)" \
   || exit 1
 echo "workers $W; $(grep -m1 'model name' /proc/cpuinfo)"

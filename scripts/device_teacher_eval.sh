@@ -15,13 +15,8 @@ EVAL_S=${EVAL_S:-540}
 W=${WORKERS:-$(nproc)}
 EVAL_ARGS=${EVAL_ARGS:---controller mpc --hand leap --trials 50 --seed 300 --goal-rule far90 --mpc-success 2}
 mkdir -p "$OUT"
-if ! python3 -c "import mujoco" 2>/dev/null && [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-for p in src/*/; do PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/$p; done
-export PYTHONPATH PYTHONUNBUFFERED=1 MUJOCO_GL=${MUJOCO_GL:-disable} OMP_NUM_THREADS=1
+. scripts/device_python.sh || exit 1
+export MUJOCO_GL=${MUJOCO_GL:-disable}
 name=$(basename "$RESULT")
 if [ -f "$RESULT" ]; then
   cp "$RESULT" "$OUT/$name"
