@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from dex_common.stats import RollingStats
 from dex_common.trial import GOAL_RULES
 from dex_common.trial_summary import plot, summarize
 from dex_common.workers import ADDRESS_HELP, WorkerPool
@@ -233,17 +232,13 @@ class EvalRecord:
         self._save()
 
     def finish(self) -> dict[str, Any]:
-        result = self.result()
-        self._save()
-        return result
+        return self._save()
 
     def result(self) -> dict[str, Any]:
         rows, s = self.rows, self.setup
         steps = sum(r["steps"] for r in rows)
-        timing = RollingStats(window=10_000_000)
-        for i in sorted(self.times):
-            for t in self.times[i]:
-                timing.add(float(t))
+        times = np.concatenate([np.zeros(0), *self.times.values()]) * 1e3  # ms
+        times = times[np.isfinite(times)]
         wall = max(self.wall, 1e-9)
         return {**s, "partial": len(rows) < self.trials,
                 "rows": rows, "summary": summarize(rows), "wall_s": round(self.wall, 2),
@@ -251,22 +246,25 @@ class EvalRecord:
                 # with workers: simulated time over wall time of the whole run, all workers
                 "real_time_factor": round(steps * s["control_period_s"] / wall, 3),
                 # None for the floors, which decide nothing worth timing
-                "decision_time": {"p50_ms": round(timing.p50_ms, 2),
-                                  "p99_ms": round(timing.p99_ms, 2),
-                                  "mean_ms": round(timing.mean_ms, 2)}
-                if len(timing) else None}
+                "decision_time": {"p50_ms": round(float(np.percentile(times, 50)), 2),
+                                  "p99_ms": round(float(np.percentile(times, 99)), 2),
+                                  "mean_ms": round(float(times.mean()), 2)}
+                if len(times) else None}
 
-    def _save(self) -> None:
+    def _save(self) -> dict[str, Any]:
+        """Writes the result (when there is a path) and returns it."""
+        result = self.result()
         if self.path is None:
-            return
+            return result
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.result(), indent=1))
+        tmp.write_text(json.dumps(result, indent=1))
         os.replace(tmp, self.path)
         if self.times:
             tp = self.timing_path
             ttmp = tp.with_name(tp.stem + ".tmp.npz")
             np.savez_compressed(ttmp, **{f"t{i}": v for i, v in self.times.items()})
             os.replace(ttmp, tp)
+        return result
 
 
 def format_table(result: dict[str, Any]) -> str:
