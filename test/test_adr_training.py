@@ -150,7 +150,7 @@ def test_static_randomize_without_adr_and_stable_config_hash() -> None:
     from dataclasses import asdict
 
     old = {k: v for k, v in asdict(PPOConfig()).items()
-           if k not in ("goal_timeout_s", "randomize", "adr", "adr_t_high", "adr_t_low",
+           if k not in ("goal_timeout_s", "max_delta", "randomize", "adr", "adr_t_high", "adr_t_low",
                         "adr_queue", "adr_boundary_fraction", "update_threads", "overlap",
                         "update_precision")}
     want = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]

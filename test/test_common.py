@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dex_common.actions import ActionDecoder
+from dex_common.actions import MAX_DELTA, ActionDecoder, max_delta_of
 from dex_common.observations import (
     POLICY_OBS_LAYOUT,
     obs_dim,
@@ -434,6 +434,7 @@ def test_action_decoder_bins_ema_and_relative_targets() -> None:
 
 def test_action_decoder_clips_to_registry_limits_without_windup() -> None:
     dec = ActionDecoder("shadow", ema=0.0)
+    assert dec.max_delta == 0.3  # Shadow's own action scale (max_delta_of)
     lo, hi = HAND.actuator_limits()
     dec.reset(hi + 1.0)  # out-of-range start is clipped
     np.testing.assert_array_equal(dec.targets, hi)
@@ -441,10 +442,21 @@ def test_action_decoder_clips_to_registry_limits_without_windup() -> None:
         t = dec.decode(np.full(20, 10))
     np.testing.assert_array_equal(t, hi)
     t = dec.decode(np.zeros(20, dtype=int))  # reversing acts at once (no wind-up past hi)
-    np.testing.assert_allclose(t, np.maximum(hi - 0.15, lo))
+    np.testing.assert_allclose(t, np.maximum(hi - 0.3, lo))
     for _ in range(50):
         t = dec.decode(np.zeros(20, dtype=int))
     np.testing.assert_array_equal(t, lo)
+
+
+def test_action_scale_is_per_hand_unless_given() -> None:
+    # Shadow's fingers need 0.3 rad per step to reach the cube within a plan; LEAP keeps
+    # Dactyl's 0.15. An explicit max_delta always wins, and a model's contract records its own.
+    assert max_delta_of("shadow") == max_delta_of(HAND) == 0.3
+    assert max_delta_of("leap") == MAX_DELTA == 0.15
+    assert ActionDecoder("leap").max_delta == 0.15
+    assert ActionDecoder("shadow").describe()["max_delta"] == 0.3
+    assert ActionDecoder("shadow", max_delta=0.15).bin_values[-1] == 0.15
+    assert HAND.facts_hash() == get_hand("shadow").facts_hash()  # not a hand fact: no new hash
 
 
 def test_action_decoder_validation() -> None:

@@ -209,7 +209,13 @@ def test_task_config_defaults_and_errors():
     assert t.discrete and not t.obs_cube_orientation and t.enabled == frozenset()
     env = DexCubeEnv(seed=0, task=TaskConfig(goal_timeout_s=0.8, success_threshold=0.2))
     assert env.tracker.config.steps_per_goal == 10 and env.tracker.config.success_threshold == 0.2
+    # max_delta None = the hand's action scale, resolved in the env's own task and decoder
+    assert t.max_delta is None and env.task.max_delta == env.decoder.max_delta == 0.3
     env.close()
+    env = DexCubeEnv("leap", seed=0, task=TaskConfig(max_delta=0.2))
+    assert env.task.max_delta == env.decoder.max_delta == 0.2
+    env.close()
+    assert DexCubeEnv("leap", seed=0).decoder.max_delta == 0.15
     for bad, field in ((dict(success_threshold=0.0), "success_threshold"),
                        (dict(goal_timeout_s=float("nan")), "goal_timeout_s"),
                        (dict(bins=1), "bins"), (dict(goals_per_trial=2.5), "goals_per_trial"),
@@ -249,8 +255,8 @@ def test_continuous_actions_and_cube_orientation_obs():
     a[3] = 1.0
     env.step(a)
     d = env.decoder.targets - t0
-    # Full action = max_delta, EMA keeps (1 - 0.3) of it on the first step.
-    assert d[3] == pytest.approx(0.15 * 0.7) and np.allclose(np.delete(d, 3), 0)
+    # Full action = max_delta (Shadow's 0.3), EMA keeps (1 - 0.3) of it on the first step.
+    assert d[3] == pytest.approx(0.3 * 0.7) and np.allclose(np.delete(d, 3), 0)
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         env.step(np.full(20, 1.5))
     env.close()

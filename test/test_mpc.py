@@ -299,6 +299,14 @@ def test_eval_resumes_a_killed_run_and_refuses_another_setup(tmp_path, monkeypat
     assert ev.main(base + ["--trials", "3", "--resume", "--mpc-samples", "8"]) == 2
     assert "differs in config" in capsys.readouterr().err
     assert json.loads(out.read_text())["rows"] == res["rows"]
+    # the action scale is part of the setup; a file from before it was recorded ran at 0.15
+    assert res["action"] == {"bins": 11, "max_delta": 0.15, "ema": 0.3}
+    old = dict(res)
+    del old["action"]
+    out.write_text(json.dumps(old))
+    assert ev.main(base + ["--trials", "3", "--resume"]) == 0
+    assert ev.main(base + ["--trials", "3", "--resume", "--max-delta", "0.3"]) == 2
+    assert "differs in action" in capsys.readouterr().err
 
 
 def test_a_rollout_that_reaches_the_goal_on_the_way_is_preferred_with_the_success_term(

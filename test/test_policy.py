@@ -100,6 +100,7 @@ def test_tiny_ppo_run_exports_with_contract(tiny_run):
     assert json.loads(meta["dex.obs_layout"]) == [[n, s] for n, s in POLICY_OBS_LAYOUT]
     assert meta["dex.obs_norm"] == "in_graph" and meta["dex.lstm_hidden"] == "32"
     assert json.loads(meta["dex.action"])["actuators"] == SPEC.actuator_names
+    assert json.loads(meta["dex.action"])["max_delta"] == 0.3  # Shadow's own action scale
     assert float(meta["dex.control_period_s"]) == SPEC.control_period
     assert meta["dex.producer"] == "dex-policy-train " + " ".join(args)
     assert meta["dex.compute"] == this_machine() and meta["dex.compute"].startswith("cpu x")
@@ -125,6 +126,16 @@ def test_resume_continues(tiny_run, tmp_path):
                        "--eval-trials", "0"]) == 0
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log] == [1, 2, 3] and log[-1]["total_steps"] == 120
+    # A checkpoint from before the per-hand action scale resumes at the 0.15 it trained with.
+    from dex_common.checkpoints import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(run / "checkpoint.pt")
+    assert ck["config"]["max_delta"] == 0.0  # 0 = the hand's
+    del ck["config"]["max_delta"]
+    save_checkpoint(ck, tmp_path / "old.pt")
+    with pytest.warns(UserWarning, match="fresh episodes"):  # its saved episodes ran at 0.3
+        old = PPOTrainer.load(tmp_path / "old.pt")
+    assert old.cfg.max_delta == old.task.max_delta == 0.15
 
 
 def test_contract_mismatch_refused(tiny_run, tmp_path):

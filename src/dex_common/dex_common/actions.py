@@ -23,8 +23,25 @@ from dex_description.registry import HandSpec, get_hand
 
 # Dactyl's action space, named once: every config that has these fields takes its default here.
 BINS = 11  # per actuator
-MAX_DELTA = 0.15  # rad per control step at the extreme bin
+MAX_DELTA = 0.15  # rad per control step at the extreme bin (hands not in _MAX_DELTA_BY_HAND)
 EMA = 0.3  # weight of the previous smoothed delta
+
+# Hands whose fingers need a faster action scale than the default. Shadow: from the relaxed pose
+# its fingers must curl ~1.5 rad before they touch the cube on the palm; at 0.15 rad per step the
+# MPC teacher cannot get them there within its plan, and it reached 2-4x more goals at 0.3
+# (docs/teacher_student.md, "The Shadow hand's action scale"). Not a HandSpec field: it is a
+# choice of the action space, which each model's contract records (``describe``), not a fact of
+# the hand that would change ``facts_hash`` and so refuse every model exported before.
+_MAX_DELTA_BY_HAND: dict[str, float] = {"dex_shadow": 0.3}
+# What every hand used before the per-hand scale (2026-11-28): runs and records written then,
+# which do not name their scale, are read with it.
+LEGACY_MAX_DELTA = MAX_DELTA
+
+
+def max_delta_of(hand: HandSpec | str) -> float:
+    """The default action scale of ``hand`` (rad per control step at the extreme bin)."""
+    spec = get_hand(hand) if isinstance(hand, str) else hand
+    return _MAX_DELTA_BY_HAND.get(spec.name, MAX_DELTA)
 
 
 class ActionDecoder:
@@ -34,10 +51,13 @@ class ActionDecoder:
         self,
         hand: HandSpec | str = "shadow",
         bins: int = BINS,
-        max_delta: float = MAX_DELTA,
+        max_delta: float | None = None,
         ema: float = EMA,
     ) -> None:
+        """``max_delta`` None: the hand's default (``max_delta_of``)."""
         self.hand = get_hand(hand) if isinstance(hand, str) else hand
+        if max_delta is None:
+            max_delta = max_delta_of(self.hand)
         if isinstance(bins, bool) or int(bins) != bins or int(bins) < 2:
             raise ValueError(f"bins must be an integer >= 2; got {bins!r}")
         if not np.isfinite(max_delta) or max_delta <= 0:

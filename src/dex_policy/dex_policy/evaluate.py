@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dex_common.actions import BINS, EMA, LEGACY_MAX_DELTA
 from dex_common.trial import GOAL_RULES
 from dex_common.trial_summary import plot, summarize
 from dex_common.workers import ADDRESS_HELP, WorkerPool
@@ -176,7 +177,14 @@ def _setup(described: dict[str, Any], env: DexCubeEnv, hand: str, seed: int,
             "rules": {"goal_rule": tc.goal_rule, "success_threshold_rad": tc.success_threshold,
                       "goals_per_trial": tc.goals_per_trial, "goal_timeout_s": tc.goal_timeout_s,
                       "randomize": sorted(t.enabled), "max_steps": max_steps},
+            # a model acts through its own contract's decoder; the rest through the env's
+            "action": described.get("action") or {"bins": t.bins, "max_delta": t.max_delta,
+                                                   "ema": t.ema},
             "control_period_s": env.hand_spec.control_period}
+
+
+# Files written before the action scale was recorded ran every hand at these.
+_LEGACY_ACTION = {"bins": BINS, "max_delta": LEGACY_MAX_DELTA, "ema": EMA}
 
 
 # What may differ between the sessions of one resumed evaluation (how it ran, not what).
@@ -208,6 +216,7 @@ class EvalRecord:
         if not (self.resume and self.path is not None and self.path.exists()):
             return
         old = json.loads(self.path.read_text())
+        old.setdefault("action", _LEGACY_ACTION)
         now = json.loads(json.dumps(setup))  # as it would be written (tuples -> lists)
         differ = sorted(k for k in now if k not in _RUN_KEYS and now[k] != old.get(k))
         if differ:
@@ -284,7 +293,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"{result.get('controller', 'onnx')} on {result['hand']}, goals {ru.get('goal_rule')}, "
         f"success < {ru.get('success_threshold_rad')} rad, {ru.get('goal_timeout_s')} s per goal, "
         f"randomization "
-        f"{', '.join(ru.get('randomize') or []) or 'none'}")
+        f"{', '.join(ru.get('randomize') or []) or 'none'}"
+        + (f", actions ±{result['action']['max_delta']:g} rad per step"
+           if result.get("action") else ""))
     lines.append(f"consecutive successes: mean {s['mean']:.2f} ± {s['sd']:.2f} (sd), median "
                  f"{s['median']:.1f} over {s['trials']} trials; drops {s['drops']}, "
                  f"timeouts {s['timeouts']}, completed {s['completed']}"
@@ -334,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds of sim time per goal (default: Dactyl's %(default)s; DROP's "
                    "real-hand rule: 80)")
     p.add_argument("--max-steps", type=int, default=0, help="cap each trial (0 = no cap)")
+    p.add_argument("--max-delta", type=float, default=None,
+                   help="action scale, rad per step at the extreme bin, for the MPC and the "
+                   "floors (default: the hand's: 0.15, Shadow 0.3); a model uses its own")
     add_mpc_options(p)
     p.add_argument("--workers", type=int, default=1,
                    help="run trials on this many Ray workers, one planning thread each")
@@ -348,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         rand: bool | set[str] = (True if a.randomize == "all" else
                                  {x.strip() for x in a.randomize.split(",") if x.strip()})
         task = TaskConfig(goal_rule=a.goal_rule, success_threshold=a.threshold,
-                          goal_timeout_s=a.goal_timeout, randomize=rand or False)
+                          goal_timeout_s=a.goal_timeout, randomize=rand or False,
+                          max_delta=a.max_delta)
         mpc = mpc_config_of(a)
         record = EvalRecord(a.json, resume=a.resume)
         if a.workers > 1:

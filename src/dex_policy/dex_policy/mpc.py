@@ -37,7 +37,7 @@ import mujoco
 import mujoco.rollout
 import numpy as np
 
-from dex_common.actions import EMA, MAX_DELTA
+from dex_common.actions import EMA, max_delta_of
 from dex_common.trial import TrialConfig
 from dex_description.pose import default_actuator_targets
 from dex_description.registry import HandSpec
@@ -233,7 +233,7 @@ class SamplingPlanner:
     """Plans the hand's actuator commands for one hand + cube scene (see module docstring)."""
 
     def __init__(self, spec: HandSpec, model: mujoco.MjModel, actuator_ids: np.ndarray,
-                 cube_qpos: int, cube_qvel: int, max_delta: float = MAX_DELTA, ema: float = EMA,
+                 cube_qpos: int, cube_qvel: int, max_delta: float | None = None, ema: float = EMA,
                  config: MPCConfig | None = None) -> None:
         self.cfg = config if config is not None else MPCConfig()
         self.cfg.validate()
@@ -241,6 +241,8 @@ class SamplingPlanner:
         self.nu_model = model.nu
         self.act_ids = np.asarray(actuator_ids, dtype=np.intp)
         self.n = len(self.act_ids)
+        if max_delta is None:  # the hand's action scale
+            max_delta = max_delta_of(spec)
         self.max_delta, self.ema = float(max_delta), float(ema)
         self.lower, self.upper = spec.actuator_limits()
         self.rest = np.asarray(spec.cube.rest_pos, float)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.distributions import Categorical
 
-from dex_common.actions import BINS
+from dex_common.actions import BINS, LEGACY_MAX_DELTA
 from dex_common.checkpoints import load_checkpoint, save_checkpoint
 from dex_common.observations import obs_dim
 from dex_common.trial import TrialConfig
@@ -76,6 +76,7 @@ class PPOConfig:
     # elsewhere fp32 (emulated bf16 would be slower). Rollouts always act in fp32.
     update_precision: str = "auto"
     goal_timeout_s: float = TrialConfig.goal_timeout_s  # task: s of sim time per goal
+    max_delta: float = 0.0  # action scale, rad per step at the extreme bin; 0 = the hand's
     randomize: bool = False  # all Dactyl randomizations at their static ranges
     adr: bool = False  # vectorised ADR over the adr=True ranges (implies randomize)
     adr_t_high: float = 20.0  # mean successes at a boundary to widen it (DeXtreme)
@@ -112,7 +113,8 @@ class PPOConfig:
 
 
 _RAND_FIELDS = {k: getattr(PPOConfig, k) for k in
-                ("goal_timeout_s", "randomize", "adr", "adr_t_high", "adr_t_low", "adr_queue",
+                ("goal_timeout_s", "max_delta", "randomize", "adr", "adr_t_high", "adr_t_low",
+                 "adr_queue",
                  "adr_boundary_fraction", "update_threads", "overlap", "update_precision")}
 
 
@@ -176,7 +178,7 @@ class PPOTrainer:
         self.envs: DexCubeVectorEnv | None = None
         self._gen = torch.Generator().manual_seed(cfg.seed)
         self.task = TaskConfig(bins=cfg.bins, goal_timeout_s=cfg.goal_timeout_s,
-                               randomize=cfg.randomized)
+                               max_delta=cfg.max_delta or None, randomize=cfg.randomized)
         self.adr: VectorADR | None = None
         if cfg.adr:
             self.adr = VectorADR(default_adr_params(), cfg.n_envs,
@@ -447,7 +449,8 @@ class PPOTrainer:
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> PPOTrainer:
         ck = load_checkpoint(path)  # tensors and plain data only: never runs code
-        cfg = PPOConfig(**{**ck["config"], **overrides})
+        # checkpoints from before the per-hand action scale trained every hand at 0.15
+        cfg = PPOConfig(**{"max_delta": LEGACY_MAX_DELTA, **ck["config"], **overrides})
         tr = cls(cfg)
         tr.policy.load_state_dict(ck["policy"])
         tr.value.load_state_dict(ck["value"])

@@ -46,6 +46,8 @@ TRAIN_OPTIONS: Options = {
     "lstm_hidden": ("--lstm", "LSTM width"),
     "goal_timeout_s": ("--goal-timeout",
                        "training task: s of sim time per goal before the episode times out"),
+    "max_delta": ("--max-delta", "action scale, rad per step at the extreme bin; 0 = the "
+                  "hand's (0.15, Shadow 0.3)"),
     "randomize": ("--randomize", "all Dactyl domain randomizations at their static ranges"),
     "adr": ("--adr", "automatic domain randomization (vectorised ADR; implies --randomize)"),
     "adr_t_high": ("--adr-t-high", "ADR: mean successes at a boundary to widen it"),
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---- export + verify + short evaluation --------------------------------------------------
     spec = get_hand(cfg.hand)
     path = Path(a.export) if a.export else out / f"policy_{spec.name}.onnx"
-    decoder = ActionDecoder(spec, bins=cfg.bins)
+    decoder = ActionDecoder(spec, bins=cfg.bins, max_delta=cfg.max_delta or None)
     meta = policy_contract(cfg.hand, decoder, cfg.lstm_hidden, producer_command(argv),
                            cfg.hash(), {}, a.compute)
     export_onnx(trainer.policy, path, meta)

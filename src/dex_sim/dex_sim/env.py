@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dex_common.actions import BINS, EMA, MAX_DELTA, ActionDecoder
+from dex_common.actions import BINS, EMA, ActionDecoder, max_delta_of
 from dex_common.observations import policy_obs_layout
 from dex_common.trial import GOAL_RULES, TrialConfig, TrialTracker
 from dex_description.kinematics import HandKinematics
@@ -68,7 +68,9 @@ class TaskConfig:
     drop_height: float | None = None  # m, cube centre z; None = from the registry cube
     discrete: bool = True  # False: continuous actions in [-1, 1]
     bins: int = BINS
-    max_delta: float = MAX_DELTA  # rad per step at the extreme bin / action 1
+    # rad per step at the extreme bin / action 1; None = the hand's (``max_delta_of``: 0.15,
+    # Shadow 0.3). The env's own ``task`` always holds the number.
+    max_delta: float | None = None
     ema: float = EMA  # weight of the previous smoothed delta (ActionDecoder convention)
     obs_cube_orientation: bool = False  # add the (noisy) cube quaternion to the policy obs
     randomize: bool | frozenset[str] | set[str] = False
@@ -93,7 +95,8 @@ class TaskConfig:
         number("goal_timeout_s", 0.0, 1e6)
         if self.goal_rule not in GOAL_RULES:
             errs.append(f"goal_rule must be one of {', '.join(GOAL_RULES)}; got {self.goal_rule!r}")
-        number("max_delta", 0.0, math.pi)
+        if self.max_delta is not None:
+            number("max_delta", 0.0, math.pi)
         number("ema", 0.0, 0.999999, lo_open=False)
         if self.drop_height is not None:
             number("drop_height", -10.0, 10.0)
@@ -164,7 +167,10 @@ class DexCubeEnv(gym.Env):
         trial rules (kept for existing callers)."""
         self.hand = hand
         self.hand_spec = get_hand(hand)
-        self.task = task if task is not None else TaskConfig()
+        task = task if task is not None else TaskConfig()
+        if task.max_delta is None:
+            task = replace(task, max_delta=max_delta_of(self.hand_spec))
+        self.task = task
         self.task.validate()
         self.sim = HandCubeSim(hand, render=False)
         self.kin = HandKinematics(hand)  # the policy node's FK (tests: == the sim's sites)

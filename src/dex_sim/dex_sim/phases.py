@@ -37,7 +37,7 @@ class PhasedStep:
         self.sims = [e.sim for e in self.envs]
         n = self.n = len(self.envs)
         e0 = self.envs[0]
-        if any(e.hand != e0.hand or e.task is not e0.task for e in self.envs):
+        if any(e.hand != e0.hand or e.task != e0.task for e in self.envs):
             raise ValueError("a batch steps envs of one hand and one task")
         ix, a = e0.sim.idx, e0.n_actuators
         self.decoder = e0.decoder  # the arithmetic (bins, EMA, limits) all members share
