@@ -198,7 +198,8 @@ class PolicyNode(Node):
                 self.model_sha = self.runtime.sha256
                 self.get_logger().info(
                     f"controller: sampling MPC ({samples} samples, horizon {horizon} control "
-                    f"steps) on the nominal {self.spec.name} model")
+                    f"steps, actions ±{self.runtime.decoder.max_delta:g} rad per step) on the "
+                    f"nominal {self.spec.name} model")
             except (OSError, ValueError, KeyError) as e:
                 self._set_fault(f"bad parameters: MPC controller unusable: {e}")
             return
