@@ -28,8 +28,8 @@ EMA = 0.3  # weight of the previous smoothed delta
 
 # Hands whose fingers need a faster action scale than the default. Shadow: from the relaxed pose
 # its fingers must curl ~1.5 rad before they touch the cube on the palm; at 0.15 rad per step the
-# MPC teacher cannot get them there within its plan, and it reached 2-4x more goals at 0.3
-# (docs/teacher_student.md, "The Shadow hand's action scale"). Not a HandSpec field: it is a
+# MPC teacher cannot get them there within its plan; at 0.3 it reached 3x the goals (10 trials,
+# docs/teacher_student.md, "The Shadow hand's action scale"). Not a HandSpec field: it is a
 # choice of the action space, which each model's contract records (``describe``), not a fact of
 # the hand that would change ``facts_hash`` and so refuse every model exported before.
 _MAX_DELTA_BY_HAND: dict[str, float] = {"dex_shadow": 0.3}
