@@ -144,15 +144,13 @@ class ActionDecoder:
         np.maximum(targets, lower, out=targets)
         np.minimum(targets, upper, out=targets)
 
+    def scale(self) -> dict:
+        """The action space's numbers: ``{bins, max_delta, ema}`` (what a result records)."""
+        return {"bins": self.bins, "max_delta": self.max_delta, "ema": self.ema}
+
     def describe(self) -> dict:
         """The ``dex.action`` contract entry (JSON-able)."""
-        return {
-            "mode": "relative",
-            "bins": self.bins,
-            "max_delta": self.max_delta,
-            "ema": self.ema,
-            "actuators": list(self.hand.actuator_names),
-        }
+        return {"mode": "relative", **self.scale(), "actuators": list(self.hand.actuator_names)}
 
     # ------------------------------------------------------------------------------------------
     def _check_bins(self, bin_indices: np.ndarray, rows: int | None = None) -> np.ndarray:

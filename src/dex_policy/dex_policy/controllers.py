@@ -57,10 +57,8 @@ class OnnxPolicyController:
         return env.step_targets(self.runtime.act(obs))
 
     def describe(self) -> dict:
-        dec = self.runtime.decoder
         return {"controller": self.name, "model": str(self.runtime.model_path),
-                "model_sha256": self.runtime.sha256,
-                "action": {"bins": dec.bins, "max_delta": dec.max_delta, "ema": dec.ema}}
+                "model_sha256": self.runtime.sha256, "action": self.runtime.decoder.scale()}
 
 
 class MPCController:

@@ -178,8 +178,7 @@ def _setup(described: dict[str, Any], env: DexCubeEnv, hand: str, seed: int,
                       "goals_per_trial": tc.goals_per_trial, "goal_timeout_s": tc.goal_timeout_s,
                       "randomize": sorted(t.enabled), "max_steps": max_steps},
             # a model acts through its own contract's decoder; the rest through the env's
-            "action": described.get("action") or {"bins": t.bins, "max_delta": t.max_delta,
-                                                   "ema": t.ema},
+            "action": described.get("action") or env.decoder.scale(),
             "control_period_s": env.hand_spec.control_period}
 
 

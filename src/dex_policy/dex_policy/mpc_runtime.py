@@ -81,10 +81,9 @@ class MPCRuntime:
         return self.decoder.targets
 
     def describe(self) -> dict:
-        dec = self.decoder
         return {"controller": self.name, "config": self.config.to_dict(),
                 "plan_timestep": self.planner.model.opt.timestep, "threads": self.planner.threads,
-                "action": {"bins": dec.bins, "max_delta": dec.max_delta, "ema": dec.ema}}
+                "action": self.decoder.scale()}
 
     def reset(self, current_targets: np.ndarray, seed: int | None = None) -> None:
         """New trial: the decoder starts from ``current_targets``; the plan and the velocity
